@@ -1,0 +1,86 @@
+"""The seam between itercode and the code it runs.
+
+Every backend implements `Executor`: a batch of `Job`s in, one `Verdict` per
+job out, in the same order. `sandbox` imports nothing from the rest of
+itercode; it runs programs and knows nothing of models.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol, Sequence
+
+# Verdict statuses. `infra_error` means the sandbox failed, not the program:
+# evaluation retries it and training masks it; it is never a silent failure.
+PASSED = "passed"
+FAILED = "failed"
+ERROR = "error"
+TIMEOUT = "timeout"
+OOM = "oom"
+INFRA_ERROR = "infra_error"
+STATUSES = (PASSED, FAILED, ERROR, TIMEOUT, OOM, INFRA_ERROR)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one run (one job)."""
+
+    timeout_s: float = 10.0  # wall clock for the whole run
+    memory_mb: int = 1024  # address space of the candidate (and its children)
+    max_processes: int = 64
+    max_file_mb: int = 64
+    max_open_files: int = 256
+    max_output_kb: int = 64  # stdout/stderr kept; the rest is discarded
+
+    def key(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One candidate program and the tests that judge it.
+
+    ``trusted_prefix`` is the problem's own code (e.g. HumanEval's prompt with
+    its helper functions); the test side loads it from here, never from the
+    candidate, so the candidate cannot redefine what the tests rely on.
+    """
+
+    job_id: str
+    program: str
+    tests: str
+    entry_point: str
+    trusted_prefix: str = ""
+
+
+@dataclass
+class Verdict:
+    job_id: str
+    status: str
+    tests_passed: int = 0
+    tests_total: int = 0
+    duration_s: float = 0.0
+    stderr: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+ProgressFn = Callable[[Verdict], None]
+
+
+class Executor(Protocol):
+    """A sandbox backend. ``version`` goes into the verdict cache key."""
+
+    name: str
+    version: str
+
+    def run(self, jobs: Sequence[Job], limits: Limits, on_verdict: ProgressFn | None = None) -> list[Verdict]:
+        """Run every job; call ``on_verdict`` as each finishes (any order)."""
+        ...
+
+    def close(self) -> None: ...
