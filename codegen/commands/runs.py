@@ -1,0 +1,41 @@
+"""`itercode runs show RUN`: a run's per-round table, stages and lineage."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "inspect run directories: `runs show RUN` prints the per-round table"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print a run's per-round metrics table and its stage status")
+    show.add_argument("run", help="a run name under --runs-dir, or a path to a run directory")
+    show.add_argument("--runs-dir", default="runs", help="where named runs live (default: runs)")
+    show.add_argument("--stages", action="store_true", help="also list every stage with its status")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from loops.rundir import read_metrics, resolve_run
+    from loops.table import format_table
+
+    root = resolve_run(args.run, args.runs_dir)
+    rows = read_metrics(root)
+    state_path = root / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}, "running": None}
+    if rows:
+        print(format_table(rows, title=f"run {root} (pass rates in %)"))
+    else:
+        print(f"run {root}: no round evaluated yet")
+    if (root / "plot.png").exists():
+        print(f"plot: {root / 'plot.png'}")
+    unfinished = {k: v for k, v in state["stages"].items() if v.get("status") != "done"}
+    for key, entry in unfinished.items():
+        note = f" ({entry['error']})" if entry.get("error") else ""
+        print(f"unfinished stage: {key}: {entry.get('status')}{note}; rerun the loop command to resume it")
+    if args.stages:
+        for key, entry in state["stages"].items():
+            print(f"  {key:<22} {entry.get('status'):<8} attempts={entry.get('attempts')} "
+                  f"finished={entry.get('finished_at', '-')}")
+    return 0

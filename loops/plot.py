@@ -1,0 +1,45 @@
+"""The PNG plot of a run: held-out pass@k per round (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from loops.rundir import TMP_PREFIX
+from loops.table import heldout_ks
+
+
+def plot_metrics(rows: list[dict[str, Any]], out_path: str | Path, title: str = "ITERTL") -> Path:
+    """Write a PNG of held-out pass@k per round (plus the reference split's pass@1 if present).
+
+    Written to a temporary file and renamed, like every other artifact.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; Agg renders straight to PNG
+    import matplotlib.pyplot as plt
+
+    out_path = Path(out_path)
+    rows = sorted(rows, key=lambda r: r["round"])
+    rounds = [r["round"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for k in heldout_ks(rows):
+        ys = [100 * r[f"heldout_pass@{k}"] if r.get(f"heldout_pass@{k}") is not None else float("nan") for r in rows]
+        ax.plot(rounds, ys, marker="o", label=f"held-out pass@{k}")
+    if any(r.get("reference_pass@1") is not None for r in rows):
+        ys = [100 * r["reference_pass@1"] if r.get("reference_pass@1") is not None else float("nan") for r in rows]
+        ax.plot(rounds, ys, marker="s", linestyle="--", color="gray", label="reference pass@1 (forgetting probe)")
+    ax.set_xlabel("round (0 = base model)")
+    ax.set_ylabel("pass rate (%)")
+    ax.set_xticks(rounds)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f"{TMP_PREFIX}{out_path.name}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path

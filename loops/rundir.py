@@ -1,0 +1,261 @@
+"""Run directories: where a loop keeps its work, so that any stage can resume.
+
+Layout::
+
+    runs/<name>/
+      config.yaml          the config the run started with (a resumed run must match it)
+      state.json           which stages finished, what they produced, which one is running
+      lineage.json         per round: the model it started from and the checkpoint it made
+      metrics.jsonl        one row per evaluated round (rewritten whole, atomically)
+      plot.png             pass@1 / pass@k per round
+      round-<k>/<stage>/   each stage's artifacts
+
+The resume rule: a stage is finished exactly when state.json says so, and
+state.json is only updated after every artifact of the stage is in place. A
+stage that did not finish (the process was killed) is wiped and redone; a
+finished one is never redone. Every file is written to a temporary name in
+the same directory and then renamed, so a reader sees the old file or the new
+one, never half of one (os.replace is atomic on POSIX). Model checkpoints are
+directories: they are built under a temporary name and renamed the same way.
+
+Any loop driver can use this (ITERTL, RewardRanker...): it knows stages and
+rounds, not models.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from codegen.errors import UserError
+
+STATE_VERSION = 1
+TMP_PREFIX = ".tmp-"  # every temporary file or directory starts with this
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl_rows_atomic(path: str | Path, rows: list[dict]) -> Path:
+    return write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``final``; rename it to ``final`` when the block succeeds.
+
+    >>> with atomic_dir(run / "model") as tmp:   # doctest: +SKIP
+    ...     trainer.save_model(tmp)
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + final.name + ".", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def stage_key(round_: int, stage: str) -> str:
+    return f"round-{round_}/{stage}"
+
+
+class RunDir:
+    """One run's directory. Open it with `RunDir.open`, which also takes the run's lock."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock_fd: int | None = None
+
+    # ----- opening, config and lock
+    @classmethod
+    def open(cls, root: str | Path, config: dict[str, Any], resumable_keys: frozenset[str] = frozenset()) -> "RunDir":
+        """Create the run, or reopen it to resume.
+
+        Reopening with a config that differs in a key outside ``resumable_keys``
+        is an error: the finished stages were made under the old values.
+        """
+        run = cls(root)
+        run.root.mkdir(parents=True, exist_ok=True)
+        run._take_lock()
+        saved_path = run.root / "config.yaml"
+        if saved_path.exists():
+            saved = yaml.safe_load(saved_path.read_text()) or {}
+            changed = sorted(k for k in set(saved) | set(config)
+                             if saved.get(k) != config.get(k) and k not in resumable_keys)
+            if changed:
+                run.close()
+                diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+                raise UserError(
+                    f"run {str(run.root)!r} was started with a different config ({diffs}); "
+                    "rerun with the same config to resume it, or give the new config its own name=NEW_NAME")
+        write_text_atomic(saved_path, yaml.safe_dump(config, sort_keys=False))
+        if not (run.root / "state.json").exists():
+            write_json_atomic(run.root / "state.json", {"version": STATE_VERSION, "created_at": _now(),
+                                                        "running": None, "stages": {}})
+        return run
+
+    def _take_lock(self) -> None:
+        # flock is released by the kernel when the process dies, even by SIGKILL.
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"run {str(self.root)!r} is in use by another process; wait for it to end, "
+                            "or start this one under another name=NEW_NAME") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----- state
+    @property
+    def state(self) -> dict[str, Any]:
+        path = self.root / "state.json"
+        if not path.exists():
+            return {"version": STATE_VERSION, "running": None, "stages": {}}
+        return json.loads(path.read_text())
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        write_json_atomic(self.root / "state.json", state)
+
+    def stage_dir(self, round_: int, stage: str) -> Path:
+        return self.root / f"round-{round_}" / stage
+
+    def is_done(self, round_: int, stage: str) -> bool:
+        entry = self.state["stages"].get(stage_key(round_, stage))
+        return bool(entry and entry.get("status") == "done")
+
+    def info(self, round_: int, stage: str) -> dict[str, Any]:
+        """What a finished stage recorded (its ``info`` dict); {} if not finished."""
+        entry = self.state["stages"].get(stage_key(round_, stage)) or {}
+        return entry.get("info", {}) if entry.get("status") == "done" else {}
+
+    def run_stage(self, round_: int, stage: str, fn: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
+        """Run ``fn(stage_dir)`` unless the stage already finished; return its info dict.
+
+        A leftover directory from an attempt that was killed is wiped first, so
+        ``fn`` always starts from an empty directory.
+        """
+        key = stage_key(round_, stage)
+        if self.is_done(round_, stage):
+            return self.info(round_, stage)
+        d = self.stage_dir(round_, stage)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        state = self.state
+        entry = state["stages"].setdefault(key, {})
+        entry.update(status="running", started_at=_now(), attempts=entry.get("attempts", 0) + 1)
+        state["running"] = key
+        self._write_state(state)
+
+        try:
+            info = fn(d) or {}
+        except BaseException as e:
+            # Recorded for `runs show`; the stage still counts as unfinished and is redone.
+            state = self.state
+            state["stages"][key].update(status="failed", error=f"{type(e).__name__}: {e}"[:500])
+            state["running"] = None
+            self._write_state(state)
+            raise
+
+        state = self.state
+        state["stages"][key].update(status="done", finished_at=_now(), info=info)
+        state["running"] = None
+        self._write_state(state)
+        return info
+
+    def finished_stages(self) -> list[str]:
+        return [k for k, v in self.state["stages"].items() if v.get("status") == "done"]
+
+    def rel(self, path: str | Path) -> str:
+        """``path`` relative to the run root (how artifacts are recorded)."""
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    # ----- lineage and metrics
+    def record_lineage(self, round_: int, entry: dict[str, Any]) -> None:
+        path = self.root / "lineage.json"
+        lineage = json.loads(path.read_text()) if path.exists() else []
+        lineage = [e for e in lineage if e.get("round") != round_] + [{"round": round_, **entry}]
+        lineage.sort(key=lambda e: e["round"])
+        write_json_atomic(path, lineage)
+
+    def lineage(self) -> list[dict[str, Any]]:
+        path = self.root / "lineage.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
+        """Rewrite metrics.jsonl whole (sorted by round): a redone stage can never duplicate a row."""
+        rows = sorted(rows, key=lambda r: r["round"])
+        return write_jsonl_rows_atomic(self.root / "metrics.jsonl", rows)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.root)
+
+
+def read_metrics(root: str | Path) -> list[dict[str, Any]]:
+    path = Path(root) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resolve_run(run: str, runs_dir: str | Path = "runs") -> Path:
+    """A run given by name (under ``runs_dir``) or by path; error if neither exists."""
+    for candidate in (Path(run), Path(runs_dir) / run):
+        if (candidate / "state.json").exists() or (candidate / "metrics.jsonl").exists():
+            return candidate
+    raise UserError(f"no run {run!r}: neither {run!r} nor {str(Path(runs_dir) / run)!r} is a run directory "
+                    "(one holds state.json); list them with `ls runs/`")
