@@ -27,7 +27,7 @@ from codegen.problems import Problem
 from codegen.samples import Sample
 from sandbox.base import INFRA_ERROR, Executor, Job, Limits, Verdict
 
-ResultFn = Callable[[dict], None]
+ResultFn = Callable[[int, dict], None]  # (sample index, result)
 
 
 def to_job(problem: Problem, sample: Sample) -> Job:
@@ -110,9 +110,9 @@ def evaluate_samples(
 
     ``executor`` reuses a running sandbox (it is not closed here); otherwise one
     is made with ``sandbox.make_executor(backend, workers=workers)`` and closed
-    on the way out, Ctrl-C included. ``on_result`` is called once per sample as
-    its verdict becomes final (in completion order), e.g. to stream results to
-    a file. ``cache=False`` neither reads nor writes the verdict cache.
+    on the way out, Ctrl-C included. ``on_result(i, result)`` is called once
+    per sample (``i`` is its position in ``samples``) as its verdict becomes
+    final, in completion order, e.g. to stream results to a file. ``cache=False`` neither reads nor writes the verdict cache.
     """
     check_task_ids(problems, samples)
     by_id = {p.task_id: p for p in problems}
@@ -156,7 +156,7 @@ def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_resu
                     continue
                 results[i] = _result(samples[i].task_id, ids[i], verdict, cached=cached, attempts=attempts)
                 if on_result is not None:
-                    on_result(results[i])
+                    on_result(i, results[i])
                 bar.update(1)
 
     try:

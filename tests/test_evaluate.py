@@ -77,12 +77,12 @@ def test_results_in_sample_order_with_fields(cache):
     samples = [Sample("t/0", "  # PASS 1"), Sample("t/1", "  # nope"), Sample("t/0", "  # PASS 2")]
     ex = FakeExecutor()
     streamed = []
-    res = evaluate_samples(PROBLEMS, samples, executor=ex, progress=False, on_result=streamed.append)
+    res = evaluate_samples(PROBLEMS, samples, executor=ex, progress=False, on_result=lambda i, r: streamed.append((i, r)))
     assert [r["sample_id"] for r in res] == ["t/0#0", "t/1#0", "t/0#1"]
     assert [r["status"] for r in res] == ["passed", "failed", "passed"]
     assert [r["passed"] for r in res] == [True, False, True]
     assert set(res[0]) >= {"task_id", "sample_id", "status", "passed", "tests_passed", "tests_total", "duration_s", "stderr"}
-    assert sorted(r["sample_id"] for r in streamed) == sorted(r["sample_id"] for r in res)
+    assert sorted(streamed, key=lambda ir: ir[0]) == list(enumerate(res))
     assert not ex.closed  # a caller's executor stays open
 
 
