@@ -2,3 +2,19 @@
 
 Expensive things (tiny models, a vLLM engine) are built once per session here.
 """
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_verdict_cache(tmp_path_factory):
+    """Every test run gets its own verdict cache, never the user's ~/.cache/itercode."""
+    import os
+
+    old = os.environ.get("ITERCODE_CACHE")
+    os.environ["ITERCODE_CACHE"] = str(tmp_path_factory.mktemp("itercode-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ITERCODE_CACHE", None)
+    else:
+        os.environ["ITERCODE_CACHE"] = old
