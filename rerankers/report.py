@@ -1,0 +1,163 @@
+"""Reranked pass@1 next to the numbers it must beat.
+
+For n candidates per problem and their verdicts:
+
+- ``pass@1``: the unbiased estimate (share of passing candidates, averaged
+  over problems) = what one random sample scores on average;
+- ``reranked_pass@1``: the share of problems whose top-scored candidate passes;
+- ``oracle_pass@n``: the share of problems with any passing candidate, the
+  ceiling of every picker;
+- ``random_pick``: one seeded random pick per problem (its expectation is
+  pass@1; the gap shows the noise of one draw);
+- ``mean_logprob_pick``: the candidate the sampler was most confident in.
+
+An ``infra_error`` verdict counts as not passed, as in `itercode eval`; the
+report says how many there were.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Mapping, Sequence
+
+from codegen.errors import UserError
+from codegen.problems import Problem
+from codegen.samples import Sample
+from rerankers.baselines import mean_logprob_scores, random_scores
+
+METRICS = ("pass@1", "reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick")
+
+
+def top_index(scores: Sequence[float]) -> int:
+    """Index of the highest score; the first one wins a tie (stable, reproducible)."""
+    best = 0
+    for i, s in enumerate(scores):
+        if s > scores[best]:
+            best = i
+    return best
+
+
+def group_candidates(
+    problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[Mapping]
+) -> list[tuple[Problem, list[Sample], list[bool]]]:
+    """Per problem (in problem order): its samples and whether each passed.
+
+    Results are matched to samples by ``sample_id`` when both have one, else by
+    position (the order `evaluate_samples` returns).
+    """
+    if len(results) != len(samples):
+        raise UserError(
+            f"{len(samples)} samples but {len(results)} results: the results file does not belong to these "
+            "samples; run `itercode eval` on them again"
+        )
+    by_id = {r.get("sample_id"): r for r in results if r.get("sample_id")}
+    by_task: dict[str, tuple[list[Sample], list[bool]]] = defaultdict(lambda: ([], []))
+    for i, s in enumerate(samples):
+        row = by_id.get(s.sample_id) if s.sample_id else None
+        if row is None:
+            row = results[i]
+        if row.get("task_id") != s.task_id:
+            raise UserError(
+                f"sample {s.sample_id or i} of {s.task_id} has no matching result (found {row.get('task_id')}); "
+                "run `itercode eval` on these samples again"
+            )
+        by_task[s.task_id][0].append(s)
+        by_task[s.task_id][1].append(bool(row.get("passed")))
+    known = {p.task_id for p in problems}
+    unknown = sorted(set(by_task) - known)
+    if unknown:
+        raise UserError(f"samples of {unknown[0]} (and {len(unknown) - 1} more) match no given problem")
+    return [(p, *by_task[p.task_id]) for p in problems if p.task_id in by_task]
+
+
+def pick_rate(groups, scorer: Callable[[Problem, list[Sample]], Sequence[float]]) -> float:
+    """Share of problems whose top-scored candidate passes."""
+    if not groups:
+        return 0.0
+    hits = 0
+    for problem, samples, passed in groups:
+        scores = scorer(problem, samples)
+        hits += passed[top_index(scores)]
+    return hits / len(groups)
+
+
+def rerank_report(
+    problems: Sequence[Problem],
+    samples: Sequence[Sample],
+    results: Sequence[Mapping],
+    reranker=None,
+    *,
+    seed: int = 0,
+    scores: Mapping[str, Sequence[float]] | None = None,
+) -> dict:
+    """The five pickers' numbers for one set of candidates.
+
+    ``reranker`` is anything with ``score_problems([(problem, [completion, ...])])``
+    or ``score(problem, completions)`` (a `rerankers.model.Reranker`);
+    ``scores`` instead gives precomputed scores per task id in sample order.
+    Without either, ``reranked_pass@1`` is left out.
+    """
+    groups = group_candidates(problems, samples, results)
+    if not groups:
+        raise UserError("no samples to report on: the samples file matches none of the problems")
+    sizes = [len(g[1]) for g in groups]
+    report: dict = {
+        "problems": len(groups),
+        "n_min": min(sizes),
+        "n_max": max(sizes),
+        "samples": sum(sizes),
+        "infra_errors": sum(1 for r in results if r.get("status") == "infra_error"),
+        # Unbiased pass@1 with k=1 is c/n per problem.
+        "pass@1": sum(sum(p) / len(p) for _, _, p in groups) / len(groups),
+    }
+    if reranker is not None and scores is None:
+        if hasattr(reranker, "score_problems"):
+            flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups])
+        else:
+            flat = [reranker.score(p, [s.completion for s in ss]) for p, ss, _ in groups]
+        scores = {p.task_id: sc for (p, _, _), sc in zip(groups, flat)}
+    if scores is not None:
+        missing = [p.task_id for p, _, _ in groups if p.task_id not in scores]
+        if missing:
+            raise UserError(f"no reranker scores for {missing[0]}")
+        report["reranked_pass@1"] = pick_rate(groups, lambda p, ss: scores[p.task_id])
+    report["oracle_pass@n"] = sum(any(p) for _, _, p in groups) / len(groups)
+    report["random_pick"] = pick_rate(groups, lambda p, ss: random_scores(p, [s.completion for s in ss], seed))
+    has_logprobs = any(s.mean_logprob is not None for _, ss, _ in groups for s in ss)
+    report["mean_logprob_pick"] = pick_rate(groups, lambda p, ss: mean_logprob_scores(ss)) if has_logprobs else None
+    return report
+
+
+def format_report(columns: Mapping[str, Mapping], *, title: str = "") -> str:
+    """A plain-text table: one row per metric, one column per report.
+
+    >>> print(format_report({"round 1": {"pass@1": 0.25, "reranked_pass@1": 0.5}}))
+    metric                round 1
+    pass@1                  25.0%
+    reranked_pass@1         50.0%
+    """
+    names = list(columns)
+    width = max([10] + [len(n) for n in names])
+    lines = [title] if title else []
+    lines.append("metric".ljust(18) + "".join(n.rjust(width + 1) for n in names))
+    for metric in METRICS:
+        if not any(metric in columns[n] for n in names):
+            continue
+        cells = []
+        for n in names:
+            v = columns[n].get(metric)
+            cells.append(("-" if v is None else f"{100 * v:.1f}%").rjust(width + 1))
+        lines.append(metric.ljust(18) + "".join(cells))
+    return "\n".join(lines)
+
+
+def samples_from_rows(rows: Sequence[Mapping]) -> list[Sample]:
+    """Samples (with mean_logprob when present) from JSONL rows of samples or results files."""
+    out = []
+    for row in rows:
+        lp = row.get("mean_logprob")
+        out.append(Sample(
+            task_id=str(row["task_id"]), completion=row["completion"], sample_id=str(row.get("sample_id", "")),
+            model=row.get("model", ""), round=int(row.get("round", 0) or 0),
+            mean_logprob=float(lp) if lp is not None else None, num_tokens=row.get("num_tokens"),
+        ))
+    return out

@@ -1,0 +1,218 @@
+"""Train a reward model on preference pairs with TRL's RewardTrainer.
+
+The model is `AutoModelForSequenceClassification` with one output, started
+from any Hugging Face causal LM or classifier (the starter model knows the
+domain, so it is a good start); the loss is TRL's Bradley-Terry loss
+``-log sigmoid(r_chosen - r_rejected)``. With ``lora=True`` only LoRA adapters
+and the score head train (peft); the adapters are merged before saving so the
+result loads like any checkpoint.
+
+The output directory is written to a temporary sibling and renamed into
+place, so a crash never leaves a half-written reranker behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from codegen.errors import UserError
+from rerankers.data import Pair, pair_stats
+from rerankers.model import FORMAT_VERSION, META_FILE, encode_candidate
+
+
+@dataclass
+class TrainConfig:
+    """How to train; every field is a CLI option of `itercode reranker train`."""
+
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 16  # pairs per step (the model sees twice as many sequences)
+    max_length: int = 512  # tokens of prompt + completion; the prompt is cut from the left
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise UserError naming the bad field and a valid range."""
+        if self.epochs <= 0:
+            raise UserError(f"--epochs must be positive, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--lr must be positive, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_length < 16:
+            raise UserError(f"--max-length must be at least 16 tokens, got {self.max_length}")
+        if self.lora and self.lora_r < 1:
+            raise UserError(f"--lora-r must be at least 1, got {self.lora_r}")
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def load_base(base: str, lora: bool = False):
+    """(model, tokenizer) for ``base``: a one-output classifier with its pad token set."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    except Exception as e:  # OSError for a missing path, ValueError for an unknown architecture, ...
+        raise UserError(
+            f"--base {base} does not load as a Hugging Face model ({type(e).__name__}: {e}); pass a local "
+            "model directory (e.g. one built by `itercode starter --out DIR`) or a hub id"
+        ) from e
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer of {base} has neither a pad nor an eos token; add one and save it")
+        # Reward models score the last non-pad token, so any fixed pad token works.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _dataset(pairs: Sequence[Pair], tokenizer: Any, max_length: int):
+    """A tokenized `datasets.Dataset` in TRL's ``chosen_ids``/``rejected_ids`` layout."""
+    from datasets import Dataset
+
+    rows = [
+        {
+            "chosen_ids": encode_candidate(tokenizer, p.prompt, p.chosen, max_length),
+            "rejected_ids": encode_candidate(tokenizer, p.prompt, p.rejected, max_length),
+        }
+        for p in pairs
+    ]
+    return Dataset.from_list(rows)
+
+
+def _atomic_replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an older ``out`` is removed only after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train_reranker(
+    pairs: Sequence[Pair],
+    base: str,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    extra_meta: dict | None = None,
+) -> TrainResult:
+    """Train a reward model on ``pairs`` starting from ``base`` and save it to ``out_dir``.
+
+    Returns the path, the wall-clock training time and the trainer's last
+    logged metrics (loss, accuracy on the training pairs).
+
+    >>> # train_reranker(build_pairs(problems, samples, results), "runs/starter", "runs/rr")
+    """
+    config = config or TrainConfig()
+    config.check()
+    if not pairs:
+        raise UserError(
+            "no training pairs: no problem has both a passing and a failing candidate. Draw more samples "
+            "per problem (e.g. n=16) or at a higher temperature, or include the reference split"
+        )
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    import torch
+    from transformers import TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    model, tokenizer = load_base(base)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        # SEQ_CLS keeps the new score head trainable next to the adapters.
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha,
+                                 lora_dropout=0.0, target_modules="all-linear")
+    dataset = _dataset(pairs, tokenizer, config.max_length)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    class KeepLogs(TrainerCallback):
+        """Keeps the trainer's numeric logs (loss, accuracy, margin) for reranker.json."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                row = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+                logs_seen.append({**row, "step": state.global_step})
+
+    logs_seen: list[dict] = []
+    args = RewardConfig(
+        output_dir=str(tmp / "trainer"),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to=[],
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
+        lr_scheduler_type="cosine",
+        gradient_checkpointing=False,  # the models here are small; recomputation only costs time
+        max_length=None,  # encode_candidate already fits every sequence into config.max_length
+        save_strategy="no",
+        logging_steps=max(1, min(50, len(pairs) // config.batch_size // 10 or 1)),
+        disable_tqdm=not config.progress,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+    )
+    try:
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config, callbacks=[KeepLogs()])
+        trainer.train()
+        model = trainer.model
+        if config.lora:
+            model = model.merge_and_unload()
+        model.config.pad_token_id = tokenizer.pad_token_id
+        save_dir = tmp / "model"
+        model.save_pretrained(str(save_dir))
+        tokenizer.save_pretrained(str(save_dir))
+        seconds = time.perf_counter() - start
+        train_logs = [l for l in logs_seen if "loss" in l]
+        stats = {**pair_stats(pairs), "seconds": round(seconds, 2), "steps": trainer.state.global_step}
+        if train_logs:
+            stats["final_loss"] = train_logs[-1]["loss"]
+            stats["final_accuracy"] = train_logs[-1].get("accuracy")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "base": str(base),
+            "max_length": config.max_length,
+            "config": asdict(config),
+            "stats": stats,
+            "trained_task_ids": sorted({p.task_id for p in pairs}),
+            "logs": logs_seen,
+            **(extra_meta or {}),
+        }
+        (save_dir / META_FILE).write_text(json.dumps(meta, indent=1))
+        _atomic_replace_dir(save_dir, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TrainResult(out, seconds, stats)
