@@ -1,0 +1,285 @@
+"""The trusted server that runs as PID 1 inside each sandbox container.
+
+The Docker backend (sandbox/docker_backend.py) starts it and speaks to it over
+the container's attached stdin/stdout: length-prefixed JSON, one request (a
+job, its limits and a nonce) in, one response (the verdict, the nonce, and
+whether the container is still clean) out. It runs on any Python 3.8+ with
+the standard library only, because a user may name their own image.
+
+It hosts the shared harness's warm worker (sandbox/harness.py, the same file
+the process backend runs, unchanged): per job the worker forks a fresh judge
+and a fresh candidate from this pristine process, in an empty work directory.
+
+Why PID 1: the init process of a PID namespace cannot be killed from inside
+it (SIGKILL and SIGSTOP from inside are ignored, and ``kill(-1, sig)`` skips
+it). A candidate that kills everything it can reach cannot take the server
+down, and after every run the server itself sends ``kill(-1, SIGKILL)``:
+every process of the run, however it forked, setsid() or daemonised, is gone
+before the next run starts. A container runs one job at a time.
+
+The protocol stream is out of reach of the run: the harness gives the judge
+and the candidate only their own pipes (stdio is /dev/null or a capped pipe),
+and the server is not dumpable, so a same-uid process cannot open
+/proc/1/fd/1 or ptrace it (children inherit that). Responses also echo the
+request's random nonce, which no process of the run is given.
+
+After the run the server kills what is left, wipes /work, /tmp and /dev/shm,
+and lists what makes the container dirty (the backend then replaces it,
+never reuses it): a timeout, an out-of-memory kill, an infra error, a killed
+test process, processes that outlived the run, SysV IPC or POSIX message
+queue objects left behind, or anything that could not be wiped.
+"""
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+import traceback
+
+WORK = "/work"
+WIPE_DIRS = ("/work", "/tmp", "/dev/shm")
+STDERR_KEEP = 4000
+
+
+def _no_dump():
+    """Make this process non-dumpable: /proc/1/* then belongs to root and
+    ptrace is refused to same-uid processes without CAP_SYS_PTRACE."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except Exception:
+        pass
+
+
+def send(obj):
+    data = json.dumps(obj).encode()
+    os.write(1, struct.pack(">I", len(data)))
+    view = memoryview(data)
+    while view:
+        n = os.write(1, view)
+        view = view[n:]
+
+
+def read_exact(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def recv():
+    head = read_exact(4)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    body = read_exact(n)
+    return None if body is None else json.loads(body)
+
+
+def oom_kills():
+    """The container cgroup's OOM-kill counter (v1 or v2), or -1 if unknown."""
+    for path, key in (("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"),
+                      ("/sys/fs/cgroup/memory.events", "oom_kill")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except OSError:
+            continue
+    return -1
+
+
+def other_pids():
+    me = os.getpid()
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            pids.append(int(name))
+    return pids
+
+
+def kill_everything():
+    """SIGKILL every process but this one and reap them all; return how many there were."""
+    leftover = len(other_pids())
+    for _ in range(100):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        reap()
+        if not other_pids():
+            break
+        time.sleep(0.01)
+    return leftover
+
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def ipc_leftovers():
+    """SysV IPC objects or POSIX message queues a run left in this container."""
+    found = []
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                if len(f.read().splitlines()) > 1:
+                    found.append("sysv " + kind)
+        except OSError:
+            pass
+    try:
+        if os.listdir("/dev/mqueue"):
+            found.append("mqueue")
+    except OSError:
+        pass
+    return found
+
+
+def wipe():
+    """Empty the writable directories; return what could not be removed."""
+    failed = []
+    for top in WIPE_DIRS:
+        try:
+            names = os.listdir(top)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(top, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    _make_writable(path)
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError as e:
+                failed.append("%s (%s)" % (path, e.strerror))
+    return failed
+
+
+def _make_writable(top):
+    # A candidate can chmod its own directories to 000; it owns them, and so
+    # does the server (same uid), so the server can chmod them back.
+    for root, dirs, _ in os.walk(top):
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o700)
+            except OSError:
+                pass
+    try:
+        os.chmod(top, 0o700)
+    except OSError:
+        pass
+
+
+def load_worker():
+    """The shared harness's warm worker, created once in this process (PID 1).
+
+    The worker runs here, not in a child, because PID 1 is the one process a
+    candidate cannot kill: the harness forks the judge and the candidate from
+    it per job, exactly as in the process backend. Namespaces are off: the
+    container already is the network, mount, PID and IPC namespace, and
+    unshare() is refused without capabilities.
+    """
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import harness  # the process backend's harness, shipped unchanged in the image
+
+    return harness, harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": ""})
+
+
+def handle(req, harness, worker):
+    """Run one job through the harness; clean up; return the response."""
+    job, nonce = dict(req["job"]), req["nonce"]
+    started = time.monotonic()
+    before = oom_kills()
+    workdir = os.path.join(WORK, "run")
+    os.mkdir(workdir, 0o700)
+    job["limits"] = dict(req["limits"], _workdir=workdir)
+    verdict = worker.run_job(job, control_fd=0)
+    if bytes_waiting(0) == 0 and _readable(0):  # EOF: the backend is gone; stop now
+        kill_everything()
+        sys.exit(0)
+    leftover = kill_everything()
+    oom = oom_kills() > before >= 0
+    status = verdict.get("status")
+    dirty = []
+    if status == harness.INFRA_ERROR and "died without a verdict" in verdict.get("stderr", ""):
+        # Inside one container the candidate and the judge share a uid, so
+        # the candidate can SIGKILL the judge (e.g. kill(-1, 9)); nothing
+        # else here kills it. That is the program's doing, not the sandbox's.
+        verdict["status"] = harness.OOM if oom else harness.ERROR
+        verdict["stderr"] = "the candidate killed the test process\n" + verdict.get("stderr", "")
+        dirty.append("test process killed")
+    elif oom and status != harness.PASSED:
+        verdict["status"] = harness.OOM
+    if verdict["status"] in (harness.TIMEOUT, harness.OOM, harness.INFRA_ERROR):
+        dirty.append("status " + verdict["status"])
+    if oom:
+        dirty.append("cgroup oom kill")
+    if leftover:
+        dirty.append("%d process(es) outlived the run" % leftover)
+    dirty += ipc_leftovers()
+    dirty += ["not wiped: " + f for f in wipe()]
+    verdict.setdefault("duration_s", time.monotonic() - started)
+    return {"nonce": nonce, "verdict": verdict, "dirty": dirty}
+
+
+def _readable(fd):
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def bytes_waiting(fd):
+    """How many bytes can be read from ``fd`` now (0 on a readable fd means EOF)."""
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
+
+
+def main():
+    _no_dump()  # inherited by every process the harness forks
+    os.umask(0o077)
+    try:
+        harness, worker = load_worker()
+    except Exception:
+        send({"ready": False, "error": traceback.format_exc()[-STDERR_KEEP:]})
+        return
+    send({"ready": True, "python": sys.version.split()[0], "pid": os.getpid(), "uid": os.getuid(),
+          "harness": getattr(harness, "HARNESS_VERSION", "?")})
+    while True:
+        req = recv()
+        if req is None:  # the backend closed our stdin: it is gone or done
+            kill_everything()
+            return
+        try:
+            resp = handle(req, harness, worker)
+        except Exception:
+            kill_everything()
+            wipe()
+            resp = {"nonce": req.get("nonce"), "dirty": ["server error"],
+                    "verdict": {"status": "infra_error", "stderr": traceback.format_exc()[-STDERR_KEEP:]}}
+        send(resp)
+
+
+if __name__ == "__main__":
+    main()
