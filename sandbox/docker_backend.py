@@ -79,8 +79,12 @@ HOW_TO_START = (
 )
 
 
-class DockerUnavailable(RuntimeError):
-    """No Docker daemon answers, or the docker SDK is missing. The message says how to fix it."""
+class DockerUnavailable(ValueError):
+    """No Docker daemon answers, or the docker SDK is missing; the message says how to fix it.
+
+    A ValueError, like an unknown backend name, so that callers that turn bad
+    options into one-line user errors (``itercode eval --backend docker``) do.
+    """
 
 
 def connect(timeout: float = 30.0, pool_size: int = 10):
@@ -340,6 +344,7 @@ class DockerExecutor:
         self.cpus = cpus
         self.client = connect(pool_size=self.workers + 4)
         remove_orphans(self.client)
+        image = image or os.environ.get("ITERCODE_SANDBOX_IMAGE") or None
         if image:
             self.image = image_mod.derive_image(self.client, image, progress=progress)
         elif build_image:
@@ -410,6 +415,14 @@ class DockerExecutor:
             self._retire(fut)
             self._slots[slot] = self._spawn(limits)
         return verdict
+
+    def container_ids(self) -> list[str]:
+        """The pool's containers, one per slot, after any pending start has finished."""
+        ids = []
+        for fut in self._slots:
+            if fut is not None and fut.exception() is None:
+                ids.append(fut.result().id)
+        return ids
 
     # -- Executor protocol
 
