@@ -1,0 +1,234 @@
+"""The starter model: a tiny Llama trained offline on the synthetic reference split.
+
+No weights can be downloaded here, so itercode builds its own round-0 model:
+a byte-level BPE tokenizer (``tokenizers``) and a few-million-parameter
+``LlamaForCausalLM`` (``transformers``), trained with a plain torch loop on
+prompt + canonical solution of the reference split, saved with
+``save_pretrained`` so that transformers, vLLM and TRL all load it from the path.
+
+Design choices that matter downstream:
+
+- The tokenizer isolates every newline before byte-level BPE, so a prompt that
+  ends in "\\n" tokenizes the same whether or not a completion follows. Training
+  (prompt and completion tokenized together, as TRL does), HF generate and vLLM
+  therefore all see the same token boundary.
+- The loss is on the completion only (the solution and the end-of-text token),
+  as in ordinary SFT: the model learns to write code, not docstrings.
+- Everything is seeded and runs single-process on the CPU in float32, so the
+  same seed gives the same weights.
+
+>>> # build_starter("models/starter", quick=True)  # seconds; tests use this
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+EOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class StarterConfig:
+    """Size and training budget of a starter build."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4  # head_dim 64: a size vLLM's CPU attention supports
+    max_positions: int = 1024
+    steps: int = 1200
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 60
+    weight_decay: float = 0.01
+
+
+FULL = StarterConfig()
+# Seconds on 2 cores, yet enough steps that greedy output is plausible Python.
+QUICK = StarterConfig(
+    vocab_size=512, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=2,
+    max_positions=512, steps=150, batch_size=16, lr=3e-3, warmup_steps=10,
+)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (HF fast tokenizer) whose only special token is EOS."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        # A newline is always its own pre-token: see the module docstring.
+        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        bos_token=EOS,
+        pad_token=EOS,
+        unk_token=None,
+        clean_up_tokenization_spaces=False,
+        model_max_length=None,
+    )
+
+
+def _examples(tokenizer, problems, max_len: int):
+    """(input_ids, labels) per problem; labels mask the prompt with -100."""
+    out = []
+    for p in problems:
+        prompt_ids = tokenizer(p.prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(p.prompt + p.canonical_solution, add_special_tokens=False)["input_ids"]
+        # The newline-isolating pre-tokenizer makes the prompt a strict prefix.
+        assert full_ids[: len(prompt_ids)] == prompt_ids, p.task_id
+        ids = full_ids + [tokenizer.eos_token_id]
+        if len(ids) > max_len:
+            continue
+        labels = [-100] * len(prompt_ids) + ids[len(prompt_ids):]
+        out.append((ids, labels))
+    return out
+
+
+def _batches(examples, batch_size: int, steps: int, generator, pad_id: int):
+    """``steps`` padded batches, shuffling the examples each epoch."""
+    import torch
+
+    step = 0
+    while True:
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            chunk = [examples[i] for i in order[start:start + batch_size]]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (x, y) in enumerate(chunk):
+                ids[row, : len(x)] = torch.tensor(x)
+                labels[row, : len(y)] = torch.tensor(y)
+                mask[row, : len(x)] = 1
+            yield ids, labels, mask
+            step += 1
+            if step >= steps:
+                return
+
+
+def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: int = 0,
+                  progress: bool = True, config: StarterConfig | None = None) -> Path:
+    """Train the tokenizer and the tiny Llama; save both to ``out_dir`` (HF format).
+
+    ``seed`` drives initialisation and data order (same seed, same weights);
+    ``family_seed`` picks the synthetic family whose reference split is the
+    training data (0: the splits that ``synthetic:heldout`` evaluates on).
+    ``quick`` builds a smaller model in seconds, for tests. The directory is
+    written elsewhere and renamed into place, so it is never half-written.
+    Returns ``out_dir`` as a Path.
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from codegen.synthetic import load_split
+
+    cfg = config or (QUICK if quick else FULL)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    torch.manual_seed(seed)
+
+    problems = load_split("reference", seed=family_seed)
+    tokenizer = train_tokenizer([p.prompt + p.canonical_solution for p in problems], cfg.vocab_size)
+    examples = _examples(tokenizer, problems, cfg.max_positions)
+
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(model_config)
+    model.train()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 10%
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    generator = torch.Generator().manual_seed(seed)
+    batches = _batches(examples, cfg.batch_size, cfg.steps, generator, tokenizer.pad_token_id)
+    losses = []
+    bar = tqdm(batches, total=cfg.steps, desc="training starter", disable=not progress, unit="step")
+    for ids, labels, mask in bar:
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    info = {
+        "seed": seed,
+        "family_seed": family_seed,
+        "quick": quick,
+        "config": asdict(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_examples": len(examples),
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "train_seconds": round(time.time() - started, 1),
+    }
+    _save_atomically(out_dir, model, tokenizer, info)
+    return out_dir
+
+
+def _save_atomically(out_dir: Path, model, tokenizer, info: dict) -> None:
+    """Write into a sibling temp dir, then swap it into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "starter_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.rename(out_dir, old / "model")
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
