@@ -18,3 +18,16 @@ def _private_verdict_cache(tmp_path_factory):
         os.environ.pop("ITERCODE_CACHE", None)
     else:
         os.environ["ITERCODE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def starter_model(tmp_path_factory):
+    """Path to a quick starter model (byte-level BPE tokenizer + tiny Llama, HF format).
+
+    Built once per session with `codegen.starter.build_starter(quick=True)`:
+    seconds on 2 cores, and it already writes plausible code for synthetic
+    prompts, so sampler and pipeline tests have real output to judge.
+    """
+    from codegen.starter import build_starter
+
+    return build_starter(tmp_path_factory.mktemp("starter") / "model", seed=0, quick=True, progress=False)
