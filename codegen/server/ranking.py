@@ -1,0 +1,141 @@
+"""Choosing the answer: score candidates, run the request's tests, order them.
+
+The order is: candidates that pass the request's tests first (when it carries
+tests), then more of the tests passed, then the scorer's score (a trained
+reranker, or the candidate's mean token log-probability), then generation
+order. Scoring and sandbox runs are blocking calls (torch, subprocesses), so
+they run in worker threads and never stall the event loop that feeds the
+engine.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from codegen.problems import Problem
+from codegen.samples import Sample
+
+
+@dataclass
+class Candidate:
+    index: int  # order of generation
+    text: str  # what the model wrote
+    code: str  # what the sandbox runs after the problem's prefix (chat: the fenced block)
+    mean_logprob: float | None
+    num_tokens: int
+    finish_reason: str
+    score: float | None = None
+    verdict: dict[str, Any] | None = None
+    rank: int = -1
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block of a chat answer, or the whole answer.
+
+    >>> extract_code("Here:\\n```python\\ndef f():\\n    return 1\\n```\\nDone.")
+    'def f():\\n    return 1\\n'
+    >>> extract_code("def f(): pass")
+    'def f(): pass'
+    """
+    m = re.search(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", text, re.S)
+    return m.group(1) if m else text
+
+
+def order(candidates: list[Candidate]) -> list[Candidate]:
+    """Sort best first and set each candidate's ``rank``.
+
+    >>> a = Candidate(0, "a", "a", -0.1, 1, "stop", score=-0.1, verdict={"passed": False, "tests_passed": 0, "tests_total": 1})
+    >>> b = Candidate(1, "b", "b", -3.0, 1, "stop", score=-3.0, verdict={"passed": True, "tests_passed": 1, "tests_total": 1})
+    >>> [c.index for c in order([a, b])]
+    [1, 0]
+    """
+
+    def key(c: Candidate):
+        v = c.verdict
+        passed = bool(v and v.get("passed"))
+        share = (v["tests_passed"] / v["tests_total"]) if v and v.get("tests_total") else 0.0
+        score = c.score if c.score is not None and not math.isnan(c.score) else -math.inf
+        return (not passed, -share, -score, c.index)
+
+    ranked = sorted(candidates, key=key)
+    for r, c in enumerate(ranked):
+        c.rank = r
+    return ranked
+
+
+class LogprobScorer:
+    """The baseline every report compares against: mean token log-probability."""
+
+    name = "mean_logprob"
+
+    async def score(self, problem: Problem, candidates: list[Candidate]) -> list[float]:
+        return [c.mean_logprob if c.mean_logprob is not None else -math.inf for c in candidates]
+
+
+class RerankerScorer:
+    """A trained reranker (`rerankers.Reranker`), called one batch at a time."""
+
+    def __init__(self, path: str):
+        from rerankers import Reranker
+
+        self.name = f"reranker:{path}"
+        self.reranker = Reranker.load(path)
+        self._lock = threading.Lock()  # one forward pass at a time on the shared model
+
+    def _score(self, problem: Problem, texts: list[str]) -> list[float]:
+        with self._lock:
+            return [float(s) for s in self.reranker.score(problem, texts)]
+
+    async def score(self, problem: Problem, candidates: list[Candidate]) -> list[float]:
+        scores = await asyncio.to_thread(self._score, problem, [c.text for c in candidates])
+        if len(scores) != len(candidates):
+            raise RuntimeError(f"the reranker returned {len(scores)} scores for {len(candidates)} candidates")
+        return scores
+
+
+class TestRunner:
+    """Runs request-carried tests in the sandbox (`sandbox.make_executor`)."""
+
+    def __init__(self, backend: str = "process", workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024):
+        self.backend, self.workers = backend, workers
+        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+        self._executor = None
+        self._lock = threading.Lock()  # one batch at a time; the executor parallelises inside a batch
+
+    def _run(self, problem: Problem, candidates: list[Candidate]) -> list[dict[str, Any]]:
+        import sandbox
+        from codegen.evaluate import to_job
+        from sandbox.base import Limits
+
+        jobs = [
+            to_job(problem, Sample(task_id=problem.task_id, completion=c.code, sample_id=f"{problem.task_id}#{c.index}"))
+            for c in candidates
+        ]
+        limits = Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+        with self._lock:
+            if self._executor is None:
+                self._executor = sandbox.make_executor(self.backend, workers=self.workers)
+            verdicts = self._executor.run(jobs, limits)
+        return [
+            {
+                "status": v.status,
+                "passed": v.passed,
+                "tests_passed": v.tests_passed,
+                "tests_total": v.tests_total,
+                "duration_s": round(v.duration_s, 4),
+            }
+            for v in verdicts
+        ]
+
+    async def run(self, problem: Problem, candidates: list[Candidate]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._run, problem, candidates)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.close()
+                self._executor = None
