@@ -134,7 +134,7 @@ def evaluate_samples(
 def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_result, cache_dir) -> list[dict]:
     from tqdm import tqdm
 
-    from codegen.verdict_cache import VerdictCache, verdict_key
+    from codegen.verdict_cache import verdict_key
 
     backend_name = getattr(executor, "name", type(executor).__name__)
     version = str(getattr(executor, "version", "unknown"))
@@ -147,7 +147,7 @@ def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_resu
     results: list[dict | None] = [None] * len(samples)
     lock = threading.Lock()
     bar = tqdm(total=len(samples), disable=not progress, unit="sample", desc="evaluating", dynamic_ncols=True)
-    store = VerdictCache(cache_dir) if use_cache else None
+    store = _open_cache(cache_dir) if use_cache else None
 
     def settle(key: str, verdict: dict, cached: bool, attempts: int) -> None:
         with lock:
@@ -179,6 +179,21 @@ def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_resu
     if missing:
         raise RuntimeError(f"the {backend_name} sandbox returned no verdict for {missing} sample(s)")
     return results  # type: ignore[return-value]
+
+
+def _open_cache(directory):
+    """The verdict cache, or None (with a warning) where it cannot be opened."""
+    import sqlite3
+    import sys
+
+    from codegen.verdict_cache import VerdictCache
+
+    try:
+        return VerdictCache(directory)
+    except (OSError, sqlite3.Error) as e:
+        print(f"itercode: warning: verdict cache unavailable ({e}); running without it. "
+              "Set ITERCODE_CACHE to a writable folder to enable it.", file=sys.stderr)
+        return None
 
 
 def _run_batch(pending, by_key, jobs, executor, limits, store, settle, attempt: int, last: bool) -> list[str]:

@@ -120,6 +120,8 @@ class JsonlAppender:
         self._fd = os.open(self.path, flags, 0o644)
 
     def write(self, row: Any) -> None:
+        if self._fd < 0:
+            return  # closed: a late callback after an interrupt writes nothing
         os.write(self._fd, (_dumps(row) + "\n").encode("ascii"))
 
     def close(self) -> None:

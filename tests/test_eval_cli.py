@@ -274,6 +274,7 @@ def humaneval_samples(tmp_path):
         (["--timeout", "0"], "--timeout 0: must be more than 0"),
         (["--memory", "4"], "--memory 4: too small"),
         (["--workers", "0"], "--workers 0: must be at least 1"),
+        (["--backend", "nope"], "--backend nope: unknown sandbox backend 'nope'"),
     ],
 )
 def test_bad_options_are_clear_errors(humaneval_samples, capsys, cache_dir, extra, message):

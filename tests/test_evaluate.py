@@ -154,3 +154,13 @@ def test_own_executor_closed_on_interrupt(cache, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         evaluate_samples(PROBLEMS, [Sample("t/0", "")], progress=False)
     assert made and made[0].closed
+
+
+def test_unwritable_cache_warns_and_runs_without_it(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ITERCODE_CACHE", str(blocker / "cache"))  # a folder inside a file: cannot exist
+    ex = FakeExecutor()
+    res = evaluate_samples(PROBLEMS, [Sample("t/0", "  # PASS")], executor=ex, progress=False)
+    assert res[0]["passed"] and len(ex.seen_programs) == 1
+    assert "verdict cache unavailable" in capsys.readouterr().err
