@@ -1,0 +1,143 @@
+"""The synthetic task family: determinism, split hygiene, and tests that judge."""
+import ast
+from collections import Counter
+
+import pytest
+
+from codegen import synthetic
+from codegen.errors import UserError
+from codegen.synthetic import SPLIT_SIZES, SPLITS, load_split
+
+
+def _run_check(problem, body: str) -> bool:
+    """Trusted in-process check of our own generated code (not candidate code)."""
+    ns: dict = {}
+    exec(problem.prompt + body, ns)  # noqa: S102
+    exec(problem.tests, ns)  # noqa: S102
+    try:
+        ns["check"](ns[problem.entry_point])
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {s: load_split(s) for s in SPLITS}
+
+
+def test_same_seed_same_problems_other_seed_other_problems(splits):
+    again = load_split("heldout", seed=0)
+    assert [p.to_dict() for p in again] == [p.to_dict() for p in splits["heldout"]]
+    other = load_split("heldout", seed=1)
+    assert [p.prompt for p in other] != [p.prompt for p in splits["heldout"]]
+
+
+def test_load_split_returns_fresh_objects(splits):
+    first = load_split("reference")
+    first[0].prompt = "mutated"
+    first[0].meta["difficulty"] = 99
+    assert load_split("reference")[0].prompt != "mutated"
+    assert load_split("reference")[0].meta["difficulty"] != 99
+
+
+def test_split_sizes_and_difficulty_levels(splits):
+    for name, problems in splits.items():
+        assert len(problems) == SPLIT_SIZES[name]
+        levels = Counter(p.meta["difficulty"] for p in problems)
+        assert set(levels) == set(synthetic.DIFFICULTY_MIX[name]), name
+        assert {p.meta["domain"] for p in problems} == {"ints", "text"}
+    # reference is the short end, the others reach longer pipelines
+    assert max(p.meta["difficulty"] for p in splits["reference"]) < max(p.meta["difficulty"] for p in splits["heldout"])
+
+
+def test_only_reference_exposes_solutions(splits):
+    assert all(p.canonical_solution for p in splits["reference"])
+    for name in ("unlabeled", "heldout"):
+        assert all(p.canonical_solution is None for p in splits[name]), name
+        assert all("canonical_solution" not in p.meta for p in splits[name])
+
+
+def test_ids_unique_and_no_problem_shared_between_splits(splits):
+    ids = [p.task_id for ps in splits.values() for p in ps]
+    assert len(ids) == len(set(ids))
+    # The tests text identifies a problem (pipeline + inputs); no two share it.
+    tests = [p.tests for ps in splits.values() for p in ps]
+    assert len(tests) == len(set(tests))
+    ref_skeletons = {tuple(p.meta["skeleton"]) for p in splits["reference"]}
+    assert not any(tuple(p.meta["skeleton"]) in ref_skeletons for p in splits["heldout"])
+
+
+def test_prompt_is_humaneval_style_with_example(splits):
+    for p in splits["heldout"][:20]:
+        assert p.prompt.startswith(f"def {p.entry_point}(")
+        assert p.prompt.endswith('    """\n')
+        assert p.code_prefix == p.prompt
+        assert f">>> {p.entry_point}(" in p.prompt
+        ast.parse(p.prompt + "    pass\n")
+        assert p.tests.startswith("def check(candidate):\n")
+
+
+def test_canonical_solutions_pass_and_examples_agree(splits):
+    for p in splits["reference"]:
+        assert _run_check(p, p.canonical_solution), p.task_id
+        # the docstring example is what the solution returns
+        ns: dict = {}
+        exec(p.prompt + p.canonical_solution, ns)  # noqa: S102
+        doctest_lines = [line.strip() for line in p.prompt.splitlines()]
+        i = next(i for i, line in enumerate(doctest_lines) if line.startswith(">>> "))
+        call, shown = doctest_lines[i][4:], doctest_lines[i + 1]
+        assert repr(eval(call, ns)) == shown, p.task_id  # noqa: S307
+
+
+def test_tests_use_plain_data_only(splits):
+    for p in splits["heldout"] + splits["unlabeled"]:
+        for node in ast.walk(ast.parse(p.tests)):
+            if isinstance(node, ast.Compare):
+                call = node.left
+                assert isinstance(call, ast.Call) and call.func.id == "candidate"
+                for value in call.args + node.comparators:
+                    ast.literal_eval(value)  # raises on anything but plain literals
+
+
+def test_tests_reject_wrong_solutions(splits):
+    """Dropping any step, or returning the input, fails the tests."""
+    for p in splits["reference"]:
+        lines = p.canonical_solution.splitlines(keepends=True)
+        for i in range(len(lines) - 1):
+            assert not _run_check(p, "".join(lines[:i] + lines[i + 1:])), (p.task_id, i)
+        arg = "xs" if p.meta["domain"] == "ints" else "s"
+        assert not _run_check(p, f"    return {arg}\n"), p.task_id
+
+
+def test_generalisation_gap_is_designed_in(splits):
+    """Every primitive of held-out appears in reference (it can be learned)."""
+    seen = {name for p in splits["reference"] for name in p.meta["skeleton"]}
+    needed = {name for p in splits["heldout"] for name in p.meta["skeleton"]}
+    assert needed <= seen
+
+
+def test_unknown_split_is_a_clear_error():
+    with pytest.raises(UserError, match="heldout"):
+        load_split("test")
+
+
+def test_datasets_spec_loads_synthetic_splits(splits):
+    from codegen.datasets import load_problems
+
+    assert [p.task_id for p in load_problems("synthetic:unlabeled")] == [p.task_id for p in splits["unlabeled"]]
+
+
+def test_real_sandbox_judges_synthetic_problems(splits):
+    """Through the real process sandbox: canonical solutions pass, wrong ones fail."""
+    from codegen.evaluate import evaluate_samples
+    from codegen.samples import Sample
+
+    problems = splits["reference"][:6]
+    samples = [Sample(p.task_id, p.canonical_solution, sample_id=f"{p.task_id}#0") for p in problems]
+    samples += [Sample(p.task_id, "    return None\n", sample_id=f"{p.task_id}#1") for p in problems]
+    results = evaluate_samples(problems, samples, workers=2, cache=False, progress=False)
+    by_id = {r["sample_id"]: r for r in results}
+    for p in problems:
+        assert by_id[f"{p.task_id}#0"]["status"] == "passed", by_id[f"{p.task_id}#0"]
+        assert not by_id[f"{p.task_id}#1"]["passed"]
