@@ -127,6 +127,27 @@ def test_mbpp_file_evaluates_and_table_states_n_k_backend_limits(tmp_path, cache
     assert "pass@10, pass@100 not shown: only 2 samples per problem" in out
 
 
+def _dockerd_answers() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(not _dockerd_answers(), reason="no dockerd answers")
+def test_mbpp_file_on_the_docker_backend_matches_process(tmp_path, cache_dir):
+    problems = load_problems(str(DATA / "mbpp_handwritten.jsonl"))
+    rows = [{"task_id": p.task_id, "completion": c} for p in problems
+            for c in (p.canonical_solution, f"def {p.entry_point}(*a):\n    raise ValueError\n", "def broken(:\n")]
+    samples = write_jsonl_atomic(tmp_path / "s.jsonl", rows)
+    verdicts = {}
+    for backend in ("process", "docker"):
+        s = eval_json("--problems", DATA / "mbpp_handwritten.jsonl", "--samples", samples, "--backend", backend,
+                      "--out", tmp_path / f"{backend}.jsonl", "--timeout", 10)
+        assert s["backend"] == backend and s["pass_at_k"]["pass@1"] == pytest.approx(1 / 3)
+        verdicts[backend] = [(r["sample_id"], r["status"]) for r in read_jsonl(tmp_path / f"{backend}.jsonl")]
+    assert verdicts["docker"] == verdicts["process"]
+    assert [st for _, st in verdicts["docker"][:3]] == ["passed", "failed", "error"]
+
+
 # ------------------------------------------------------------ the verdict cache
 
 

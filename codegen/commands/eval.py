@@ -235,5 +235,5 @@ def format_summary(s: dict, skipped: list[int]) -> str:
     for key, value in s["pass_at_k"].items():
         lines.append(f"{key.split('@')[1]:>5}  {value:.4f}")
     if skipped:
-        lines.append(f"(pass@{', pass@'.join(map(str, skipped))} not shown: only {s['n_min']} samples per problem)")
+        lines.append(f"(pass@{', pass@'.join(map(str, skipped))} not shown: only {s['n_min']} sample{'s' if s['n_min'] != 1 else ''} per problem)")
     return "\n".join(lines)
