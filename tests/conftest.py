@@ -31,3 +31,17 @@ def starter_model(tmp_path_factory):
     from codegen.starter import build_starter
 
     return build_starter(tmp_path_factory.mktemp("starter") / "model", seed=0, quick=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_sampler(starter_model):
+    """ONE vLLM engine on `starter_model` for the whole session (loading takes 15-90 s on 2 cores).
+
+    Share it: do not build a second engine in the test process. KV cache: 1 GiB.
+    """
+    pytest.importorskip("vllm")
+    from codegen.samplers import make_sampler
+
+    sampler = make_sampler("vllm", str(starter_model), seed=0, kv_cache_gib=1)
+    yield sampler
+    sampler.close()
