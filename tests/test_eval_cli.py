@@ -151,6 +151,7 @@ def test_mbpp_file_on_the_docker_backend_matches_process(tmp_path, cache_dir):
 # ------------------------------------------------------------ the verdict cache
 
 
+@pytest.mark.slow
 def test_cache_makes_second_run_near_instant_and_no_cache_bypasses(tmp_path, cache_dir):
     problems = load_problems("humaneval")[:12]
     rows = [r for r in mixture(problems)]
