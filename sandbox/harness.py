@@ -415,24 +415,62 @@ def make_stub(entry_point: str, req_fd: int, resp_fd: int, state: dict):
     return stub
 
 
-def _exec_prefix(prefix: str, ns: dict) -> str:
-    """Run the trusted prefix; a prompt that ends mid-function gets a body."""
+def _compile_prefix(prefix: str):
+    """Compile the trusted prefix; a prompt that ends mid-function gets a body."""
     if not prefix.strip():
-        return ""
+        return None, ""
     for text in (prefix, prefix.rstrip() + "\n    pass\n"):
         try:
-            code = compile(text, "<prefix>", "exec")
+            return compile(text, "<prefix>", "exec"), ""
         except SyntaxError:
             continue
-        try:
-            exec(code, ns)
-            return ""
-        except BaseException as exc:  # noqa: BLE001
-            return f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
-    return "note: the problem's prefix does not compile; the tests run without it\n"
+    return None, "note: the problem's prefix does not compile; the tests run without it\n"
 
 
-def judge(job: dict, req_fd: int, resp_fd: int) -> dict:
+def _compile_tests(tests: str, entry_point: str):
+    """Split the tests into units: (is_a_test, code). HumanEval style (a
+    ``check`` function) is one test; otherwise each top-level assert is one."""
+    tree = ast.parse(tests, "<tests>")
+    has_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
+    if has_check:
+        units = [(False, compile(tree, "<tests>", "exec")), (True, compile(f"check({entry_point})", "<tests>", "exec"))]
+    else:
+        units = [(isinstance(node, ast.Assert), compile(ast.Module(body=[node], type_ignores=[]), "<tests>", "exec"))
+                 for node in tree.body]
+    return units
+
+
+class SuiteCache:
+    """Compiled prefixes and tests, reused across jobs of the same problem
+    (the judge is long-lived; n samples per problem share one compile)."""
+
+    def __init__(self, size: int = 512):
+        self.size, self.items = size, {}
+
+    def get(self, prefix: str, tests: str, entry_point: str):
+        key = (prefix, tests, entry_point)
+        hit = self.items.get(key)
+        if hit is None:
+            prefix_code, note = _compile_prefix(prefix)
+            try:
+                units, error = _compile_tests(tests, entry_point), ""
+            except SyntaxError as exc:
+                units, error = None, f"the tests do not parse: {exc}"
+            hit = (prefix_code, note, units, error)
+            if len(self.items) >= self.size:
+                self.items.pop(next(iter(self.items)))
+            self.items[key] = hit
+        return hit
+
+
+def _format_failure(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next  # the harness's own frames say nothing about the test
+    return "".join(traceback.format_exception(type(exc), exc, tb, limit=-4))[-3000:]
+
+
+def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None) -> dict:
     """Run the tests against the candidate behind the stub; return the result."""
     entry_point = job["entry_point"]
     raw = read_frame(resp_fd, MAX_DATA_FRAME)  # the candidate's load report
@@ -443,35 +481,29 @@ def judge(job: dict, req_fd: int, resp_fd: int) -> dict:
         report = loads(raw)
     except ValueError:
         report = ("bad",)
+    if type(report) is not tuple or not report:
+        report = ("bad",)
     if report[0] == "load_oom":
-        return {"status": OOM, "tests_passed": 0, "tests_total": 0, "message": "MemoryError while loading"}
-    if report[0] == "load_error":
+        return {"status": OOM, "tests_passed": 0, "tests_total": 0, "message": "MemoryError while loading the program"}
+    if report[0] == "load_error" and len(report) == 2:
         return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": str(report[1])[:4000]}
     if report[0] != "ready":
         return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": "malformed load report"}
 
+    prefix_code, note, units, error = (cache or SuiteCache(1)).get(job.get("trusted_prefix", ""), job["tests"], entry_point)
+    if units is None:
+        return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": error}
     ns: dict = {"__name__": "__judge__", "__builtins__": builtins}
-    note = _exec_prefix(job.get("trusted_prefix", ""), ns)
+    if prefix_code is not None:
+        try:
+            exec(prefix_code, ns)
+        except BaseException as exc:  # noqa: BLE001
+            note = f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
     state = {"calls": 0, "oom": False}
-    stub = make_stub(entry_point, req_fd, resp_fd, state)
-    ns[entry_point] = stub
-    tests = job["tests"]
-    try:
-        tree = ast.parse(tests, "<tests>")
-    except SyntaxError as exc:
-        return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": f"the tests do not parse: {exc}"}
-    has_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
-    units: list[tuple[bool, ast.Module]] = []  # (is_a_test, code)
-    if has_check:
-        units.append((False, tree))
-        units.append((True, ast.parse("check(" + entry_point + ")")))
-    else:
-        for node in tree.body:
-            units.append((isinstance(node, ast.Assert), ast.Module(body=[node], type_ignores=[])))
+    ns[entry_point] = make_stub(entry_point, req_fd, resp_fd, state)
     total = sum(1 for is_test, _ in units if is_test) or 1
     passed, first_failure = 0, ""
-    for is_test, module in units:
-        code = compile(module, "<tests>", "exec")
+    for is_test, code in units:
         try:
             exec(code, ns)
             if is_test:
@@ -480,18 +512,47 @@ def judge(job: dict, req_fd: int, resp_fd: int) -> dict:
             return {"status": ERROR, "tests_passed": passed, "tests_total": total, "died": True,
                     "message": note + str(exc)}
         except CandidateOOM:
-            return {"status": OOM, "tests_passed": passed, "tests_total": total, "message": note + "MemoryError in the candidate"}
+            return {"status": OOM, "tests_passed": passed, "tests_total": total,
+                    "message": note + "MemoryError in the candidate"}
         except UnsupportedArgument as exc:
             return {"status": INFRA_ERROR, "tests_passed": passed, "tests_total": total, "message": note + str(exc)}
         except BaseException as exc:  # noqa: BLE001 - any failure of the tests' code
             if not first_failure:
-                first_failure = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))[-3000:]
+                first_failure = _format_failure(exc)
             if not is_test:
                 break  # setup failed: later tests cannot run meaningfully
     if state["oom"] and passed < total:
         return {"status": OOM, "tests_passed": passed, "tests_total": total, "message": note + first_failure}
     status = PASSED if passed == total and not first_failure else FAILED
     return {"status": status, "tests_passed": passed, "tests_total": total, "message": note + first_failure}
+
+
+def judge_serve(sock) -> None:
+    """The long-lived judge: per job, receive the two call pipes (SCM_RIGHTS)
+    and the job, judge it, answer. Runs until the socket closes."""
+    import socket
+
+    cache = SuiteCache()
+    fd = sock.fileno()
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 1, 2)
+        if not msg:
+            return
+        raw = read_frame(fd, MAX_CONTROL_FRAME)
+        if raw is None or len(fds) != 2:
+            return
+        req_fd, resp_fd = fds
+        try:
+            job = json.loads(raw)
+            try:
+                result = judge(job, req_fd, resp_fd, cache)
+            except MemoryError:
+                result = {"status": INFRA_ERROR, "message": "the judge ran out of memory"}
+            result["job_id"] = job.get("job_id", "")
+        finally:
+            os.close(req_fd)
+            os.close(resp_fd)
+        write_frame(fd, json.dumps(result).encode())
 
 
 # --------------------------------------------------------------------------- the worker
@@ -539,12 +600,13 @@ SAFE_ENV = {
 # run's `import` costs nothing (children inherit them through fork).
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "hashlib", "statistics", "fractions", "decimal", "copy", "operator", "datetime",
-           "textwrap", "unicodedata", "array", "numbers", "dataclasses", "enum", "resource")
+           "textwrap", "unicodedata", "array", "numbers", "dataclasses", "enum", "resource", "fcntl", "socket")
 
 
 class Worker:
-    """One warm worker slot: isolates itself once, then forks a judge and a
-    candidate per job. ``config`` keys (all optional):
+    """One warm worker slot: isolates itself once, keeps a long-lived judge
+    process, and forks a fresh, isolated candidate per job. ``config`` keys
+    (all optional):
 
     slot (int), candidate_uid / judge_uid (int, used when running as root),
     namespaces ("auto" | "on" | "off"), cgroup_name (str: cgroup v1 group
@@ -564,6 +626,8 @@ class Worker:
         self.cgroups: dict[str, str] = {}
         self._pidns_fd = -1
         self._limits_key = None
+        self._keep_fds: set[int] = set()  # fds the judge must not inherit (the host's channel)
+        self.judge_pid, self.judge_sock = -1, None
         mode = config.get("namespaces", "auto")
         if mode != "off":
             self._isolate_once(required=(mode == "on"))
@@ -574,7 +638,7 @@ class Worker:
                 __import__(name)
             except ImportError:
                 pass
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
 
@@ -628,13 +692,17 @@ class Worker:
             except OSError as exc:
                 self.notes.append(f"no {controller} cgroup ({exc})")
 
-    def remove_cgroups(self) -> None:
+    def close(self) -> None:
+        """Stop the judge and remove this slot's cgroups."""
+        self._stop_judge()
         for path in self.cgroups.values():
             self._kill_cgroup(path)
             try:
                 os.rmdir(path)
             except OSError:
                 pass
+
+    remove_cgroups = close
 
     @staticmethod
     def _kill_cgroup(path: str) -> int:
@@ -667,7 +735,7 @@ class Worker:
             # cgroup binds the run as a whole (many children each under the
             # limit), with room for its two tmpfs mounts.
             total = (limits["memory_mb"] + 2 * self.tmpfs_mb + 64) << 20
-            for fname in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+            for fname in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
                 try:
                     with open(os.path.join(mem, fname), "w") as f:
                         f.write(str(total))
@@ -700,6 +768,48 @@ class Worker:
                 "cgroups": sorted(self.cgroups), "candidate_uid": self.candidate_uid,
                 "judge_uid": self.judge_uid, "notes": self.notes, "version": HARNESS_VERSION}
 
+    # -- the judge -----------------------------------------------------------
+    def _start_judge(self) -> None:
+        import resource
+        import socket
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                parent.close()
+                if self.judge_uid is not None:
+                    os.setgroups([])
+                    os.setresgid(self.judge_uid, self.judge_uid, self.judge_uid)
+                    os.setresuid(self.judge_uid, self.judge_uid, self.judge_uid)
+                prctl(PR_SET_DUMPABLE, 0)  # nobody attaches to, or reads the memory of, the judge
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                _set_rlimit(resource.RLIMIT_CORE, 0)
+                _set_rlimit(resource.RLIMIT_FSIZE, 1 << 20)
+                _set_rlimit(resource.RLIMIT_AS, 4 << 30)
+                devnull = os.open("/dev/null", os.O_RDWR)
+                _move_fds({devnull: 0, child.fileno(): 3})
+                os.dup2(0, 1)
+                os.dup2(0, 2)
+                _close_fds_except({0, 1, 2, 3})
+                judge_serve(socket.socket(fileno=3))
+            finally:
+                os._exit(0)
+        child.close()
+        self.judge_pid, self.judge_sock = pid, parent
+
+    def _stop_judge(self) -> None:
+        if self.judge_sock is not None:
+            self.judge_sock.close()
+            self.judge_sock = None
+        if self.judge_pid > 0:
+            try:
+                os.kill(self.judge_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self._reap(self.judge_pid)
+            self.judge_pid = -1
+
     # -- per-run process setup ----------------------------------------------
     def _enter_candidate(self, limits: dict, out_w: int, req_r: int, resp_w: int) -> tuple[int, int]:
         """In the forked candidate (still root): finish isolation, drop to
@@ -721,7 +831,7 @@ class Worker:
                 mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
             workdir = "/tmp"
         else:
-            workdir = limits.get("_workdir") or "/tmp"
+            workdir = self.config.get("workdir") or "/tmp"
         os.chdir(workdir)
         cpu = int(math.ceil(limits["timeout_s"])) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -742,30 +852,12 @@ class Worker:
         _move_fds({devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
         os.dup2(1, 2)
         _close_fds_except({0, 1, 2, 3, 4})
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         budget = [limits["max_output_kb"] << 10]
-        sys.stdin = open(0, "r", closefd=False)
+        sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
         sys.stdout = sys.__stdout__ = _CappedStream(1, budget)
         sys.stderr = sys.__stderr__ = _CappedStream(2, budget)
         return 3, 4
-
-    def _enter_judge(self, res_w: int, req_w: int, resp_r: int) -> tuple[int, int, int]:
-        import resource
-
-        if self.judge_uid is not None:
-            os.setgroups([])
-            os.setresgid(self.judge_uid, self.judge_uid, self.judge_uid)
-            os.setresuid(self.judge_uid, self.judge_uid, self.judge_uid)
-        prctl(PR_SET_DUMPABLE, 0)  # nobody attaches to, or reads the memory of, the judge
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        _set_rlimit(resource.RLIMIT_CORE, 0)
-        _set_rlimit(resource.RLIMIT_FSIZE, 1 << 20)
-        devnull = os.open("/dev/null", os.O_RDWR)
-        _move_fds({devnull: 0, res_w: 3, req_w: 4, resp_r: 5})
-        os.dup2(0, 1)
-        os.dup2(0, 2)
-        _close_fds_except({0, 1, 2, 3, 4, 5})
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        return 3, 4, 5
 
     def run_job(self, job: dict, control_fd: int | None = None) -> dict:
         """Judge one job; return the verdict dict. Never raises for a bad program."""
@@ -774,6 +866,7 @@ class Worker:
         try:
             verdict = self._run(job, limits, t0, control_fd)
         except Exception as exc:  # noqa: BLE001 - a sandbox failure, not the program's
+            self._stop_judge()
             verdict = {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0,
                        "stderr": f"sandbox failure: {type(exc).__name__}: {exc}"}
         verdict["job_id"] = job.get("job_id", "")
@@ -781,13 +874,16 @@ class Worker:
         return verdict
 
     def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
+        import socket
+
+        if self.judge_sock is None:
+            self._start_judge()
         self._apply_cgroup_limits(limits)
-        oom_before = self._oom_kills()
+        oom_before = self._oom_kills() if self.cgroups else 0
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
-        res_r, res_w = os.pipe()
-        cand_pid = judge_pid = -1
+        cand_pid = -1
         try:
             if self.pidns:
                 unshare(CLONE_NEWPID)  # the next child is the init of a fresh PID namespace
@@ -805,35 +901,28 @@ class Worker:
                     finally:
                         os._exit(121)
                 candidate_main(job, *fds)
-            judge_pid = os.fork()
-            if judge_pid == 0:
-                try:
-                    res_fd, req_fd, resp_fd = self._enter_judge(res_w, req_w, resp_r)
-                    result = judge(job, req_fd, resp_fd)
-                    write_frame(res_fd, json.dumps(result).encode())
-                except BaseException as exc:  # noqa: BLE001 - the zygote reports infra_error
-                    try:
-                        os.write(2, f"judge failed: {exc!r}\n".encode())
-                    except BaseException:  # noqa: BLE001
-                        pass
-                os._exit(0)
-            for fd in (req_r, resp_w, out_w, res_w, req_w, resp_r):
-                os.close(fd)
-            req_r = resp_w = out_w = res_w = req_w = resp_r = -1
-            result, output, timed_out, aborted = self._wait(res_r, out_r, t0 + limits["timeout_s"],
-                                                             limits["max_output_kb"] << 10, control_fd)
+            os.close(req_r)
+            os.close(resp_w)
+            os.close(out_w)
+            req_r = resp_w = out_w = -1
+            judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
+            socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
+            write_frame(self.judge_sock.fileno(), json.dumps(judge_job).encode())
+            os.close(req_w)
+            os.close(resp_r)
+            req_w = resp_r = -1
+            result, output, timed_out, aborted = self._wait(out_r, t0 + limits["timeout_s"],
+                                                            limits["max_output_kb"] << 10, control_fd)
         finally:
-            for pid in (cand_pid, judge_pid):
-                if pid > 0:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-            for fd in (req_r, req_w, resp_r, resp_w, out_w, res_w):
+            if cand_pid > 0:
+                try:
+                    os.kill(cand_pid, signal.SIGKILL)  # the PID namespace's init: every process of the run dies
+                except OSError:
+                    pass
+            for fd in (req_r, req_w, resp_r, resp_w, out_w):
                 if fd >= 0:
                     os.close(fd)
         cand_status = self._reap(cand_pid)
-        self._reap(judge_pid)
         if not self.pidns and cand_pid > 0:
             try:
                 os.killpg(cand_pid, signal.SIGKILL)
@@ -843,10 +932,17 @@ class Worker:
             self._kill_cgroup(path)
         output += self._drain(out_r)
         os.close(out_r)
-        os.close(res_r)
+        if result is None and self.judge_sock is not None:
+            # The candidate is gone, so a healthy judge answers at once; one that
+            # does not (stuck in the tests' own code) is replaced.
+            result = self._judge_reply(time.monotonic() + 1.0)
+            if result is None:
+                self._stop_judge()
+            elif timed_out:
+                result = None
         if aborted:
             raise RuntimeError("the worker was told to stop")
-        oomed = self._oom_kills() > oom_before
+        oomed = self.cgroups and self._oom_kills() > oom_before
         cand_note = self._describe_exit(cand_status)
         if timed_out:
             status, passed, total, message = TIMEOUT, 0, 0, f"wall-clock timeout of {limits['timeout_s']} s"
@@ -860,11 +956,11 @@ class Worker:
                 sig = -cand_status if cand_status is not None and cand_status < 0 else None
                 if oomed:
                     status, message = OOM, message + " (killed by the memory limit)"
-                elif sig in (signal.SIGXCPU,):
+                elif sig == signal.SIGXCPU:
                     status, message = TIMEOUT, message + " (CPU time limit)"
                 elif cand_note:
                     message += f" ({cand_note})"
-        if status not in (PASSED, TIMEOUT) and oomed and status != OOM:
+        if status not in (PASSED, TIMEOUT, OOM) and oomed:
             status = OOM
         text = message.strip()
         out_text = output.decode("utf-8", "replace")
@@ -874,6 +970,18 @@ class Worker:
         if len(text) > cap:
             text = text[:cap] + "\n[truncated]"
         return {"status": status, "tests_passed": passed, "tests_total": total, "stderr": text}
+
+    def _judge_reply(self, deadline: float) -> dict | None:
+        """Read the judge's answer for the current job (None: no answer by the deadline)."""
+        fd = self.judge_sock.fileno()
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        try:
+            raw = read_frame(fd, MAX_CONTROL_FRAME)
+            return None if raw is None else json.loads(raw)
+        except (OSError, ValueError, FrameTooLarge):
+            return None
 
     @staticmethod
     def _describe_exit(status: int | None) -> str:
@@ -908,15 +1016,15 @@ class Worker:
         except (BlockingIOError, OSError):
             return b""
 
-    def _wait(self, res_r: int, out_r: int, deadline: float, cap: int, control_fd: int | None):
-        """Wait for the judge's result, draining candidate output, until the deadline."""
+    def _wait(self, out_r: int, deadline: float, cap: int, control_fd: int | None):
+        """Wait for the judge's verdict, draining candidate output, until the deadline."""
         result, output, timed_out, aborted = None, bytearray(), False, False
-        res_buf = bytearray()
-        watch = [res_r, out_r] + ([control_fd] if control_fd is not None else [])
+        judge_fd = self.judge_sock.fileno()
         poller = select.poll()
-        for fd in watch:
-            poller.register(fd, select.POLLIN | select.POLLHUP)
-        open_fds = set(watch)
+        poller.register(judge_fd, select.POLLIN)
+        poller.register(out_r, select.POLLIN)
+        if control_fd is not None:
+            poller.register(control_fd, 0)  # only hang-up: the host may queue the next job meanwhile
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -927,38 +1035,27 @@ class Worker:
             except InterruptedError:
                 continue
             done = False
-            for fd, _ in events:
+            for fd, ev in events:
                 if fd == control_fd:
-                    # The host never writes during a job: readable means it went away.
                     aborted = done = True
+                    break
+                if fd == judge_fd:
+                    done = True
+                    result = self._judge_reply(time.monotonic() + 5.0)
+                    if result is None:
+                        self._stop_judge()  # it died or broke the protocol
                     break
                 try:
                     chunk = os.read(fd, 1 << 16)
                 except OSError:
                     chunk = b""
-                if fd == out_r:
-                    if chunk:
-                        if len(output) < cap:
-                            output += chunk[: cap - len(output)]
-                    else:
-                        poller.unregister(fd)
-                        open_fds.discard(fd)
-                elif fd == res_r:
-                    if chunk:
-                        res_buf += chunk
-                        if len(res_buf) >= 4 and len(res_buf) >= 4 + struct.unpack(">I", res_buf[:4])[0]:
-                            done = True  # the whole verdict is in; no need to wait for EOF
-                    else:
-                        done = True
+                if chunk:
+                    if len(output) < cap:
+                        output += chunk[: cap - len(output)]
+                else:
+                    poller.unregister(fd)
             if done:
                 break
-        if not aborted and not timed_out and len(res_buf) >= 4:
-            (n,) = struct.unpack(">I", res_buf[:4])
-            if len(res_buf) >= 4 + n:
-                try:
-                    result = json.loads(res_buf[4 : 4 + n])
-                except ValueError:
-                    result = None
         return result, bytes(output), timed_out, aborted
 
 
@@ -982,7 +1079,7 @@ def serve(in_fd: int, out_fd: int, config: dict) -> int:
     except (BrokenPipeError, SystemExit, KeyboardInterrupt):
         return 0
     finally:
-        worker.remove_cgroups()
+        worker.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ memory cap (each process still has RLIMIT_AS).
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import json
 import os
 import select
@@ -77,6 +78,8 @@ from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict
 
 HARNESS = Path(__file__).with_name("harness.py")
 VERSION = "process-1"
+# Jobs queued in each worker ahead of the one running, so it never waits for the host.
+PIPELINE = 2
 CGROUP_ROOTS = ("/sys/fs/cgroup/memory/itercode", "/sys/fs/cgroup/pids/itercode")
 
 _instances = itertools.count()
@@ -166,9 +169,11 @@ class _WorkerProc:
             raise RuntimeError(f"sandbox worker {slot} did not start")
         self.info = hello
 
-    def run(self, job: dict, timeout_s: float) -> dict:
+    def send(self, job: dict) -> None:
         _write_frame(self.wfd, job)
-        # The worker enforces the run's timeout itself; this is the guard against a stuck worker.
+
+    def recv(self, timeout_s: float) -> dict:
+        # The worker enforces each run's timeout itself; this guards against a stuck worker.
         reply = _read_frame(self.rfd, time.monotonic() + timeout_s + 30)
         if reply is None:
             raise EOFError("sandbox worker exited")
@@ -257,30 +262,62 @@ class ProcessExecutor:
     def _start(self, slot: int) -> _WorkerProc:
         return _WorkerProc(slot, self._configs[slot], self._python)
 
-    def _job_frame(self, job: Job, limits: Limits) -> dict:
-        d = asdict(job)
-        d["limits"] = asdict(limits)
-        return d
-
-    def _run_one(self, slot: int, job: Job, limits: Limits) -> Verdict:
-        frame = self._job_frame(job, limits)
-        for attempt in range(2):
-            worker = self._slots[slot]
+    def _drive(self, slot: int, jobs: list[Job], limits: Limits, take, deliver) -> None:
+        """Feed one worker: keep PIPELINE jobs queued in it so it never waits
+        for the host; a worker that fails is restarted and its jobs retried once."""
+        inflight: deque[tuple[int, int]] = deque()  # (job index, attempt)
+        retry: deque[tuple[int, int]] = deque()
+        lim = asdict(limits)
+        while not self._closed:
+            while len(inflight) < PIPELINE:
+                item = retry.popleft() if retry else take()
+                if item is None:
+                    break
+                inflight.append(item)
+                try:
+                    worker = self._slots[slot]
+                    if worker is None:
+                        worker = self._slots[slot] = self._start(slot)
+                    frame = asdict(jobs[item[0]])
+                    frame["job_id"], frame["limits"] = str(item[0]), lim
+                    worker.send(frame)
+                except (OSError, RuntimeError) as exc:
+                    self._fail_slot(slot, inflight, retry, deliver, jobs, exc)
+                    break
+            if not inflight:
+                if retry:
+                    continue
+                return
+            index, _ = inflight[0]
             try:
+                worker = self._slots[slot]
                 if worker is None:
-                    worker = self._slots[slot] = self._start(slot)
-                reply = worker.run(frame, limits.timeout_s)
-                return Verdict(job_id=job.job_id, status=reply["status"], tests_passed=reply.get("tests_passed", 0),
-                               tests_total=reply.get("tests_total", 0), duration_s=reply.get("duration_s", 0.0),
-                               stderr=reply.get("stderr", ""))
+                    raise EOFError("sandbox worker is gone")
+                reply = worker.recv(limits.timeout_s)
+                if reply.get("job_id") != str(index):
+                    raise ValueError(f"sandbox worker answered job {reply.get('job_id')!r}, expected {index}")
             except (OSError, EOFError, TimeoutError, RuntimeError, ValueError) as exc:
-                if worker is not None:
-                    worker.kill()
-                self._slots[slot] = None
-                if self._closed or attempt == 1:
-                    return Verdict(job_id=job.job_id, status=INFRA_ERROR,
-                                   stderr=f"sandbox worker failed: {type(exc).__name__}: {exc}")
-        raise AssertionError("unreachable")
+                self._fail_slot(slot, inflight, retry, deliver, jobs, exc)
+                continue
+            inflight.popleft()
+            deliver(index, Verdict(job_id=jobs[index].job_id, status=reply["status"],
+                                   tests_passed=reply.get("tests_passed", 0), tests_total=reply.get("tests_total", 0),
+                                   duration_s=reply.get("duration_s", 0.0), stderr=reply.get("stderr", "")))
+        for index, _ in inflight:
+            deliver(index, Verdict(job_id=jobs[index].job_id, status=INFRA_ERROR, stderr="the executor was closed"))
+
+    def _fail_slot(self, slot, inflight, retry, deliver, jobs, exc) -> None:
+        worker = self._slots[slot]
+        if worker is not None:
+            worker.kill()
+        self._slots[slot] = None
+        for index, attempt in inflight:
+            if attempt == 0 and not self._closed:
+                retry.append((index, 1))
+            else:
+                deliver(index, Verdict(job_id=jobs[index].job_id, status=INFRA_ERROR,
+                                       stderr=f"sandbox worker failed: {type(exc).__name__}: {exc}"))
+        inflight.clear()
 
     def run(self, jobs: Sequence[Job], limits: Limits = Limits(), on_verdict: ProgressFn | None = None) -> list[Verdict]:
         """Run every job; verdicts come back in job order. ``on_verdict`` is
@@ -289,30 +326,34 @@ class ProcessExecutor:
             raise RuntimeError("this ProcessExecutor is closed")
         jobs = list(jobs)
         results: list[Verdict | None] = [None] * len(jobs)
-        next_index = iter(range(len(jobs)))
-        callback_lock = threading.Lock()
+        pending = iter(range(len(jobs)))
+        lock = threading.Lock()
         errors: list[BaseException] = []
+
+        def take():
+            with lock:
+                i = next(pending, None)
+            return None if i is None else (i, 0)
+
+        def deliver(i: int, verdict: Verdict) -> None:
+            results[i] = verdict
+            if on_verdict is not None:
+                with lock:
+                    on_verdict(verdict)
 
         def drive(slot: int) -> None:
             try:
-                while not self._closed:
-                    with self._lock:
-                        i = next(next_index, None)
-                    if i is None:
-                        return
-                    verdict = self._run_one(slot, jobs[i], limits)
-                    results[i] = verdict
-                    if on_verdict is not None:
-                        with callback_lock:
-                            on_verdict(verdict)
+                self._drive(slot, jobs, limits, take, deliver)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 errors.append(exc)
 
         n_threads = min(self.workers, len(jobs))
         if n_threads <= 1:
-            drive(0)
+            if jobs:
+                self._drive(0, jobs, limits, take, deliver)
         else:
-            threads = [threading.Thread(target=drive, args=(s,), daemon=True, name=f"sandbox-{s}") for s in range(n_threads)]
+            threads = [threading.Thread(target=drive, args=(s,), daemon=True, name=f"sandbox-{s}")
+                       for s in range(n_threads)]
             for t in threads:
                 t.start()
             try:
@@ -324,9 +365,10 @@ class ProcessExecutor:
                 raise
         if errors:
             raise errors[0]
-        if self._closed:
-            raise RuntimeError("the executor was closed during run()")
-        return [v for v in results]  # type: ignore[misc]
+        missing = [i for i, v in enumerate(results) if v is None]
+        if missing:
+            raise RuntimeError(f"the executor was closed during run(); {len(missing)} jobs have no verdict")
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop every worker (and with it any run in flight)."""
