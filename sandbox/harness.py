@@ -626,6 +626,8 @@ class Worker:
         self.cgroups: dict[str, str] = {}
         self._pidns_fd = -1
         self._limits_key = None
+        self.scratch: list[str] = []  # dirs wiped after every run
+        self.hidepid = False
         self._keep_fds: set[int] = set()  # fds the judge must not inherit (the host's channel)
         self.judge_pid, self.judge_sock = -1, None
         mode = config.get("namespaces", "auto")
@@ -639,6 +641,19 @@ class Worker:
             except ImportError:
                 pass
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # Work done once here rather than in every run: the environment is
+        # scrubbed, the worker leads its own session (no controlling
+        # terminal for any run), the libc entry points are resolved.
+        os.environ.clear()
+        os.environ.update(SAFE_ENV)
+        if os.getsid(0) != os.getpid():
+            try:
+                os.setsid()
+            except OSError:
+                pass
+        for name in ("unshare", "setns", "mount", "prctl", "syscall"):
+            getattr(libc(), name)
+        self._devnull = os.open("/dev/null", os.O_RDWR)
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
 
@@ -666,10 +681,24 @@ class Worker:
                     mount_setattr_recursive("/sys/fs/cgroup", attr_clr=MOUNT_ATTR_RDONLY)
                 except OSError:
                     pass
-            try:  # the judge's own scratch space, private to this worker
-                mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
-            except OSError:
-                pass
+            # The candidates' /tmp (their work dir) and /dev/shm: private to this
+            # worker, size- and inode-capped, wiped after every run. A proc
+            # instance with hidepid=2 shows each uid only its own processes.
+            owner = "mode=1777" if self.candidate_uid is None else f"mode=0700,uid={self.candidate_uid},gid={self.candidate_uid}"
+            opts = f"size={self.tmpfs_mb}m,nr_inodes=8192,{owner}"
+            try:
+                mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+                self.scratch = ["/tmp"]
+                if os.path.isdir("/dev/shm"):
+                    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
+                    self.scratch.append("/dev/shm")
+            except OSError as exc:
+                self._fail(required, f"no private /tmp ({exc})")
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+                self.hidepid = True
+            except OSError as exc:
+                self.notes.append(f"no private /proc ({exc}): runs can list the host's processes")
         try:
             self._pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
             unshare(CLONE_NEWPID)
@@ -684,33 +713,46 @@ class Worker:
         self.notes.append(note)
 
     def _make_cgroups(self, name: str) -> None:
+        """Make this slot's cgroups and move the worker into them, so every
+        process it forks starts inside (no per-run attach, which is slow)."""
         for controller in ("memory", "pids"):
             path = f"/sys/fs/cgroup/{controller}/itercode/{name}"
             try:
                 os.makedirs(path, exist_ok=True)
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
                 self.cgroups[controller] = path
             except OSError as exc:
                 self.notes.append(f"no {controller} cgroup ({exc})")
+        if self.cgroups:
+            try:  # the memory limit's OOM killer must pick the run, never the worker or the judge
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write("-1000")
+            except OSError:
+                pass
 
     def close(self) -> None:
-        """Stop the judge and remove this slot's cgroups."""
+        """Stop the judge and remove this slot's cgroups (moving out first)."""
         self._stop_judge()
-        for path in self.cgroups.values():
+        for controller, path in self.cgroups.items():
             self._kill_cgroup(path)
             try:
+                with open(f"/sys/fs/cgroup/{controller}/cgroup.procs", "w") as f:
+                    f.write(str(os.getpid()))
                 os.rmdir(path)
             except OSError:
                 pass
 
     remove_cgroups = close
 
-    @staticmethod
-    def _kill_cgroup(path: str) -> int:
+    def _kill_cgroup(self, path: str) -> int:
+        """SIGKILL whatever of a run is left in the slot's cgroup (not the worker or judge)."""
         killed = 0
+        spare = {os.getpid(), self.judge_pid}
         for _ in range(50):
             try:
                 with open(os.path.join(path, "cgroup.procs")) as f:
-                    pids = [int(p) for p in f.read().split()]
+                    pids = [int(p) for p in f.read().split() if int(p) not in spare]
             except OSError:
                 return killed
             if not pids:
@@ -778,6 +820,7 @@ class Worker:
         if pid == 0:
             try:
                 parent.close()
+                os.chdir("/")
                 if self.judge_uid is not None:
                     os.setgroups([])
                     os.setresgid(self.judge_uid, self.judge_uid, self.judge_uid)
@@ -816,29 +859,21 @@ class Worker:
         the slot's uid, arrange fds. Returns the call fds."""
         import resource
 
-        os.setsid()
-        if self.cgroups:
-            for path in self.cgroups.values():
-                with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                    f.write("0")
         if self.pidns:
-            unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            owner = "" if self.candidate_uid is None else f",uid={self.candidate_uid},gid={self.candidate_uid}"
-            opts = f"size={self.tmpfs_mb}m,nr_inodes=8192,mode=0700{owner}"
-            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
-            if os.path.isdir("/dev/shm"):
-                mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
-            workdir = "/tmp"
+            unshare(CLONE_NEWIPC)  # SysV IPC objects die with the run
         else:
-            workdir = self.config.get("workdir") or "/tmp"
-        os.chdir(workdir)
+            os.setpgid(0, 0)  # without a PID namespace the run is killed by process group
+        os.chdir(self._workdir)
         cpu = int(math.ceil(limits["timeout_s"])) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         _set_rlimit(resource.RLIMIT_AS, limits["memory_mb"] << 20)
         _set_rlimit(resource.RLIMIT_FSIZE, limits["max_file_mb"] << 20)
         _set_rlimit(resource.RLIMIT_NOFILE, limits["max_open_files"])
         _set_rlimit(resource.RLIMIT_CORE, 0)
+        if self.cgroups:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")  # the run is what the memory limit's OOM killer takes
+            os.close(fd)
         if self.candidate_uid is not None:
             os.setgroups([])
             os.setresgid(self.candidate_uid, self.candidate_uid, self.candidate_uid)
@@ -846,15 +881,11 @@ class Worker:
             os.setresuid(self.candidate_uid, self.candidate_uid, self.candidate_uid)
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-        os.environ.clear()
-        os.environ.update(SAFE_ENV)
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        _move_fds({devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
+        _move_fds({self._devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
         os.dup2(1, 2)
-        _close_fds_except({0, 1, 2, 3, 4})
+        os.closerange(5, 1 << 20)  # one close_range(2) call
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         budget = [limits["max_output_kb"] << 10]
-        sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
         sys.stdout = sys.__stdout__ = _CappedStream(1, budget)
         sys.stderr = sys.__stderr__ = _CappedStream(2, budget)
         return 3, 4
@@ -880,6 +911,14 @@ class Worker:
             self._start_judge()
         self._apply_cgroup_limits(limits)
         oom_before = self._oom_kills() if self.cgroups else 0
+        if self.scratch:
+            self._workdir = self.scratch[0]
+        else:  # no private /tmp: a fresh directory per run, removed afterwards
+            import tempfile
+
+            self._workdir = tempfile.mkdtemp(prefix="itercode-run-")
+            if self.candidate_uid is not None:
+                os.chown(self._workdir, self.candidate_uid, self.candidate_uid)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -930,6 +969,7 @@ class Worker:
                 pass
         for path in self.cgroups.values():  # belt and braces: nothing of this run survives
             self._kill_cgroup(path)
+        self._wipe()
         output += self._drain(out_r)
         os.close(out_r)
         if result is None and self.judge_sock is not None:
@@ -970,6 +1010,26 @@ class Worker:
         if len(text) > cap:
             text = text[:cap] + "\n[truncated]"
         return {"status": status, "tests_passed": passed, "tests_total": total, "stderr": text}
+
+    def _wipe(self) -> None:
+        """Remove everything the run left in its work dir and /dev/shm (all
+        its processes are dead by now, so nothing races the removal)."""
+        import shutil
+
+        if not self.scratch:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            return
+        for top in self.scratch:
+            with os.scandir(top) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        try:
+                            os.unlink(entry.path)
+                        except FileNotFoundError:
+                            pass
+            os.chmod(top, 0o700 if self.candidate_uid is not None else 0o1777)
 
     def _judge_reply(self, deadline: float) -> dict | None:
         """Read the judge's answer for the current job (None: no answer by the deadline)."""

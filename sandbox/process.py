@@ -128,9 +128,11 @@ def sweep_stale_cgroups() -> None:
         except OSError:
             continue
         for name in names:
-            owner = name.split("-")[0]
-            if owner.isdigit() and Path(f"/proc/{owner}").exists():
-                continue
+            parts = name.split("-")
+            if len(parts) != 3 or not all(p.isdigit() for p in parts):
+                continue  # not a name this module makes
+            if Path(f"/proc/{parts[0]}").exists():
+                continue  # its itercode process is alive
             path = os.path.join(root, name)
             for _ in range(20):
                 try:
