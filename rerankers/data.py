@@ -27,7 +27,8 @@ from codegen.samples import Sample
 
 # Statuses that carry no signal about the program (see sandbox.base).
 MASKED_STATUSES = frozenset({"infra_error"})
-HELDOUT_SPLIT = "heldout"
+HELDOUT_SPLITS = ("heldout", "held-out", "held_out")
+HELDOUT_ID_PREFIXES = ("synthetic/heldout/",)
 
 
 class HeldOutLeakError(UserError):
@@ -53,28 +54,29 @@ class Pair:
 def is_heldout(problem: Problem) -> bool:
     """True when ``problem`` belongs to an evaluation-only split.
 
-    The synthetic family records its split in ``meta["split"]``; loaders of
-    other datasets may do the same. Task ids of the synthetic held-out split
-    are checked too (`heldout_task_ids`), so a problem that lost its meta on
-    the way through a JSONL file is still caught.
+    The synthetic family records its split in ``meta["split"]`` (loaders of
+    other datasets may do the same) and in its task ids
+    (``synthetic/heldout/<i>``), so a problem that lost its meta on the way
+    through a JSONL file is still caught.
     """
     split = str(problem.meta.get("split", "")).lower()
-    return split in (HELDOUT_SPLIT, "held-out", "held_out", "test_heldout")
+    return split in HELDOUT_SPLITS or is_heldout_id(problem.task_id)
 
 
-def heldout_task_ids(seed: int = 0) -> frozenset[str]:
-    """Task ids of the synthetic held-out split (empty if that module is absent)."""
-    try:
-        from codegen.synthetic import load_split
-    except ImportError:  # the synthetic family is optional for other datasets
-        return frozenset()
-    return frozenset(p.task_id for p in load_split(HELDOUT_SPLIT, seed=seed))
+def is_heldout_id(task_id: str) -> bool:
+    """True for task ids of the synthetic held-out split, whatever the family seed."""
+    return str(task_id).startswith(HELDOUT_ID_PREFIXES)
 
 
 def refuse_heldout(problems: Iterable[Problem], task_ids: Iterable[str], forbidden: Iterable[str] = ()) -> None:
-    """Raise `HeldOutLeakError` if any of ``task_ids`` names a held-out problem."""
+    """Raise `HeldOutLeakError` if any of ``task_ids`` names a held-out problem.
+
+    Held-out means: in ``forbidden``, a held-out problem among ``problems``
+    (`is_heldout`), or a synthetic held-out task id.
+    """
+    task_ids = set(task_ids)
     forbidden = set(forbidden) | {p.task_id for p in problems if is_heldout(p)}
-    leaked = sorted(set(task_ids) & forbidden)
+    leaked = sorted((task_ids & forbidden) | {t for t in task_ids if is_heldout_id(t)})
     if leaked:
         shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
         raise HeldOutLeakError(
@@ -169,14 +171,15 @@ def build_pairs(
     max_pairs_per_problem: int = 16,
     use_references: bool = True,
     seed: int = 0,
-    forbidden_task_ids: Iterable[str] | None = None,
+    forbidden_task_ids: Iterable[str] = (),
 ) -> list[Pair]:
     """Preference pairs from sampled candidates and their verdicts.
 
     ``problems`` must cover every sample's task. ``use_references`` adds a
     problem's ``canonical_solution`` (reference split) as one more passing
     candidate, which lets problems the model never solved still yield pairs.
-    ``forbidden_task_ids`` defaults to the synthetic held-out split's ids.
+    ``forbidden_task_ids`` adds task ids to refuse beyond the held-out ones
+    that `is_heldout` recognises.
 
     >>> # pairs = build_pairs(problems, samples, results, max_pairs_per_problem=8)
     """
@@ -189,8 +192,6 @@ def build_pairs(
             f"{len(unknown)} sampled tasks are not among the given problems (first: {unknown[0]}): "
             "pass the problems the samples were drawn from"
         )
-    if forbidden_task_ids is None:
-        forbidden_task_ids = heldout_task_ids()
     refuse_heldout(by_task.values(), {s.task_id for s in samples}, forbidden_task_ids)
 
     groups = split_by_verdict(samples, results)

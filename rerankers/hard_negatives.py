@@ -21,7 +21,7 @@ from typing import Sequence
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
-from rerankers.data import Pair, build_pairs, heldout_task_ids, refuse_heldout, split_by_verdict
+from rerankers.data import Pair, build_pairs, refuse_heldout, split_by_verdict
 from rerankers.train import TrainConfig, TrainResult, _atomic_replace_dir, train_reranker
 
 
@@ -45,7 +45,7 @@ def mine_hard_negatives(
     positives_per_negative: int = 2,
     only_above_positive: bool = True,
     use_references: bool = True,
-    forbidden_task_ids=None,
+    forbidden_task_ids=(),
 ) -> list[Pair]:
     """Pairs built from the failing candidates ``reranker`` scores highest.
 
@@ -58,8 +58,6 @@ def mine_hard_negatives(
     serves as a positive when no sample passed (``use_references``).
     """
     by_task = {p.task_id: p for p in problems}
-    if forbidden_task_ids is None:
-        forbidden_task_ids = heldout_task_ids()
     refuse_heldout(by_task.values(), {s.task_id for s in samples}, forbidden_task_ids)
     groups = split_by_verdict(samples, results)
     items = []
@@ -107,7 +105,7 @@ def train_rounds(
     negatives_per_problem: int = 4,
     positives_per_negative: int = 2,
     seed: int = 0,
-    forbidden_task_ids=None,
+    forbidden_task_ids=(),
     on_round=None,
 ) -> list[RoundResult]:
     """Round 1 trains on pairs from ``candidate_sets[0]``; each later round adds hard negatives.
@@ -124,8 +122,6 @@ def train_rounds(
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     if not candidate_sets:
         raise UserError("no candidates to train on: pass --samples and --results")
-    if forbidden_task_ids is None:
-        forbidden_task_ids = heldout_task_ids()
     config = config or TrainConfig()
     out = Path(out_dir)
     stage = out.parent / f".{out.name}.rounds-{os.getpid()}"
