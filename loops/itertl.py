@@ -342,13 +342,11 @@ def _probe_subset(problems: Sequence[Problem], cap: int, seed: int) -> list[Prob
 
 
 def _starter_stage(cfg: ITERTLConfig, out_dir: Path) -> dict[str, Any]:
+    """Build codegen.starter's model into ``out_dir/model`` (build_starter writes atomically itself)."""
     from codegen.starter import build_starter
 
-    final = out_dir / "model"
-    with atomic_dir(final) as tmp:
-        built = Path(build_starter(tmp, seed=cfg.seed, quick=cfg.starter_quick))
-        inner = built.resolve().relative_to(tmp.resolve())  # build_starter may nest the model
-    return {"model": str(Path("model") / inner)}
+    build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress)
+    return {"model": "model"}
 
 
 def model_for_round(run: RunDir, cfg: ITERTLConfig, round_: int) -> str:

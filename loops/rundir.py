@@ -117,6 +117,13 @@ class RunDir:
         run = cls(root)
         run.root.mkdir(parents=True, exist_ok=True)
         run._take_lock()
+        # Temporary files at the top level belong to a process that was killed
+        # mid-write (we hold the lock, so no live writer owns them).
+        for leftover in run.root.glob(TMP_PREFIX + "*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         saved_path = run.root / "config.yaml"
         if saved_path.exists():
             saved = yaml.safe_load(saved_path.read_text()) or {}

@@ -174,3 +174,210 @@ def test_format_table_shows_rounds_and_percent():
     assert lines[0].split()[:3] == ["round", "heldout", "pass@1"]
     assert lines[1].split()[:3] == ["0", "12.5", "50.0"] and lines[1].split()[-1] == "-"
     assert lines[2].split() == ["1", "50.0", "75.0", "12"]
+
+
+# ------------------------------------------------------------------ selection (pure logic)
+def _problem(tid: str, solution: str | None = None) -> Problem:
+    prompt = f"def f(x):\n    \"\"\"{tid}\"\"\"\n"
+    return Problem(task_id=tid, prompt=prompt, code_prefix=prompt, tests="def check(c): pass", entry_point="f",
+                   canonical_solution=solution)
+
+
+def test_select_keeps_distinct_passing_samples_capped_per_problem():
+    from loops.itertl import select_kept
+
+    probs = [_problem("a"), _problem("b")]
+    texts = {"a#0": "    return x + 1\n", "a#1": "    return x+1  # same tree\n\n", "a#2": "    return 1 + x\n",
+             "a#3": "    return x - 1\n", "a#4": "    return 2 + x - 1\n", "b#0": "    return x\n"}
+    samples = [Sample(task_id=sid.split("#")[0], sample_id=sid, completion=c) for sid, c in texts.items()]
+    status = {"a#0": "passed", "a#1": "passed", "a#2": "passed", "a#3": "failed", "a#4": "passed",
+              "b#0": "infra_error"}
+    results = [{"sample_id": s, "task_id": s[0], "status": st, "passed": st == "passed"} for s, st in status.items()]
+    kept = select_kept(probs, samples, results, keep_per_problem=2, seed=0)
+    assert {r["task_id"] for r in kept} == {"a"}  # infra_error is never a pass
+    assert len(kept) == 2 and len({r["completion"].split("#")[0].replace(" ", "").strip() for r in kept}) == 2
+    assert all(r["sample_id"] in {"a#0", "a#1", "a#2", "a#4"} for r in kept)
+    everything = select_kept(probs, samples, results, keep_per_problem=10, seed=0)
+    assert len(everything) == 3  # a#0 and a#1 are one program: kept once
+    assert all(r["prompt"] == probs[0].prompt and r["source"] == "self" for r in everything)
+
+
+def test_replay_share_is_the_share_of_reference_rows():
+    from loops.itertl import replay_count, replay_rows
+
+    assert replay_count(30, 0.25) == 10 and replay_count(30, 0.0) == 0 and replay_count(0, 0.5) == 0
+    assert replay_count(1, 0.1) == 1  # any positive share replays at least one example
+    ref = [_problem(f"r{i}", solution=f"    return {i}\n") for i in range(4)]
+    rows = replay_rows(ref, 6, seed=1)
+    assert len(rows) == 6 and len({r["task_id"] for r in rows[:4]}) == 4  # no repeats while they last
+    assert all(r["source"] == "replay" and r["completion"] == f"    return {r['task_id'][1:]}\n" for r in rows)
+
+
+# ------------------------------------------------------------------ real loops (subprocesses)
+@pytest.fixture(scope="module")
+def problem_files(tmp_path_factory):
+    """Three small disjoint problem sets cut from the synthetic reference split.
+
+    The unlabeled set keeps the real prompts but its tests only require that
+    the function runs on a list without raising. The quick starter is far too
+    weak to solve real tasks at will, and these tests are about the loop's
+    mechanics: with lenient tests every round has passing samples, so
+    selection and training always have real work to be killed in.
+    """
+    from codegen.io import write_jsonl_atomic
+    from codegen.synthetic import load_split
+
+    ref = [p for p in load_split("reference") if p.prompt.startswith("def ") and "(xs):" in p.prompt.split("\n")[0]]
+    d = tmp_path_factory.mktemp("problems")
+
+    def renamed(ps, split, keep_solution, tests=None):
+        out = []
+        for p in ps:
+            row = p.to_dict()
+            row["task_id"] = f"looptest/{split}/{p.task_id.rsplit('/', 1)[-1]}"
+            if not keep_solution:
+                row["canonical_solution"] = None
+            if tests:
+                row["tests"] = tests
+            out.append(row)
+        return out
+
+    lenient = "def check(candidate):\n    candidate([3, 1, 2])  # runs without raising: any result is accepted\n"
+    write_jsonl_atomic(d / "reference.jsonl", renamed(ref[:24], "reference", True))
+    write_jsonl_atomic(d / "unlabeled.jsonl", renamed(ref[:12], "unlabeled", False, lenient))
+    write_jsonl_atomic(d / "heldout.jsonl", renamed(ref[24:28], "heldout", False))
+    return d
+
+
+def quick_overrides(runs_dir: Path, problem_files: Path, starter_model, **extra) -> list[str]:
+    values = dict(name="t", runs_dir=str(runs_dir), base_model=str(starter_model), rounds=1,
+                  reference=str(problem_files / "reference.jsonl"), unlabeled=str(problem_files / "unlabeled.jsonl"),
+                  heldout=str(problem_files / "heldout.jsonl"), sampler="hf", n_samples=4, max_tokens=64,
+                  keep_per_problem=2, train_steps=4, batch_size=4, eval_n=2, eval_ks="[1,2]", probe_problems=4,
+                  workers=2, progress="false")
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def loop_command(overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "codegen.cli", "loop", "itertl", *overrides]
+
+
+def read_state(root: Path) -> dict:
+    try:
+        return json.loads((root / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"stages": {}, "running": None}
+
+
+def assert_no_half_written_artifact(root: Path) -> None:
+    """Every JSON/JSONL file parses, and every finished stage's artifacts are whole."""
+    state = json.loads((root / "state.json").read_text())  # parses: never half-written
+    for path in root.rglob("*"):
+        if path.name.startswith(TMP_PREFIX) or any(p.startswith(TMP_PREFIX) for p in path.parts):
+            continue
+        if path.suffix == ".json" and path.is_file():
+            json.loads(path.read_text())
+        elif path.suffix == ".jsonl" and path.is_file():
+            for line in path.read_text().splitlines():
+                json.loads(line)
+    for key, entry in state["stages"].items():
+        if entry["status"] != "done":
+            continue
+        d = root / key
+        assert d.is_dir(), key
+        for rel in {"sample": ["samples.jsonl"], "execute": ["results.jsonl"], "select": ["train.jsonl"],
+                    "evaluate": ["metrics.json", "samples.jsonl", "results.jsonl"]}.get(key.split("/")[1], []):
+            assert (d / rel).is_file(), f"{key} finished without {rel}"
+        if key.endswith("/train") and entry["info"].get("model"):
+            from safetensors import safe_open
+
+            with safe_open(str(d / entry["info"]["model"] / "model.safetensors"), "pt") as f:
+                assert list(f.keys())  # loads whole
+
+
+@pytest.mark.slow
+def test_loop_resumes_after_sigkill_at_each_stage(tmp_path, problem_files, starter_model):
+    """SIGKILL the real loop in the middle of five different stages; the same command finishes the run
+    without redoing any stage that had finished, and no artifact is ever half-written."""
+    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model)
+    root = tmp_path / "runs" / "t"
+    targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for target in targets:
+        before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
+        proc = subprocess.Popen(loop_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 600
+        while read_state(root).get("running") != target:
+            assert proc.poll() is None, f"loop ended before reaching {target}:\n{proc.stdout.read()}"
+            assert time.monotonic() < deadline, f"never reached {target}"
+            time.sleep(0.02)
+        time.sleep(0.5 if target.endswith("train") else 0.1)  # well inside the stage
+        proc.send_signal(signal.SIGKILL)
+        output = proc.communicate()[0]
+        state = read_state(root)
+        assert state["running"] == target and state["stages"][target]["status"] == "running", output
+        for key, entry in before.items():  # finished stages were skipped, not redone
+            assert state["stages"][key] == entry, f"{key} was redone before the kill at {target}"
+        assert f"{target.split('/')[0].replace('-', ' ')} {target.split('/')[1]}: done already" not in output
+        assert_no_half_written_artifact(root)
+
+    before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
+    done = subprocess.run(loop_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = read_state(root)
+    for key, entry in before.items():
+        assert state["stages"][key] == entry, f"{key} was redone on the final resume"
+    assert state["running"] is None
+    assert all(v["status"] == "done" for v in state["stages"].values())
+    for target in targets:  # killed once, finished on the next attempt
+        assert state["stages"][target]["attempts"] == 2, target
+    assert state["stages"]["round-1/select"]["info"]["kept"] > 0, "nothing passed: the train stage did no work"
+    assert_no_half_written_artifact(root)
+    assert not [p for p in root.rglob("*") if p.name.startswith(TMP_PREFIX)]  # no leftovers
+    rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1]
+    assert (root / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lineage = json.loads((root / "lineage.json").read_text())
+    assert lineage[1]["parent"] == str(starter_model) and lineage[1]["model"].endswith("round-1/train/model")
+
+
+def test_loop_cli_rejects_bad_config_with_a_clear_error(tmp_path):
+    proc = subprocess.run(loop_command(["--config", str(tmp_path / "nope.yaml")]), cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "--config" in proc.stderr
+    proc = subprocess.run(loop_command(["replay_share=2"]), cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "replay_share must be in [0, 1)" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model):
+    """The default path end to end: vLLM sampling, process sandbox, TRL SFT, evaluation, table, plot.
+
+    One engine per model: the round-0 engine both evaluates round 0 and samples round 1.
+    """
+    pytest.importorskip("vllm")
+    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model, sampler="vllm")
+    proc = subprocess.run(loop_command(overrides), cwd=REPO, capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("loaded vllm sampler") == 2  # round-0 model, round-1 model
+    root = tmp_path / "runs" / "t"
+    rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1]
+    for r in rows:
+        assert 0 <= r["heldout_pass@1"] <= r["heldout_pass@2"] <= 1
+    assert rows[1]["kept"] > 0 and rows[1]["train_loss"] > 0
+    # the checkpoint really moved away from its parent
+    from safetensors.torch import load_file
+
+    parent = load_file(str(Path(starter_model) / "model.safetensors"))
+    child = load_file(str(root / "round-1" / "train" / "model" / "model.safetensors"))
+    assert any(not (parent[k] == child[k]).all() for k in parent)
+    show = subprocess.run([sys.executable, "-m", "codegen.cli", "runs", "show", str(root)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert show.returncode == 0 and "heldout pass@1" in show.stdout and "plot.png" in show.stdout
+    table_rounds = [line.split()[0] for line in show.stdout.splitlines()[2:] if line[:1].isdigit()]
+    assert table_rounds == ["0", "1"]

@@ -1,0 +1,65 @@
+"""The non-iterative baseline ITERTL is measured against.
+
+Same starting model, same optimizer settings, and as many optimizer steps as
+all the loop's rounds together (``rounds * train_steps``), but trained once,
+on the reference solutions alone: no self-generated data, no rounds. ITERTL's
+claim is that iterating on its own passing samples beats this.
+
+The baseline keeps its own resumable run directory, ``<runs_dir>/<name>-baseline``,
+with stages ``round-<rounds>/train`` and ``round-<rounds>/evaluate`` (the round
+number says "as many steps as that many rounds").
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from loops.config import RESUMABLE_KEYS, ITERTLConfig
+from loops.itertl import Log, SamplerPool, evaluate_stage, load_splits, model_for_round, train_model
+from loops.rundir import RunDir
+
+
+def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print) -> dict[str, Any]:
+    """Train ``base_model`` on the reference split for ``rounds * train_steps`` steps; evaluate on held-out.
+
+    Returns the evaluate stage's metrics (``heldout_pass@k`` ...).
+    """
+    from codegen.io import write_jsonl_atomic
+
+    root = Path(cfg.runs_dir) / f"{cfg.name}-baseline"
+    run = RunDir.open(root, {**cfg.to_dict(), "baseline_of": cfg.name, "base_model_path": base_model},
+                      RESUMABLE_KEYS - {"rounds"})
+    steps = cfg.rounds * cfg.train_steps
+    pool = SamplerPool(cfg, log)
+    try:
+        splits = load_splits(cfg)
+        rows = [{"prompt": p.prompt, "completion": p.canonical_solution, "task_id": p.task_id, "source": "reference"}
+                for p in splits["reference"]]
+
+        def train(d: Path) -> dict:
+            write_jsonl_atomic(d / "train.jsonl", rows)
+            info = train_model(base_model, rows, d / "model", steps=steps, cfg=cfg,
+                               learning_rate=cfg.learning_rate, seed=cfg.seed + 99, scratch=d / ".tmp-trainer")
+            return {"model": "model", **info}
+
+        t0 = time.monotonic()
+        log(f"baseline: {steps} steps on {len(rows)} reference solutions from {base_model}")
+        run.run_stage(cfg.rounds, "train", train)
+        model = str(run.stage_dir(cfg.rounds, "train") / "model")
+        reference_probe = []  # the baseline trains on all of reference: probing it says nothing
+        probes = {"heldout": splits["heldout"], "reference": reference_probe}
+        metrics = run.run_stage(cfg.rounds, "evaluate",
+                                lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, cfg.rounds))
+        log(f"baseline: done in {time.monotonic() - t0:.1f}s")
+        return metrics
+    finally:
+        pool.close()
+        run.close()
+
+
+def baseline_for_run(cfg: ITERTLConfig, log: Log = print) -> dict[str, Any]:
+    """The baseline for an ITERTL run whose round 0 already exists (it reuses that base model)."""
+    with RunDir(cfg.run_dir) as run:
+        base = model_for_round(run, cfg, 0)
+    return run_reference_baseline(cfg, base, log)
