@@ -128,24 +128,43 @@ def _batches(examples, batch_size: int, steps: int, generator, pad_id: int):
 
 
 def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: int = 0,
-                  progress: bool = True, config: StarterConfig | None = None) -> Path:
+                  progress: bool = True, config: StarterConfig | None = None,
+                  device: str = "cpu", threads: int | None = None) -> Path:
     """Train the tokenizer and the tiny Llama; save both to ``out_dir`` (HF format).
 
     ``seed`` drives initialisation and data order (same seed, same weights);
     ``family_seed`` picks the synthetic family whose reference split is the
     training data (0: the splits that ``synthetic:heldout`` evaluates on).
-    ``quick`` builds a smaller model in seconds, for tests. The directory is
-    written elsewhere and renamed into place, so it is never half-written.
-    Returns ``out_dir`` as a Path.
+    ``quick`` builds a smaller model in seconds, for tests. ``device`` may be
+    "cuda" where one exists (same recipe, faster; bit-identical rebuilds are
+    promised on the CPU only). ``threads`` caps torch's CPU threads for the
+    build (default: 1 for quick builds, whose tiny matrices gain nothing from
+    more threads and lose much when other processes share the cores). The
+    directory is written elsewhere and renamed into place, so it is never
+    half-written. Returns ``out_dir`` as a Path.
     """
+    import torch
+
+    cfg = config or (QUICK if quick else FULL)
+    if threads is None and quick:
+        threads = 1
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _build(Path(out_dir), seed, quick, family_seed, progress, cfg, device)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _build(out_dir: Path, seed: int, quick: bool, family_seed: int, progress: bool,
+           cfg: StarterConfig, device: str) -> Path:
     import torch
     from tqdm import tqdm
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from codegen.synthetic import load_split
 
-    cfg = config or (QUICK if quick else FULL)
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     torch.manual_seed(seed)
@@ -168,7 +187,7 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
     )
-    model = LlamaForCausalLM(model_config)
+    model = LlamaForCausalLM(model_config).to(device)
     model.train()
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -186,6 +205,7 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
     losses = []
     bar = tqdm(batches, total=cfg.steps, desc="training starter", disable=not progress, unit="step")
     for ids, labels, mask in bar:
+        ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -195,6 +215,7 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
+    model.to("cpu")
 
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.eos_token_id,
@@ -205,6 +226,8 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
         "seed": seed,
         "family_seed": family_seed,
         "quick": quick,
+        "device": device,
+        "threads": torch.get_num_threads(),
         "config": asdict(cfg),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_examples": len(examples),
