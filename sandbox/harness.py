@@ -190,11 +190,12 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 1 << 18
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (a new syscall)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+SETUP_FAILED = 121  # exit code of a candidate process whose isolation setup failed
 
 _libc = None
 
@@ -509,7 +510,7 @@ def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None)
             if is_test:
                 passed += 1
         except CandidateGone as exc:
-            return {"status": ERROR, "tests_passed": passed, "tests_total": total, "died": True,
+            return {"status": ERROR, "tests_passed": passed, "tests_total": total, "died": True, "loaded": True,
                     "message": note + str(exc)}
         except CandidateOOM:
             return {"status": OOM, "tests_passed": passed, "tests_total": total,
@@ -672,6 +673,10 @@ class Worker:
             self._fail(required, f"no mount namespace ({exc}); /tmp and /dev/shm are shared with the host")
         if self.mountns:
             try:
+                self._expose_interpreter()
+            except OSError as exc:
+                self.notes.append(f"could not expose the interpreter to the run's uid ({exc})")
+            try:
                 mount_setattr_recursive("/", attr_set=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
                 self.readonly = True
             except OSError as exc:
@@ -706,6 +711,34 @@ class Worker:
             self.pidns = self.mountns
         except OSError as exc:
             self._fail(required, f"no PID namespace ({exc}); a run's tree is killed by process group and cgroup only")
+
+    def _expose_interpreter(self) -> None:
+        """Let the unprivileged uids reach the interpreter's files.
+
+        An interpreter under a directory others cannot enter (here
+        /root/.pyenv under /root, mode 0700) would leave runs unable to import
+        any module not preloaded. In this worker's mount namespace such a
+        directory is replaced by an empty tmpfs (mode 0711) into which only
+        the needed children are bind-mounted back, so the runs see the
+        interpreter and nothing else of it (not root's other files)."""
+        needed = {os.path.realpath(p) for p in [sys.base_prefix, sys.prefix, os.path.dirname(sys.executable), *sys.path]
+                  if p and os.path.exists(p)}
+        blocked: dict[str, set[str]] = {}
+        for path in sorted(needed):
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                ancestor = "/" + "/".join(parts[:i])
+                if not os.stat(ancestor).st_mode & 0o001:
+                    blocked.setdefault(ancestor, set()).add(parts[i])
+                    break
+        for ancestor, children in blocked.items():
+            handles = {c: os.open(os.path.join(ancestor, c), os.O_PATH) for c in children}
+            mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0711,size=1m")
+            for child, fd in handles.items():
+                os.mkdir(os.path.join(ancestor, child))
+                mount(f"/proc/self/fd/{fd}", os.path.join(ancestor, child), None, MS_BIND | MS_REC)
+                os.close(fd)
+            self.notes.append(f"{ancestor} is hidden from runs except {sorted(children)}")
 
     def _fail(self, required: bool, note: str) -> None:
         if required:
@@ -864,6 +897,10 @@ class Worker:
         else:
             os.setpgid(0, 0)  # without a PID namespace the run is killed by process group
         os.chdir(self._workdir)
+        # fds first: F_DUPFD above 64 must happen before RLIMIT_NOFILE may drop below it.
+        _move_fds({self._devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
+        os.dup2(1, 2)
+        os.closerange(5, 1 << 20)  # one close_range(2) call
         cpu = int(math.ceil(limits["timeout_s"])) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         _set_rlimit(resource.RLIMIT_AS, limits["memory_mb"] << 20)
@@ -881,10 +918,6 @@ class Worker:
             os.setresuid(self.candidate_uid, self.candidate_uid, self.candidate_uid)
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-        _move_fds({self._devnull: 0, out_w: 1, req_r: 3, resp_w: 4})
-        os.dup2(1, 2)
-        os.closerange(5, 1 << 20)  # one close_range(2) call
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         budget = [limits["max_output_kb"] << 10]
         sys.stdout = sys.__stdout__ = _CappedStream(1, budget)
         sys.stderr = sys.__stderr__ = _CappedStream(2, budget)
@@ -935,10 +968,13 @@ class Worker:
                 try:
                     fds = self._enter_candidate(limits, out_w, req_r, resp_w)
                 except BaseException as exc:  # noqa: BLE001
-                    try:
-                        os.write(out_w, f"sandbox setup failed: {exc}".encode())
-                    finally:
-                        os._exit(121)
+                    for fd in (1, out_w):
+                        try:
+                            os.write(fd, f"sandbox setup failed: {exc!r}\n".encode())
+                            break
+                        except OSError:
+                            pass
+                    os._exit(SETUP_FAILED)
                 candidate_main(job, *fds)
             os.close(req_r)
             os.close(resp_w)
@@ -994,7 +1030,11 @@ class Worker:
             message = str(result.get("message", ""))
             if result.get("died"):
                 sig = -cand_status if cand_status is not None and cand_status < 0 else None
-                if oomed:
+                if cand_status == SETUP_FAILED and not result.get("loaded"):
+                    # A run that never got going is the sandbox's failure (retried
+                    # once by the caller); a program faking it cannot pass either.
+                    status = INFRA_ERROR
+                elif oomed:
                     status, message = OOM, message + " (killed by the memory limit)"
                 elif sig == signal.SIGXCPU:
                     status, message = TIMEOUT, message + " (CPU time limit)"

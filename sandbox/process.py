@@ -261,6 +261,11 @@ class ProcessExecutor:
         """The uids this executor's candidates and judges run as (when root)."""
         return [u for c in self._configs for u in (c["candidate_uid"], c["judge_uid"])]
 
+    @property
+    def candidate_uids(self) -> list[int]:
+        """The uids candidate programs run as: no process of theirs outlives a run."""
+        return [c["candidate_uid"] for c in self._configs] if os.geteuid() == 0 else []
+
     def _start(self, slot: int) -> _WorkerProc:
         return _WorkerProc(slot, self._configs[slot], self._python)
 
@@ -272,7 +277,9 @@ class ProcessExecutor:
         lim = asdict(limits)
         while not self._closed:
             while len(inflight) < PIPELINE:
-                item = retry.popleft() if retry else take()
+                # Queue a second job only while there is plenty of work, so a
+                # small batch still spreads over all workers.
+                item = retry.popleft() if retry else take(prefetch=bool(inflight))
                 if item is None:
                     break
                 inflight.append(item)
@@ -328,14 +335,18 @@ class ProcessExecutor:
             raise RuntimeError("this ProcessExecutor is closed")
         jobs = list(jobs)
         results: list[Verdict | None] = [None] * len(jobs)
-        pending = iter(range(len(jobs)))
+        next_job = [0]
         lock = threading.Lock()
         errors: list[BaseException] = []
+        n_threads = min(self.workers, len(jobs))
 
-        def take():
+        def take(prefetch: bool = False):
             with lock:
-                i = next(pending, None)
-            return None if i is None else (i, 0)
+                i = next_job[0]
+                if i >= len(jobs) or (prefetch and len(jobs) - i <= n_threads):
+                    return None
+                next_job[0] = i + 1
+            return (i, 0)
 
         def deliver(i: int, verdict: Verdict) -> None:
             results[i] = verdict
@@ -349,7 +360,6 @@ class ProcessExecutor:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 errors.append(exc)
 
-        n_threads = min(self.workers, len(jobs))
         if n_threads <= 1:
             if jobs:
                 self._drive(0, jobs, limits, take, deliver)
