@@ -851,6 +851,11 @@ class Worker:
         import socket
 
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
         pid = os.fork()
         if pid == 0:
             try:
@@ -875,6 +880,13 @@ class Worker:
                 os._exit(0)
         child.close()
         self.judge_pid, self.judge_sock = pid, parent
+
+    def _judge_gone(self) -> bool:
+        try:
+            pid, _ = os.waitpid(self.judge_pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return pid != 0
 
     def _stop_judge(self) -> None:
         if self.judge_sock is not None:
@@ -942,13 +954,19 @@ class Worker:
     def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
         import socket
 
+        if self.judge_sock is not None and self._judge_gone():
+            self._stop_judge()  # killed from outside (e.g. a container server's kill(-1) sweep)
         if self.judge_sock is None:
             self._start_judge()
         self._apply_cgroup_limits(limits)
         oom_before = self._oom_kills() if self.cgroups else 0
-        if self.scratch:
+        self._own_workdir = False
+        if limits.get("_workdir"):  # the caller made (and cleans) the run's directory
+            self._workdir = limits["_workdir"]
+        elif self.scratch:
             self._workdir = self.scratch[0]
         else:  # no private /tmp: a fresh directory per run, removed afterwards
+            self._own_workdir = True
             import tempfile
 
             self._workdir = tempfile.mkdtemp(prefix="itercode-run-")
@@ -958,6 +976,11 @@ class Worker:
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
         cand_pid = -1
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here may leak into the run's output
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
         try:
             if self.pidns:
                 unshare(CLONE_NEWPID)  # the next child is the init of a fresh PID namespace
@@ -982,9 +1005,17 @@ class Worker:
             os.close(resp_w)
             os.close(out_w)
             req_r = resp_w = out_w = -1
-            judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
-            socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
-            write_frame(self.judge_sock.fileno(), json.dumps(judge_job).encode())
+            judge_job = json.dumps({k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}).encode()
+            for attempt in range(2):
+                try:
+                    socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
+                    write_frame(self.judge_sock.fileno(), judge_job)
+                    break
+                except OSError:
+                    if attempt:
+                        raise
+                    self._stop_judge()  # it died since the last job: start another
+                    self._start_judge()
             os.close(req_w)
             os.close(resp_r)
             req_w = resp_r = -1
@@ -1058,8 +1089,9 @@ class Worker:
         its processes are dead by now, so nothing races the removal)."""
         import shutil
 
-        if not self.scratch:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        if not self.scratch or self._workdir not in self.scratch:
+            if self._own_workdir:
+                shutil.rmtree(self._workdir, ignore_errors=True)
             return
         for top in self.scratch:
             with os.scandir(top) as entries:
