@@ -106,7 +106,7 @@ def _coerce(key: str, value: Any) -> Any:
         if optional:
             return None
         raise UserError(f"config key {key!r} may not be null; give a {base}")
-    bad = UserError(f"config key {key!r} must be a {base}, got {value!r} ({type(value).__name__})")
+    bad = UserError(f"config key {key!r} must be of type {base}, got {value!r} ({type(value).__name__})")
     if base == "bool":
         if isinstance(value, bool):
             return value

@@ -25,6 +25,7 @@ import ast
 import gc
 import os
 import random
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -262,6 +263,7 @@ def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: in
         tokenizer.save_pretrained(str(tmp))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     del trainer, model
+    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
     gc.collect()
     return {"train_loss": output.training_loss, "final_loss": losses[-1] if losses else None,
             "steps": steps, "learning_rate": learning_rate, "examples": len(rows), "seconds": round(seconds, 2)}
