@@ -13,9 +13,11 @@ How one job runs (the tests never run in the candidate's process):
   up the entry point and then serves calls: it reads ``call`` frames from one
   pipe and answers on another. Its stdout/stderr go to a pipe the worker
   drains and caps. It cannot see the tests' text.
-- The *judge* process executes the problem's trusted prefix (e.g. HumanEval's
-  prompt and its helper functions) and the tests, with the entry point bound to
-  a stub that calls the candidate. Arguments and results cross as plain data
+- The *judge* process (one per worker, long-lived, another uid, not
+  dumpable) receives the two call pipes over a unix socket (SCM_RIGHTS) and
+  executes the problem's trusted prefix (e.g. HumanEval's prompt and its
+  helper functions) and the tests in a fresh namespace, with the entry point
+  bound to a stub that calls the candidate. Arguments and results cross as plain data
   (a tagged JSON encoding, decoded defensively with size caps), so no object of
   the candidate's (an always-equal ``__eq__``, a patched builtin) ever reaches
   the tests. HumanEval-style tests define ``check(candidate)`` and are called
@@ -24,13 +26,13 @@ How one job runs (the tests never run in the candidate's process):
 - The verdict travels from the judge to the worker on a pipe the candidate
   never holds; what the candidate prints means nothing.
 
-Isolation the worker adds when it can (see ``Worker`` and the backend's module
-docstring for the exact coverage): a network namespace per worker, a read-only
-view of the host's mounts, a PID + mount + IPC namespace per run (killing the
-run's init kills every process it made, daemons included), fresh /proc,
-size-capped private tmpfs on /tmp (the work dir) and /dev/shm, a cgroup per
-worker slot (memory, pids), rlimits, a scrubbed environment, and separate
-unprivileged uids for the candidate and the judge.
+Isolation the worker adds when it can (see ``Worker`` and the process
+backend's module docstring for the exact coverage): per worker a network
+namespace, a read-only view of the host's mounts, size-capped private tmpfs
+on /tmp (the work dir) and /dev/shm wiped after every run, /proc with
+hidepid=2, and a cgroup (memory, pids); per run a PID and an IPC namespace
+(killing the run's init kills every process it made, daemons included),
+rlimits, and separate unprivileged uids for the candidate and the judge.
 """
 from __future__ import annotations
 
@@ -638,7 +640,7 @@ class Worker:
             self._isolate_once(required=(mode == "on"))
         if config.get("cgroup_name"):
             self._make_cgroups(config["cgroup_name"])
-        for name in PRELOAD:
+        for name in config.get("preload", PRELOAD):
             try:
                 __import__(name)
             except ImportError:
@@ -1031,13 +1033,17 @@ class Worker:
                 if fd >= 0:
                     os.close(fd)
         cand_status = self._reap(cand_pid)
-        if not self.pidns and cand_pid > 0:
-            try:
-                os.killpg(cand_pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for path in self.cgroups.values():  # belt and braces: nothing of this run survives
-            self._kill_cgroup(path)
+        if not self.pidns:
+            # No PID namespace: kill the run's process group, then whatever left it
+            # (setsid) through the slot's cgroup. With one, reaping the namespace's
+            # init above already guaranteed that every process of the run is gone.
+            if cand_pid > 0:
+                try:
+                    os.killpg(cand_pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for path in self.cgroups.values():
+                self._kill_cgroup(path)
         self._wipe()
         output += self._drain(out_r)
         os.close(out_r)

@@ -1,36 +1,47 @@
 """The process backend: warm harness workers on this machine, no daemon needed.
 
 `ProcessExecutor` starts ``workers`` long-lived processes running
-``sandbox/harness.py`` (stdlib only). Each worker isolates itself once and then
-judges one job at a time: it forks a *judge* process (the problem's trusted
-prefix and tests, with the entry point bound to a stub) and a *candidate*
-process (the model's program, which serves calls as plain data). A run costs
-two forks of a warm interpreter, not an interpreter start.
+``sandbox/harness.py`` (stdlib only). Each worker isolates itself once, keeps
+one long-lived *judge* process (the problem's trusted prefix and tests, with
+the entry point bound to a stub; compiled suites are cached per problem), and
+per job forks one fresh *candidate* process (the model's program, which serves
+calls as plain data). A run costs one fork of a warm interpreter, not an
+interpreter start, and the host keeps two jobs queued in each worker.
 
 What it covers when itercode runs as root on Linux (the normal case here; the
 worker reports what it got in ``ProcessExecutor.isolation``):
 
 - Verdict: the tests never run in the candidate's process and the candidate
-  never sees their text; arguments and results cross as plain data, so an
-  always-equal object, patched builtins or ``AssertionError``, ``sys.exit(0)``
-  / ``os._exit(0)`` before the tests, frame walking, forged "passed" output,
-  conftest.py / sitecustomize.py files cannot score a pass.
+  never sees their text; arguments and results cross as plain data (tagged
+  JSON, exact types, size- and depth-capped), so an always-equal object (or an
+  int subclass), patched builtins or ``AssertionError``, ``sys.exit(0)`` /
+  ``os._exit(0)`` / ``raise SystemExit`` before or during the tests, frame
+  walking, forged "passed" output or forged frames on its own channel, and
+  conftest.py / sitecustomize.py files cannot score a pass. The verdict
+  reaches the worker on a socket the candidate never holds.
 - Processes: a fresh PID namespace per run whose init is the candidate; at the
-  end of the run (or its wall-clock timeout) the init is SIGKILLed, which kills
-  every process of the run, setsid and double-forked daemons included; the
-  worker waits until all are gone. A cgroup per worker slot (v1 memory + pids)
-  caps the run as a whole and is swept after each run.
+  end of the run (or at its wall-clock timeout) that init is SIGKILLed, which
+  kills every process of the run, setsid and double-forked daemons included,
+  and the worker reaps it before the next run. A fresh IPC namespace per run
+  (SysV objects die with it). A cgroup per worker slot (v1 memory + pids)
+  caps the run as a whole (the OOM killer is steered at the run, never the
+  worker or judge); the host sweeps it if a worker dies.
 - Users: the candidate runs as a per-slot unprivileged uid (no capabilities,
-  no_new_privs, nosuid mounts) and the judge as another, non-dumpable uid, so
-  the candidate can neither signal nor ptrace the judge, nor a concurrent run.
+  no_new_privs, nosuid mounts, no controlling terminal) and the judge as
+  another, non-dumpable uid, so the candidate can neither signal nor ptrace
+  the judge, the worker or a concurrent run.
 - Limits: RLIMIT_CPU, RLIMIT_AS (memory_mb), RLIMIT_FSIZE, RLIMIT_NPROC (per
-  slot uid, hence per run), RLIMIT_NOFILE, no core files; a cgroup memory cap
-  for the whole run; a wall-clock timeout; stdout/stderr capped at
+  slot uid, hence per run), RLIMIT_NOFILE, no core files; the cgroup caps for
+  the run as a whole; a wall-clock timeout; stdout/stderr capped at
   max_output_kb (the rest is drained and dropped; invalid UTF-8 replaced).
-- Files: the host's mounts are read-only for the run; /tmp (the work dir) and
-  /dev/shm are private, size- and inode-capped tmpfs mounts that vanish with
-  the run; /proc is the run's own (the host's environment and other processes
-  are invisible); the environment is scrubbed to a fixed safe set.
+- Files: every host mount is read-only in the worker's mount namespace; /tmp
+  (the run's work dir) and /dev/shm are the worker's own size- and
+  inode-capped tmpfs mounts, wiped after every run; /proc is mounted with
+  hidepid=2 (a run sees only its own processes; the host's environment and
+  processes are invisible); the environment is scrubbed to a fixed safe set;
+  a directory others cannot enter that holds the interpreter (e.g. /root with
+  a pyenv Python) is replaced by an empty tmpfs with only the interpreter's
+  directory bound back, so root's other files are hidden too.
 - Network: each worker lives in its own empty network namespace (loopback
   down), so no TCP to 127.0.0.1, the host's addresses or outside, and two runs
   never share a port.
@@ -47,15 +58,24 @@ What it does not cover:
   cannot exceed its CPU rlimit or the wall clock.
 - Values that are not plain data (callables, class instances, generators)
   cannot cross: a test that passes one gets infra_error, a candidate that
-  returns one fails. In-place mutation of arguments is not seen by the tests.
+  returns one fails. In-place mutation of arguments is not seen by the tests,
+  and the tests see only the entry point (not other names the program defines).
+- The candidate is the init of its PID namespace, so a signal it sends itself
+  with the default action (``os.kill(os.getpid(), SIGTERM)``) is ignored,
+  as the kernel does for every init; faults (SIGSEGV) and handled signals
+  (``signal.alarm`` with a handler) behave as usual.
+- The judge is long-lived per worker: the problems' own trusted code (prefix
+  and tests) runs in a fresh namespace per job, but module state it changes
+  (e.g. ``random.seed``) carries over to that worker's next job.
 
 Weaker fallbacks (stated in ``isolation["notes"]``): not root -> no uid switch
 (candidate and judge share the caller's uid; the judge is still non-dumpable,
 but a hostile candidate could signal it, which yields infra_error, never a
-pass), and namespaces only where unprivileged user namespaces allow; no
-unshare -> no network/mount/PID isolation (process group + cgroup kill only,
-and the candidate keeps the host's network); no cgroup v1 -> no whole-run
-memory cap (each process still has RLIMIT_AS).
+pass), and no namespaces (the worker does not try user namespaces); no
+unshare -> no network, mount or PID isolation (the run is killed by process
+group and cgroup only, gets a fresh temp dir as work dir, and keeps the
+host's network); no cgroup v1 -> no whole-run memory cap (each process still
+has RLIMIT_AS) and no sweep of setsid escapees without a PID namespace.
 """
 from __future__ import annotations
 
