@@ -214,7 +214,14 @@ class HFEngine(CandidateEngine):
         async with self._lock:
             with self._in_engine():
                 max_time = None if deadline is None else max(0.01, deadline - time.monotonic())
-                return await asyncio.to_thread(self._generate, prompt, params, max_time)
+                work = asyncio.get_running_loop().run_in_executor(None, self._generate, prompt, params, max_time)
+                try:
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    # A thread cannot be stopped: keep the lock until it ends (``max_time``
+                    # bounds it), so requests stay serialised even after a time-out.
+                    await asyncio.wait([work])
+                    raise
 
     def _generate(self, prompt: str, params: GenParams, max_time: float | None) -> list[EngineCompletion]:
         import torch
