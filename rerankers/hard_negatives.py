@@ -122,6 +122,9 @@ def train_rounds(
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     if not candidate_sets:
         raise UserError("no candidates to train on: pass --samples and --results")
+    # Refuse held-out candidates in any set now, not after hours of earlier rounds.
+    for set_samples, _ in candidate_sets:
+        refuse_heldout(problems, {s.task_id for s in set_samples}, forbidden_task_ids)
     config = config or TrainConfig()
     out = Path(out_dir)
     stage = out.parent / f".{out.name}.rounds-{os.getpid()}"

@@ -161,3 +161,56 @@ def samples_from_rows(rows: Sequence[Mapping]) -> list[Sample]:
             mean_logprob=float(lp) if lp is not None else None, num_tokens=row.get("num_tokens"),
         ))
     return out
+
+
+def check_reranker_dir(path) -> None:
+    """Fail fast, before any sandbox run, when ``path`` cannot be a reranker directory.
+
+    Cheap checks only (no torch): the directory and its config.json exist and
+    parse. `Reranker.load` does the full check later.
+    """
+    import json
+    from pathlib import Path
+
+    from rerankers.model import RerankerLoadError
+
+    path = Path(path)
+    fix = "train one with `itercode reranker train --out DIR` and pass that DIR"
+    if not path.is_dir():
+        raise RerankerLoadError(f"--rerank {path}: no such directory; {fix}")
+    config = path / "config.json"
+    if not config.exists():
+        raise RerankerLoadError(f"--rerank {path}: not a reranker directory (no config.json); {fix}")
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise RerankerLoadError(f"--rerank {path}: config.json does not parse ({e}); {fix}") from e
+
+
+def eval_rerank_report(problems: Sequence[Problem], rows: Sequence[Mapping], results: Sequence[Mapping],
+                       reranker_dir, *, seed: int = 0, progress: bool = False) -> dict:
+    """What `itercode eval --rerank DIR` adds: the five pickers on the evaluated samples.
+
+    ``rows`` are the samples file's rows (``mean_logprob`` is read from them
+    when present); ``results`` are `evaluate_samples`' results in the same order.
+    """
+    from rerankers.model import Reranker
+
+    samples = samples_from_rows(rows)
+    reranker = Reranker.load(reranker_dir)
+    groups = group_candidates(problems, samples, results)
+    flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups], progress=progress)
+    scores = {p.task_id: sc for (p, _, _), sc in zip(groups, flat)}
+    report = rerank_report(problems, samples, results, scores=scores, seed=seed)
+    report["reranker"] = str(reranker_dir)
+    return report
+
+
+def format_eval_rerank(report: Mapping) -> str:
+    """The block `itercode eval --rerank` prints under the pass@k table."""
+    n = f"n={report['n_min']}" + (f"..{report['n_max']}" if report["n_max"] != report["n_min"] else "")
+    lines = ["", f"reranking {report['problems']} problems ({n} candidates each) with {report['reranker']}"]
+    lines.append(format_report({"share": report}))
+    if report.get("mean_logprob_pick") is None:
+        lines.append("(mean_logprob_pick: the samples carry no mean_logprob; draw them with `itercode sample`)")
+    return "\n".join(lines)

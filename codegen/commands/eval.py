@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="run every sample again, ignoring the verdict cache")
     p.add_argument("--out", metavar="FILE", default=None, help="results file (default: SAMPLES_results.jsonl)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--rerank", metavar="DIR", default=None,
+                   help="also report reranked pass@1 with this reranker (from `itercode reranker train`), beside "
+                   "oracle pass@n, a random pick and a mean-log-prob pick")
 
 
 def parse_ks(text: str) -> list[int]:
@@ -132,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: must be at least 1")
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
 
+    if args.rerank:  # a reranker that cannot load fails before the sandbox runs
+        from rerankers.report import check_reranker_dir
+
+        check_reranker_dir(args.rerank)
     problems = load_problems(args.problems)
     samples, rows = read_samples(args.samples)
     check_task_ids(problems, samples, where=args.samples)
@@ -188,10 +195,18 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 3),
         "results_file": str(out),
     }
+    if args.rerank:
+        from rerankers.report import eval_rerank_report
+
+        summary["rerank"] = eval_rerank_report(problems, rows, results, args.rerank, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(summary))
     else:
         print(format_summary(summary, skipped))
+        if args.rerank:
+            from rerankers.report import format_eval_rerank
+
+            print(format_eval_rerank(summary["rerank"]))
     return 0
 
 
