@@ -368,6 +368,44 @@ class UnsupportedArgument(BaseException):
     """The tests passed something that is not plain data to the candidate."""
 
 
+class CandidateLoadFailed(BaseException):
+    """The program did not load (its load report says why)."""
+
+    def __init__(self, result: dict):
+        super().__init__(result.get("message", ""))
+        self.result = result
+
+
+def _read_load_report(resp_fd: int, state: dict) -> None:
+    """Consume the candidate's load report; raise unless it says ready.
+
+    The judge does not wait for it before the first call: the call is queued
+    in the pipe while the program loads, which saves one round trip per run."""
+    if state["ready"]:
+        return
+    try:
+        raw = read_frame(resp_fd, MAX_DATA_FRAME)
+    except (OSError, FrameTooLarge):
+        raw = b""
+    if raw is None:
+        raise CandidateLoadFailed({"status": ERROR, "died": True,
+                                   "message": "the candidate process ended before it was ready (exit during load)"})
+    try:
+        report = loads(raw)
+    except ValueError:
+        report = ("bad",)
+    if type(report) is not tuple or not report:
+        report = ("bad",)
+    if report[0] == "ready":
+        state["ready"] = True
+        return
+    if report[0] == "load_oom":
+        raise CandidateLoadFailed({"status": OOM, "message": "MemoryError while loading the program"})
+    if report[0] == "load_error" and len(report) == 2:
+        raise CandidateLoadFailed({"status": ERROR, "message": str(report[1])[:4000]})
+    raise CandidateLoadFailed({"status": ERROR, "message": "malformed load report"})
+
+
 class CandidateError(Exception):
     """An exception raised inside the candidate whose type is not a builtin."""
 
@@ -393,6 +431,11 @@ def make_stub(entry_point: str, req_fd: int, resp_fd: int, state: dict):
         state["calls"] += 1
         try:
             write_frame(req_fd, payload)
+        except OSError as exc:
+            _read_load_report(resp_fd, state)  # a program that never loaded says so here
+            raise CandidateGone(f"candidate channel failed: {exc}") from None
+        _read_load_report(resp_fd, state)
+        try:
             raw = read_frame(resp_fd, MAX_DATA_FRAME)
         except (OSError, FrameTooLarge) as exc:
             raise CandidateGone(f"candidate channel failed: {exc}") from None
@@ -476,23 +519,17 @@ def _format_failure(exc: BaseException) -> str:
 def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None) -> dict:
     """Run the tests against the candidate behind the stub; return the result."""
     entry_point = job["entry_point"]
-    raw = read_frame(resp_fd, MAX_DATA_FRAME)  # the candidate's load report
-    if raw is None:
-        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "died": True,
-                "message": "the candidate process ended before it was ready (exit during load)"}
+    state = {"calls": 0, "oom": False, "ready": False}
     try:
-        report = loads(raw)
-    except ValueError:
-        report = ("bad",)
-    if type(report) is not tuple or not report:
-        report = ("bad",)
-    if report[0] == "load_oom":
-        return {"status": OOM, "tests_passed": 0, "tests_total": 0, "message": "MemoryError while loading the program"}
-    if report[0] == "load_error" and len(report) == 2:
-        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": str(report[1])[:4000]}
-    if report[0] != "ready":
-        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": "malformed load report"}
+        result = _judge_tests(job, req_fd, resp_fd, cache, state)
+        _read_load_report(resp_fd, state)  # tests that never called still need a loaded program
+    except CandidateLoadFailed as exc:
+        return {"tests_passed": 0, "tests_total": 0, **exc.result}
+    return result
 
+
+def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None, state: dict) -> dict:
+    entry_point = job["entry_point"]
     prefix_code, note, units, error = (cache or SuiteCache(1)).get(job.get("trusted_prefix", ""), job["tests"], entry_point)
     if units is None:
         return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": error}
@@ -502,7 +539,6 @@ def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None)
             exec(prefix_code, ns)
         except BaseException as exc:  # noqa: BLE001
             note = f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
-    state = {"calls": 0, "oom": False}
     ns[entry_point] = make_stub(entry_point, req_fd, resp_fd, state)
     total = sum(1 for is_test, _ in units if is_test) or 1
     passed, first_failure = 0, ""
@@ -511,6 +547,8 @@ def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None)
             exec(code, ns)
             if is_test:
                 passed += 1
+        except CandidateLoadFailed:
+            raise
         except CandidateGone as exc:
             return {"status": ERROR, "tests_passed": passed, "tests_total": total, "died": True, "loaded": True,
                     "message": note + str(exc)}
