@@ -255,3 +255,52 @@ def _save_atomically(out_dir: Path, model, tokenizer, info: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def build_key(seed: int = 0, quick: bool = False, family_seed: int = 0) -> str:
+    """A short hash of everything that determines a build's weights.
+
+    The code of the builder and of the task family, the library versions and
+    the arguments: two builds with the same key are the same model.
+    """
+    import hashlib
+    import importlib.metadata as md
+
+    import codegen.problems
+    import codegen.synthetic
+
+    h = hashlib.sha256()
+    for module in (codegen.problems, codegen.synthetic):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    for dist in ("torch", "transformers", "tokenizers"):
+        h.update(f"{dist}={md.version(dist)};".encode())
+    h.update(f"seed={seed};quick={quick};family_seed={family_seed}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_starter(cache_root, seed: int = 0, quick: bool = False, *, family_seed: int = 0,
+                   progress: bool = True) -> Path:
+    """``cache_root/<build_key>``, built with `build_starter` only if missing.
+
+    Lets test sessions and demos that run one after another share one build
+    (a quick build is a minute of CPU on a busy 2-core machine). Concurrent
+    callers may both build; the first to finish publishes, the other's copy is
+    discarded, and both return the same deterministic model.
+    """
+    root = Path(cache_root)
+    final = root / build_key(seed, quick, family_seed)
+    if (final / "starter_info.json").exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build.", dir=root))
+    try:
+        built = build_starter(staging / "model", seed=seed, quick=quick, family_seed=family_seed, progress=progress)
+        try:
+            os.rename(built, final)
+        except OSError:  # another process published first: theirs is the same model
+            if not (final / "starter_info.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

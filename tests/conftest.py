@@ -24,13 +24,22 @@ def _private_verdict_cache(tmp_path_factory):
 def starter_model(tmp_path_factory):
     """Path to a quick starter model (byte-level BPE tokenizer + tiny Llama, HF format).
 
-    Built once per session with `codegen.starter.build_starter(quick=True)`:
-    seconds on 2 cores, and it already writes plausible code for synthetic
-    prompts, so sampler and pipeline tests have real output to judge.
+    Built with `codegen.starter.build_starter(quick=True)`: it already writes
+    plausible code for synthetic prompts, so sampler and pipeline tests have
+    real output to judge. The build is deterministic, so it is kept under
+    .itercode-cache/test-models/<hash of the builder's code, libraries, args>
+    and reused by later sessions; ITERCODE_TEST_REBUILD=1 builds afresh in a
+    temp dir. (test_starter.py builds its own models to test the builder.)
     """
-    from codegen.starter import build_starter
+    import os
+    from pathlib import Path
 
-    return build_starter(tmp_path_factory.mktemp("starter") / "model", seed=0, quick=True, progress=False)
+    from codegen.starter import build_starter, cached_starter
+
+    if os.environ.get("ITERCODE_TEST_REBUILD") == "1":
+        return build_starter(tmp_path_factory.mktemp("starter") / "model", seed=0, quick=True, progress=False)
+    cache_root = Path(__file__).resolve().parent.parent / ".itercode-cache" / "test-models"
+    return cached_starter(cache_root, seed=0, quick=True, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -124,3 +124,32 @@ def test_cli_builds_and_rejects_bad_out(tmp_path, capsys):
     assert (busy / "notes.md").read_text() == "mine"
 
     assert main(["starter", "--out", str(tmp_path / "z"), "--steps", "0"]) == 2
+
+
+def test_cached_starter_builds_once_per_key(tmp_path, monkeypatch):
+    """Cache logic only (the real build behind it is the `starter_model` fixture)."""
+    from codegen import starter
+
+    calls = []
+
+    def fake_build(out_dir, seed=0, quick=False, family_seed=0, progress=True):
+        calls.append(seed)
+        out_dir.mkdir(parents=True)
+        (out_dir / "starter_info.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(starter, "build_starter", fake_build)
+    a = starter.cached_starter(tmp_path, seed=0, quick=True)
+    b = starter.cached_starter(tmp_path, seed=0, quick=True)
+    c = starter.cached_starter(tmp_path, seed=1, quick=True)
+    assert a == b != c and calls == [0, 1]
+    assert a.name == starter.build_key(0, True) and (a / "starter_info.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, c.name])  # no staging left
+
+
+def test_fixture_model_is_the_cached_quick_build(starter_model):
+    from codegen.starter import build_key
+
+    info = json.loads((starter_model / "starter_info.json").read_text())
+    assert info["seed"] == 0 and info["quick"] is True
+    assert starter_model.name in (build_key(0, True), "model")
