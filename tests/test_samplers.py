@@ -312,6 +312,23 @@ def test_openai_backend_through_a_real_vllm_server(vllm_server, vllm_sampler, he
     bad.close()
 
 
+def test_openai_backend_cuts_at_stops_beyond_the_four_the_server_takes():
+    from types import SimpleNamespace
+
+    from codegen.samplers.openai_backend import MAX_SERVER_STOPS, _completion
+
+    stops = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n```"]
+    assert stops.index("\nprint(") >= MAX_SERVER_STOPS  # the server was not sent this one
+    tokens = ["    return", " x", "\n", "print(", "x)"]
+    choice = SimpleNamespace(text="".join(tokens), logprobs=SimpleNamespace(
+        tokens=tokens, token_logprobs=[-1.0, -2.0, -3.0, -4.0, -100.0], text_offset=[0, 10, 12, 13, 19]))
+    c = _completion(choice, stops)
+    assert (c.text, c.num_tokens, c.mean_logprob) == ("    return x", 4, -2.5)
+    plain = _completion(SimpleNamespace(text="    return 1", logprobs=SimpleNamespace(
+        tokens=["    return", " 1"], token_logprobs=[-1.0, -3.0], text_offset=[0, 10])), stops)
+    assert (plain.text, plain.num_tokens, plain.mean_logprob) == ("    return 1", 2, -2.0)
+
+
 def test_openai_backend_unreachable_server_is_a_user_error():
     sampler = make_sampler("openai", "m", base_urls=[f"http://127.0.0.1:{free_port()}/v1"])
     sampler.clients[0] = sampler.clients[0].with_options(max_retries=0, timeout=5)

@@ -16,6 +16,11 @@ from typing import Sequence
 
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
+from codegen.samplers._stops import first_stop
+
+# The completions API accepts at most 4 stop strings (vLLM's server enforces it);
+# any further ones are applied here, on the returned text and tokens.
+MAX_SERVER_STOPS = 4
 
 
 class OpenAISampler:
@@ -78,7 +83,7 @@ class OpenAISampler:
                 temperature=params.temperature,
                 top_p=1.0 if greedy else params.top_p,
                 max_tokens=params.max_tokens,
-                stop=list(params.stop) or None,
+                stop=list(params.stop)[:MAX_SERVER_STOPS] or None,
                 seed=seed,
                 logprobs=0,
             )
@@ -94,16 +99,38 @@ class OpenAISampler:
             raise UserError(f"{url} refused the request: {e}") from None
         if len(response.choices) != params.n:
             raise RuntimeError(f"{url} returned {len(response.choices)} choices, expected n={params.n}")
-        completions = []
-        for choice in sorted(response.choices, key=lambda c: c.index):
-            token_logprobs = [lp for lp in (choice.logprobs.token_logprobs if choice.logprobs else None) or [] if lp is not None]
-            n_tok = len(token_logprobs)
-            completions.append(
-                Completion(text=choice.text, mean_logprob=sum(token_logprobs) / n_tok if n_tok else None, num_tokens=n_tok)
-            )
-        return completions
+        return [_completion(choice, params.stop) for choice in sorted(response.choices, key=lambda c: c.index)]
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         for client in self.clients:
             client.close()
+
+
+def _completion(choice, stops: Sequence[str]) -> Completion:
+    """One choice as a `Completion`, cut at the stop strings the server was not sent.
+
+    As in the other backends, the token that completes a stop string is kept in
+    ``num_tokens`` and ``mean_logprob``, and the text ends before the stop string.
+    """
+    text = choice.text
+    logprobs = choice.logprobs
+    token_logprobs = list(logprobs.token_logprobs or []) if logprobs else []
+    cut = first_stop(text, stops)
+    if cut >= 0 and logprobs:
+        stop_end = min(cut + len(s) for s in stops if s and text.startswith(s, cut))
+        offsets = list(logprobs.text_offset or [])
+        if len(offsets) != len(token_logprobs):  # no offsets: rebuild them from the token strings
+            offsets, at = [], 0
+            for token in logprobs.tokens or []:
+                offsets.append(at)
+                at += len(token)
+        # Offsets count from the start of the completion; keep the tokens that begin before the stop ends.
+        base = offsets[0] if offsets else 0
+        token_logprobs = [lp for lp, off in zip(token_logprobs, offsets) if off - base < stop_end]
+        text = text[:cut]
+    elif cut >= 0:
+        text = text[:cut]
+    token_logprobs = [lp for lp in token_logprobs if lp is not None]
+    n_tok = len(token_logprobs)
+    return Completion(text=text, mean_logprob=sum(token_logprobs) / n_tok if n_tok else None, num_tokens=n_tok)
