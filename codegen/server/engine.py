@@ -150,6 +150,7 @@ class VLLMEngine(CandidateEngine):
 
     async def generate(self, prompt, params, *, deadline=None):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if not self.alive:
@@ -162,16 +163,22 @@ class VLLMEngine(CandidateEngine):
             stop=params.stop or None,
             seed=params.seed,
             logprobs=0,  # the sampled token's log-prob only: enough for the mean
+            # With n > 1 the other output kinds yield each child as it updates, so
+            # the last output need not hold all n; FINAL_ONLY yields them together.
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        final = None
+        by_index = {}
         with self._in_engine():
             try:
                 async for out in self.llm.generate(prompt, sp, request_id=f"itercode-{next(self._ids)}"):
-                    final = out
+                    for c in out.outputs:
+                        by_index[c.index] = c
             except EngineDeadError as e:
                 raise EngineUnavailable(f"the vLLM engine died: {e}") from e
+        if len(by_index) != params.n:
+            raise RuntimeError(f"vLLM returned {len(by_index)} of the {params.n} candidates asked for")
         results = []
-        for c in sorted(final.outputs, key=lambda c: c.index):
+        for _, c in sorted(by_index.items()):
             k = len(c.token_ids)
             mean = c.cumulative_logprob / k if k and c.cumulative_logprob is not None else None
             results.append(EngineCompletion(text=c.text, mean_logprob=mean, num_tokens=k, finish_reason="length" if c.finish_reason == "length" else "stop"))
