@@ -39,7 +39,6 @@ from __future__ import annotations
 import ast
 import builtins
 import ctypes
-import ctypes.util
 import errno
 import gc
 import json
@@ -205,7 +204,14 @@ _libc = None
 def libc():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # dlopen(NULL): the interpreter's own symbols, libc's included. Not
+        # ctypes.util.find_library, which imports subprocess, threading,
+        # tempfile and random, whose at-fork hooks would then run in every run.
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.unshare  # noqa: B018 - probe
+        except (OSError, AttributeError):
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     return _libc
 
 
@@ -645,8 +651,10 @@ SAFE_ENV = {
 # copy-on-write faults dearer (measured: the longer list with decimal,
 # hashlib, datetime, unicodedata... cost ~10% more CPU per run); the rest are
 # imported from disk by the runs that need them.
+# (Not `random`: its at-fork hook reseeds in every child, ~40 page faults and
+# ~0.15 ms per run; programs that want it import it.)
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "random", "copy", "operator", "resource", "fcntl", "socket")
+           "copy", "operator", "resource", "fcntl", "socket")
 
 
 class Worker:
