@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         if peer_rate is None and peer is not None:
             peer_rate = row["programs_per_s"]
         row["ratio_to_peer"] = None if peer_rate is None else row["programs_per_s"] / peer_rate
+    # Each backend's speed relative to the process backend (e.g. docker's cost of containers).
+    proc_rate = next((r["programs_per_s"] for r in rows if r["evaluator"] == "itercode process"), None)
+    for row in rows:
+        row["ratio_to_process"] = None if proc_rate is None else row["programs_per_s"] / proc_rate
     report = {"workers": args.workers, "programs": len(samples), "timeout_s": args.timeout,
               "cpu_count": os.cpu_count(), "repeat": args.repeat, "load_average": os.getloadavg(), "rows": rows}
     if args.json:
@@ -177,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{len(samples)} HumanEval programs, {args.workers} workers, timeout {args.timeout} s, "
           f"{os.cpu_count()} CPUs, best of {args.repeat}, load average now {os.getloadavg()[0]:.1f}")
-    print(f"{'evaluator':45s} {'seconds':>8s} {'programs/s':>11s} {'ratio':>7s} {'CPU ms/prog':>12s} {'passed':>7s} {'disagree':>9s}")
+    print(f"{'evaluator':45s} {'seconds':>8s} {'programs/s':>11s} {'ratio':>7s} {'vs proc':>8s} {'CPU ms/prog':>12s} {'passed':>7s} {'disagree':>9s}")
     for row in rows:
         ratio = "" if row["ratio_to_peer"] is None else f"{row['ratio_to_peer']:.2f}x"
+        vs_proc = "" if row["ratio_to_process"] is None else f"{row['ratio_to_process']:.2f}x"
         dis = row.get("disagreements", "")
-        print(f"{row['evaluator']:45s} {row['seconds']:8.2f} {row['programs_per_s']:11.1f} {ratio:>7s} "
+        print(f"{row['evaluator']:45s} {row['seconds']:8.2f} {row['programs_per_s']:11.1f} {ratio:>7s} {vs_proc:>8s} "
               f"{row['cpu_ms_per_program']:12.2f} {row['passed']:7d} {dis!s:>9s}")
     return 0
 

@@ -107,9 +107,10 @@ def other_pids():
     return pids
 
 
-def kill_everything():
-    """SIGKILL every process but this one and reap them all; return how many there were."""
-    leftover = len(other_pids())
+def kill_everything(expected=()):
+    """SIGKILL every process but this one and reap them all; return how many
+    there were, not counting the ``expected`` ones (the harness's judge)."""
+    leftover = len(set(other_pids()) - set(expected))
     for _ in range(100):
         try:
             os.kill(-1, signal.SIGKILL)
@@ -213,7 +214,10 @@ def handle(req, harness, worker):
     if bytes_waiting(0) == 0 and _readable(0):  # EOF: the backend is gone; stop now
         kill_everything()
         sys.exit(0)
-    leftover = kill_everything()
+    # The harness keeps its judge process warm between jobs; here it goes
+    # too: the candidate (same uid) could have signalled or stopped it, so it
+    # must not judge the next run. The harness starts a fresh one.
+    leftover = kill_everything(expected=[getattr(worker, "judge_pid", None)])
     oom = oom_kills() > before >= 0
     status = verdict.get("status")
     dirty = []

@@ -43,7 +43,6 @@ What it does not cover
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import queue
@@ -65,12 +64,14 @@ OWNER_HOST = "itercode.owner.host"
 OWNER_PID = "itercode.owner.pid"
 OWNER_START = "itercode.owner.start"
 SANDBOX_USER = "65534:65534"
-# Memory for the server, the test side and the interpreter, on top of the
-# candidate's own limit (which the harness enforces per process).
-MEMORY_OVERHEAD_MB = 256
+# Memory for the server and the test side, on top of the candidate's own
+# limit (which the harness enforces per process as RLIMIT_AS) and of the
+# tmpfs mounts, whose pages count against the container's memory too.
+MEMORY_OVERHEAD_MB = 192
+TMP_MB = SHM_MB = 64
 PIDS_OVERHEAD = 32  # server, runner, test process, pipes' helpers
 STARTUP_TIMEOUT_S = 60.0
-HOST_GRACE_S = 10.0  # the server answers by timeout + 1 s; this is the backstop
+HOST_GRACE_S = 10.0  # the harness answers at its timeout; this backstop covers a wedged server
 
 HOW_TO_START = (
     "start one with `sudo dockerd --bridge=none --iptables=false &` "
@@ -227,8 +228,8 @@ class _Channel:
 
 def container_settings(image: str, command: list[str], limits: Limits, cpus: float) -> tuple[dict, dict]:
     """(create_container kwargs, host_config kwargs) for one sandbox container."""
-    mem = f"{limits.memory_mb + MEMORY_OVERHEAD_MB}m"
     work_mb = max(64, 2 * limits.max_file_mb)
+    mem = f"{limits.memory_mb + work_mb + TMP_MB + SHM_MB + MEMORY_OVERHEAD_MB}m"
     tmpfs_opts = "rw,nosuid,nodev,mode=1777"
     host = dict(
         network_mode="none",
@@ -239,8 +240,8 @@ def container_settings(image: str, command: list[str], limits: Limits, cpus: flo
         mem_limit=mem,
         memswap_limit=mem,  # equal to the memory limit: no swap
         nano_cpus=int(cpus * 1e9),
-        tmpfs={"/work": f"{tmpfs_opts},size={work_mb}m", "/tmp": f"{tmpfs_opts},size=64m"},
-        shm_size=64 * 1024 * 1024,
+        tmpfs={"/work": f"{tmpfs_opts},size={work_mb}m", "/tmp": f"{tmpfs_opts},size={TMP_MB}m"},
+        shm_size=SHM_MB << 20,
         ulimits=[],
         auto_remove=True,
         init=False,  # our server is PID 1 on purpose (see container_server.py)
@@ -360,8 +361,10 @@ class DockerExecutor:
         self._spawner = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="itercode-docker")
         self.replaced = 0  # containers retired as dirty (for tests and reports)
         self.reasons: list[str] = []
+        self._closed = False
+        # Runs at close(), at garbage collection or at interpreter exit,
+        # whichever comes first (SIGKILL: see the module docstring).
         self._finalizer = weakref.finalize(self, _close_all, self.client, self._live)
-        atexit.register(self._finalizer)
 
     # -- pool
 
@@ -402,7 +405,7 @@ class DockerExecutor:
         try:
             container = fut.result()
         except Exception as e:
-            self._slots[slot] = self._spawn(limits)
+            self._slots[slot] = None if self._closed else self._spawn(limits)
             return Verdict(job.job_id, INFRA_ERROR, stderr=f"could not start a sandbox container: {e}"[:2000])
         try:
             verdict, dirty = container.run(job, limits)
@@ -413,7 +416,7 @@ class DockerExecutor:
             self.replaced += 1
             self.reasons.extend(dirty)
             self._retire(fut)
-            self._slots[slot] = self._spawn(limits)
+            self._slots[slot] = None if self._closed else self._spawn(limits)
         return verdict
 
     def container_ids(self) -> list[str]:
@@ -439,10 +442,11 @@ class DockerExecutor:
         results: list[Verdict | None] = [None] * len(jobs)
         report = threading.Lock()
         failure: list[BaseException] = []
+        stop = threading.Event()
 
         def worker(slot: int) -> None:
             try:
-                while not failure:
+                while not failure and not stop.is_set():
                     try:
                         i = todo.get_nowait()
                     except queue.Empty:
@@ -458,15 +462,20 @@ class DockerExecutor:
         threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(width)]
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)  # short joins keep Ctrl-C responsive
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)  # short joins keep Ctrl-C responsive
+        except BaseException:
+            stop.set()  # Ctrl-C / SIGTERM: no new job starts; close() ends the running ones
+            raise
         if failure:
             raise failure[0]
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
         """Remove every container of this executor; wait until they are gone."""
+        self._closed = True
         for i, fut in enumerate(self._slots):
             if fut is not None:
                 fut.cancel()
