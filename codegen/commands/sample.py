@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="OpenAI-compatible endpoint, e.g. http://host:8000/v1; repeat to spread requests over several")
     p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
     p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
-    p.add_argument("--kv-cache-gib", type=float, default=None,
+    p.add_argument("--kv-cache-gib", type=int, default=None,
                    help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or vLLM's own)")
 
 

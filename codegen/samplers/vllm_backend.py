@@ -28,7 +28,7 @@ class VLLMSampler:
         *,
         seed: int = 0,
         dtype: str | None = None,
-        kv_cache_gib: float | None = None,
+        kv_cache_gib: int | None = None,
         max_model_len: int | None = None,
         progress: bool = False,
         **engine_options,
@@ -36,7 +36,10 @@ class VLLMSampler:
         import torch
 
         if kv_cache_gib is not None:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+            if int(kv_cache_gib) != kv_cache_gib or kv_cache_gib < 1:
+                raise UserError(f"kv_cache_gib must be a whole number of GiB, at least 1 (got {kv_cache_gib})")
+            # vLLM parses this variable as an integer ("2.0" is refused).
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
