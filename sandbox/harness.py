@@ -1110,6 +1110,9 @@ class Worker:
                 self._stop_judge()
             elif timed_out:
                 result = None
+        if result is not None and result.get("job_id") != job.get("job_id", ""):
+            self._stop_judge()  # an answer to some other job: the judge is out of step
+            result = None
         if aborted:
             raise RuntimeError("the worker was told to stop")
         oomed = self.cgroups and self._oom_kills() > oom_before
