@@ -38,14 +38,16 @@ class StarterConfig:
     """Size and training budget of a starter build."""
 
     vocab_size: int = 1024
-    hidden_size: int = 256
-    intermediate_size: int = 768
+    hidden_size: int = 128
+    intermediate_size: int = 384
     num_layers: int = 4
-    num_heads: int = 4  # head_dim 64: a size vLLM's CPU attention supports
+    num_heads: int = 2  # head_dim 64: a size vLLM's CPU attention supports
     max_positions: int = 1024
-    steps: int = 1200
+    # ~16 epochs of the 1000 references: enough to compose steps, short of
+    # memorising them (which kills sampling diversity), under 10 min on 2 cores.
+    steps: int = 1000
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup_steps: int = 60
     weight_decay: float = 0.01
 
@@ -108,6 +110,9 @@ def _batches(examples, batch_size: int, steps: int, generator, pad_id: int):
     """``steps`` padded batches, shuffling the examples each epoch."""
     import torch
 
+    if not examples:
+        raise ValueError("no training examples: nothing fits the context, or the data set is empty")
+    batch_size = min(batch_size, len(examples))  # else no full batch exists and this never ends
     step = 0
     while True:
         order = torch.randperm(len(examples), generator=generator).tolist()

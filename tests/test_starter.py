@@ -54,7 +54,7 @@ def test_starter_loads_in_transformers_with_special_tokens(starter_model):
     assert model.config.architectures == ["LlamaForCausalLM"]
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
     info = json.loads((starter_model / "starter_info.json").read_text())
-    assert info["quick"] is True and info["train_examples"] == 400
+    assert info["quick"] is True and info["train_examples"] == len(load_split("reference"))
 
 
 def test_quick_starter_writes_plausible_python(starter_model):
@@ -153,3 +153,15 @@ def test_fixture_model_is_the_cached_quick_build(starter_model):
     info = json.loads((starter_model / "starter_info.json").read_text())
     assert info["seed"] == 0 and info["quick"] is True
     assert starter_model.name in (build_key(0, True), "model")
+
+
+def test_batches_cover_small_and_empty_data_sets():
+    import torch
+
+    from codegen.starter import _batches
+
+    few = [([1, 2, 3], [-100, 2, 3]), ([4, 5], [-100, 5])]
+    got = list(_batches(few, 16, 3, torch.Generator().manual_seed(0), pad_id=0))
+    assert len(got) == 3 and got[0][0].shape == (2, 3)
+    with pytest.raises(ValueError, match="no training examples"):
+        list(_batches([], 16, 3, torch.Generator(), pad_id=0))
