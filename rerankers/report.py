@@ -177,14 +177,14 @@ def check_reranker_dir(path) -> None:
     path = Path(path)
     fix = "train one with `itercode reranker train --out DIR` and pass that DIR"
     if not path.is_dir():
-        raise RerankerLoadError(f"--rerank {path}: no such directory; {fix}")
+        raise RerankerLoadError(f"reranker directory {path} does not exist; {fix}")
     config = path / "config.json"
     if not config.exists():
-        raise RerankerLoadError(f"--rerank {path}: not a reranker directory (no config.json); {fix}")
+        raise RerankerLoadError(f"{path} is not a reranker directory (no config.json); {fix}")
     try:
         json.loads(config.read_text())
     except (OSError, ValueError) as e:
-        raise RerankerLoadError(f"--rerank {path}: config.json does not parse ({e}); {fix}") from e
+        raise RerankerLoadError(f"{path}/config.json does not parse ({e}); {fix}") from e
 
 
 def eval_rerank_report(problems: Sequence[Problem], rows: Sequence[Mapping], results: Sequence[Mapping],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -161,3 +162,194 @@ def test_hard_negatives_are_the_failures_ranked_highest():
     hs, hr = _candidates(held, ["passed", "failed"])
     with pytest.raises(HeldOutLeakError):
         mine_hard_negatives(fake, [held], hs, hr)
+
+
+# ---------------------------------------------------------------- real training (TRL RewardTrainer)
+
+def _toy_pairs(count: int = 12):
+    """Problems whose passing answer adds and whose failing answers subtract or multiply."""
+    problems, samples, results = [], [], []
+    for i in range(count):
+        p = _problem(i)
+        problems.append(p)
+        for j, (text, ok) in enumerate([(f"    return x + {i}\n", True), (f"    return x - {i}\n", False),
+                                        (f"    return x * {i}\n", False)]):
+            sid = f"{p.task_id}#{j}"
+            samples.append(Sample(p.task_id, text, sid))
+            results.append({"task_id": p.task_id, "sample_id": sid, "status": "passed" if ok else "failed",
+                            "passed": ok})
+    return problems, samples, results
+
+
+@pytest.mark.slow
+def test_reward_trainer_learns_to_rank_passing_candidates_first(starter_model, tmp_path):
+    from rerankers.model import Reranker
+    from rerankers.train import TrainConfig, train_reranker
+
+    problems, samples, results = _toy_pairs()
+    pairs = build_pairs(problems, samples, results)
+    out = tmp_path / "rr"
+    result = train_reranker(pairs, str(starter_model), out,
+                            TrainConfig(epochs=6, learning_rate=2e-3, batch_size=8, progress=False))
+    assert result.path == out and result.stats["pairs"] == len(pairs) == 24
+    meta = json.loads((out / "reranker.json").read_text())
+    losses = [row["loss"] for row in meta["logs"] if "loss" in row]
+    assert losses[-1] < losses[0]  # the Bradley-Terry loss went down
+    assert not list(tmp_path.glob(".rr.tmp-*"))  # nothing half-written left behind
+
+    rr = Reranker.load(out, batch_size=5)  # a batch size that splits problems across batches
+    scored = rr.score_problems([(p, [s.completion for s in samples if s.task_id == p.task_id]) for p in problems])
+    right = sum(sc[0] > sc[1] and sc[0] > sc[2] for sc in scored)
+    assert right >= 0.9 * len(problems), scored
+    # Batched scoring equals one-at-a-time scoring.
+    one = [rr.score(problems[0], [s.completion])[0] for s in samples[:3]]
+    assert one == pytest.approx(scored[0], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_training_saves_a_merged_loadable_reranker(starter_model, tmp_path):
+    from rerankers.model import Reranker
+    from rerankers.train import TrainConfig, train_reranker
+
+    problems, samples, results = _toy_pairs(4)
+    out = tmp_path / "rr-lora"
+    train_reranker(build_pairs(problems, samples, results), str(starter_model), out,
+                   TrainConfig(epochs=1, batch_size=4, lora=True, lora_r=4, progress=False))
+    assert not (out / "adapter_config.json").exists()  # adapters merged, a plain checkpoint
+    rr = Reranker.load(out)
+    assert rr.meta["config"]["lora"] is True
+    assert not [n for n, _ in rr.model.named_parameters() if "lora" in n]
+    scores = rr.score(problems[0], [s.completion for s in samples[:3]])
+    assert len(scores) == 3 and all(math.isfinite(x) for x in scores)
+
+
+def test_reranker_directories_that_do_not_load_get_a_clear_error(tmp_path, starter_model):
+    from rerankers.model import Reranker, RerankerLoadError
+
+    with pytest.raises(RerankerLoadError, match="does not exist.*itercode reranker train"):
+        Reranker.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RerankerLoadError, match="not a reranker directory"):
+        Reranker.load(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(RerankerLoadError, match="does not load as a reranker"):
+        Reranker.load(broken)
+    # A language model is not a reward model: it has no one-output head.
+    with pytest.raises(RerankerLoadError, match="not a reward model"):
+        Reranker.load(starter_model)
+    assert issubclass(RerankerLoadError, UserError)  # the CLI prints it as one line, exit status 2
+
+
+def test_cli_refuses_a_missing_reranker_before_any_work(tmp_path, capsys):
+    from codegen.cli import main
+
+    missing = str(tmp_path / "nope")
+    assert main(["eval", "--problems", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--rerank", missing]) == 2
+    assert f"reranker directory {missing} does not exist" in capsys.readouterr().err
+    assert main(["reranker", "score", "--reranker", missing, "--problems", "humaneval",
+                 "--samples", str(tmp_path / "s.jsonl")]) == 2
+    assert "itercode reranker train --out DIR" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the CLI end to end, real sandbox
+
+def _synthetic_candidates(problems):
+    """Per problem: the reference solution (passes), and two broken variants (fail)."""
+    samples = []
+    for p in problems:
+        body = p.canonical_solution
+        lines = body.rstrip("\n").split("\n")
+        wrong_return = "\n".join(lines[:-1] + ["    return None"]) + "\n"
+        skipped_step = "\n".join(lines[1:]) + "\n" if len(lines) > 1 else "    pass\n"
+        for j, text in enumerate([body, wrong_return, skipped_step]):
+            samples.append(Sample(p.task_id, text, f"{p.task_id}#{j}", mean_logprob=-0.1 * (3 - j)))
+    return samples
+
+
+@pytest.mark.slow
+def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_path, capsys):
+    from codegen.cli import main
+    from codegen.evaluate import evaluate_samples
+    from codegen.io import read_jsonl, write_jsonl_atomic
+    from codegen.synthetic import load_split
+
+    train = load_split("reference")[:6]
+    samples = _synthetic_candidates(train)
+    results = evaluate_samples(train, samples, progress=False, cache=False)
+    write_jsonl_atomic(tmp_path / "train.jsonl", [s.to_dict() for s in samples])
+    write_jsonl_atomic(tmp_path / "train_results.jsonl", results)
+    statuses = [r["status"] for r in results]
+    assert statuses.count("passed") == 6 and statuses.count("infra_error") == 0  # the sandbox judged for real
+
+    out = tmp_path / "rr"
+    argv = ["reranker", "train", "--problems", "synthetic:reference", "--samples", str(tmp_path / "train.jsonl"),
+            "--results", str(tmp_path / "train_results.jsonl"), "--base", str(starter_model), "--out", str(out),
+            "--rounds", "2", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "round 1:" in text and "round 2:" in text and f"reranker written to {out}" in text
+    meta = json.loads((out / "reranker.json").read_text())
+    assert meta["round"] == 2 and [h["round"] for h in meta["round_history"]] == [1, 2]
+    assert (out / "rounds" / "round-1" / "config.json").exists()
+    assert set(meta["trained_task_ids"]) <= {p.task_id for p in train}
+
+    # score: every sample gets a score and a rank; the report table is printed.
+    scored = tmp_path / "scored.jsonl"
+    assert main(["reranker", "score", "--reranker", str(out), "--problems", "synthetic:reference",
+                 "--samples", str(tmp_path / "train.jsonl"), "--results", str(tmp_path / "train_results.jsonl"),
+                 "--out", str(scored)]) == 0
+    rows = read_jsonl(scored)
+    assert len(rows) == 18 and all(isinstance(r["rerank_score"], float) for r in rows)
+    assert sorted(r["rerank_rank"] for r in rows if r["task_id"] == train[0].task_id) == [0, 1, 2]
+    printed = capsys.readouterr().out
+    assert "reranked_pass@1" in printed and "oracle_pass@n" in printed
+
+    # eval --rerank: pass@1 beside reranked pass@1, oracle, random and mean-logprob picks.
+    assert main(["eval", "--problems", "synthetic:reference", "--samples", str(tmp_path / "train.jsonl"),
+                 "--k", "1", "--rerank", str(out), "--out", str(tmp_path / "again.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    for metric in ("reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick"):
+        assert metric in printed
+    assert re.search(r"oracle_pass@n\s+100.0%", printed)  # every problem has its reference among the candidates
+    assert re.search(r"mean_logprob_pick\s+0.0%", printed)  # the broken variants were given the higher log-probs
+
+
+@pytest.mark.slow
+def test_the_reranker_never_trains_on_heldout_problems(starter_model, tmp_path, capsys):
+    """Held-out candidates are refused in round 1 and in a hard-negative round, before any training."""
+    from codegen.cli import main
+    from codegen.io import write_jsonl_atomic
+    from codegen.synthetic import load_split
+    from rerankers.hard_negatives import train_rounds
+
+    held = load_split("heldout")[:2]
+    train = load_split("reference")[:2]
+    rows, results = [], []
+    for p in held + train:
+        for j, ok in enumerate([True, False]):
+            sid = f"{p.task_id}#{j}"
+            rows.append({"task_id": p.task_id, "sample_id": sid, "completion": f"    return {j}\n"})
+            results.append({"task_id": p.task_id, "sample_id": sid, "status": "passed" if ok else "failed",
+                            "passed": ok})
+    write_jsonl_atomic(tmp_path / "s.jsonl", rows)
+    write_jsonl_atomic(tmp_path / "r.jsonl", results)
+    out = tmp_path / "rr"
+    code = main(["reranker", "train", "--problems", "synthetic:heldout,synthetic:reference",
+                 "--samples", str(tmp_path / "s.jsonl"), "--results", str(tmp_path / "r.jsonl"),
+                 "--base", str(starter_model), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refusing to train a reranker on held-out problems" in err and held[0].task_id in err
+    assert not out.exists()
+
+    # Fresh candidates for a hard-negative round are checked the same way.
+    from rerankers.report import samples_from_rows
+
+    samples = samples_from_rows(rows)
+    clean = [(s, r) for s, r in zip(samples, results) if s.task_id.startswith("synthetic/reference/")]
+    with pytest.raises(HeldOutLeakError):
+        train_rounds(train + held, [([s for s, _ in clean], [r for _, r in clean]), (samples, results)],
+                     str(starter_model), out, rounds=2)
+    assert not out.exists()

@@ -158,8 +158,9 @@ def run_score(args: argparse.Namespace) -> int:
 
     from codegen.io import write_jsonl_atomic
     from rerankers.model import Reranker
-    from rerankers.report import format_report, rerank_report, top_index
+    from rerankers.report import check_reranker_dir, format_report, rerank_report, top_index
 
+    check_reranker_dir(args.reranker)  # before minutes of loading problems
     problems = load_problem_specs(args.problems)
     rows, samples = _read_samples(args.samples)
     by_task = {p.task_id: p for p in problems}
