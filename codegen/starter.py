@@ -142,16 +142,16 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
     training data (0: the splits that ``synthetic:heldout`` evaluates on).
     ``quick`` builds a smaller model in seconds, for tests. ``device`` may be
     "cuda" where one exists (same recipe, faster; bit-identical rebuilds are
-    promised on the CPU only). ``threads`` caps torch's CPU threads for the
-    build (default: 1 for quick builds, whose tiny matrices gain nothing from
-    more threads and lose much when other processes share the cores). The
-    directory is written elsewhere and renamed into place, so it is never
-    half-written. Returns ``out_dir`` as a Path.
+    promised on the CPU only). ``threads`` sets torch's CPU threads
+    (default 1: these small matrices gain little from more threads, and on a
+    busy 2-core machine two threads ran 10x slower than one, each step waiting
+    for both to be scheduled). The directory is written elsewhere and
+    renamed into place, so it is never half-written. Returns ``out_dir``.
     """
     import torch
 
     cfg = config or (QUICK if quick else FULL)
-    if threads is None and quick:
+    if threads is None:
         threads = 1
     old_threads = torch.get_num_threads()
     if threads:

@@ -124,6 +124,8 @@ def test_cli_builds_and_rejects_bad_out(tmp_path, capsys):
     assert (busy / "notes.md").read_text() == "mine"
 
     assert main(["starter", "--out", str(tmp_path / "z"), "--steps", "0"]) == 2
+    assert main(["starter", "--out", str(tmp_path / "z"), "--threads", "0"]) == 2
+    assert "--threads 0" in capsys.readouterr().err
 
 
 def test_cached_starter_builds_once_per_key(tmp_path, monkeypatch):

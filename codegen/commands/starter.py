@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the synthetic family whose reference split is trained on (default 0, the one synthetic:SPLIT loads)")
     p.add_argument("--quick", action="store_true", help="a much smaller, seconds-scale build (for tests and smoke runs)")
     p.add_argument("--steps", type=int, default=None, help="override the number of training steps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default 1: a tiny model gains little from more, and loses much when the cores are shared)")
+    p.add_argument("--device", default="cpu", help="cpu (default; bit-reproducible) or cuda")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise UserError(f"--steps {args.steps}: must be at least 1")
         config = dataclasses.replace(config, steps=args.steps)
-    path = build_starter(out, seed=args.seed, quick=args.quick, family_seed=args.family_seed, config=config)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be at least 1")
+    path = build_starter(out, seed=args.seed, quick=args.quick, family_seed=args.family_seed, config=config,
+                         device=args.device, threads=args.threads)
     info = json.loads((path / "starter_info.json").read_text())
     print(f"starter model saved to {path}: {info['parameters']:,} parameters, "
           f"{info['config']['steps']} steps, final loss {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
