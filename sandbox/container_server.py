@@ -32,7 +32,6 @@ queue objects left behind, or anything that could not be wiped.
 import ctypes
 import json
 import os
-import select
 import shutil
 import signal
 import struct
@@ -107,23 +106,47 @@ def other_pids():
     return pids
 
 
-def kill_everything(expected=()):
-    """SIGKILL every process but this one and reap them all; return how many
-    there were, not counting the ``expected`` ones (the harness's judge)."""
-    leftover = len(set(other_pids()) - set(expected))
+def kill_everything():
+    """SIGKILL every process but this one and reap them all; return how many there were."""
+    leftover = len(other_pids())
     for _ in range(100):
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        reap()
+        # Every process in the container is a child of PID 1 or becomes one
+        # when its parent dies, so blocking waits collect them all.
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
         if not other_pids():
             break
-        time.sleep(0.01)
     return leftover
 
 
-def reap():
+def kill_all_but(spare):
+    """SIGKILL every process but this one and ``spare``; reap them; return how many there were."""
+    leftover = len([p for p in other_pids() if p != spare])
+    for _ in range(1000):
+        pids = [p for p in other_pids() if p != spare]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap_ready()
+        time.sleep(0.0005)
+    _reap_ready()
+    return leftover
+
+
+def _reap_ready():
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -131,6 +154,71 @@ def reap():
             return
         if pid == 0:
             return
+
+
+# ------------------------------------------------------------------ the warm judge
+#
+# The harness keeps one judge process per worker for many jobs (it caches
+# compiled test suites). In the process backend the candidate runs under
+# another uid and cannot touch it; here they share one, so a candidate could
+# signal it, stop it, lower its priority or shrink its rlimits (prlimit needs
+# only the same uid), to spoil the *next* run's verdict. So after every run
+# the judge is kept only if it looks exactly as it did when it started, before
+# any candidate existed: asleep waiting for a job, no signal pending, not
+# traced, same rlimits, nice value, scheduling policy and CPU set. Otherwise it
+# is killed and a fresh one started. No candidate process is alive at the
+# time of the check, so nothing can change the judge after it.
+
+
+def _judge_state(pid):
+    """The judge's observable settings, or None if it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/%d/limits" % pid) as f:
+            limits = f.read()
+    except (OSError, ValueError):
+        return None
+    return {
+        "state": status.get("State", "?").split()[0],
+        "traced": status.get("TracerPid", "0").strip() != "0",
+        "pending": int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16),
+        # fields 19 (nice), 40 (rt_priority), 41 (policy) of /proc/PID/stat
+        "fingerprint": (stat[16], stat[37], stat[38], status.get("Cpus_allowed_list", "").strip(), limits),
+    }
+
+
+def start_judge(worker):
+    """Have the harness start its judge now, while no candidate exists, and
+    return its fingerprint (None when the harness offers no warm judge)."""
+    if not hasattr(worker, "_start_judge"):
+        return None
+    if getattr(worker, "judge_sock", None) is None:
+        worker._start_judge()
+    pid = getattr(worker, "judge_pid", -1)
+    for _ in range(2000):  # until it sleeps waiting for its first job (its own setup is done)
+        state = _judge_state(pid) if pid > 0 else None
+        if state is None:
+            return None
+        if state["state"] == "S":
+            return (pid, state["fingerprint"])
+        time.sleep(0.0005)
+    return None
+
+
+def judge_intact(pid, known):
+    """True when ``pid`` is the judge recorded in ``known`` and looks exactly as it did then."""
+    if known is None or pid != known[0]:
+        return False  # the harness replaced it during the run: start a clean one
+    for _ in range(100):  # having answered, it may take a moment to wait for the next job
+        state = _judge_state(pid)
+        if state is None or state["state"] != "R":
+            break
+        time.sleep(0.0002)
+    return (state is not None and state["state"] == "S" and not state["traced"] and not state["pending"]
+            and state["fingerprint"] == known[1])
 
 
 def ipc_leftovers():
@@ -199,7 +287,12 @@ def load_worker():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import harness  # the process backend's harness, shipped unchanged in the image
 
-    return harness, harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": ""})
+    # SIGINT would raise KeyboardInterrupt in the judge at whatever moment a
+    # candidate chose; ignored here, it is ignored in every process forked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": ""})
+    worker.judge_fingerprint = start_judge(worker)
+    return harness, worker
 
 
 def handle(req, harness, worker):
@@ -210,14 +303,24 @@ def handle(req, harness, worker):
     workdir = os.path.join(WORK, "run")
     os.mkdir(workdir, 0o700)
     job["limits"] = dict(req["limits"], _workdir=workdir)
-    verdict = worker.run_job(job, control_fd=0)
-    if bytes_waiting(0) == 0 and _readable(0):  # EOF: the backend is gone; stop now
-        kill_everything()
-        sys.exit(0)
-    # The harness keeps its judge process warm between jobs; here it goes
-    # too: the candidate (same uid) could have signalled or stopped it, so it
-    # must not judge the next run. The harness starts a fresh one.
-    leftover = kill_everything(expected=[getattr(worker, "judge_pid", None)])
+    # No control fd: the backend may already have queued the next request on
+    # stdin (pipelining), which the harness would take for "stop". A backend
+    # that went away is noticed at the next read, at most one timeout later.
+    verdict = worker.run_job(job, control_fd=None)
+    judge = getattr(worker, "judge_pid", -1)
+    judge_kept = False
+    if worker.judge_fingerprint is not None and judge > 0:
+        leftover = kill_all_but(judge)
+        judge_kept = judge_intact(judge, worker.judge_fingerprint)
+        if not judge_kept:
+            worker._stop_judge()
+            worker.judge_fingerprint = None
+    else:
+        leftover = kill_everything()
+        if hasattr(worker, "_stop_judge"):
+            worker._stop_judge()  # it was killed with the rest
+    if worker.judge_fingerprint is None:
+        worker.judge_fingerprint = start_judge(worker)
     oom = oom_kills() > before >= 0
     status = verdict.get("status")
     dirty = []
@@ -239,25 +342,7 @@ def handle(req, harness, worker):
     dirty += ipc_leftovers()
     dirty += ["not wiped: " + f for f in wipe()]
     verdict.setdefault("duration_s", time.monotonic() - started)
-    return {"nonce": nonce, "verdict": verdict, "dirty": dirty}
-
-
-def _readable(fd):
-    return bool(select.select([fd], [], [], 0)[0])
-
-
-def bytes_waiting(fd):
-    """How many bytes can be read from ``fd`` now (0 on a readable fd means EOF)."""
-    import array
-    import fcntl
-    import termios
-
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, buf)
-    except OSError:
-        return 0
-    return buf[0]
+    return {"nonce": nonce, "verdict": verdict, "dirty": dirty, "judge_kept": judge_kept}
 
 
 def main():
@@ -283,6 +368,11 @@ def main():
             resp = {"nonce": req.get("nonce"), "dirty": ["server error"],
                     "verdict": {"status": "infra_error", "stderr": traceback.format_exc()[-STDERR_KEEP:]}}
         send(resp)
+        if resp["dirty"]:
+            # Never run another job here; the backend replaces this container
+            # and runs elsewhere any request it had already queued to us.
+            kill_everything()
+            return
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import struct
 import threading
 import time
 import weakref
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Sequence
@@ -71,6 +72,7 @@ MEMORY_OVERHEAD_MB = 192
 TMP_MB = SHM_MB = 64
 PIDS_OVERHEAD = 32  # server, runner, test process, pipes' helpers
 STARTUP_TIMEOUT_S = 60.0
+PIPELINE = 2  # jobs queued per container: the next one starts without a round trip
 HOST_GRACE_S = 10.0  # the harness answers at its timeout; this backstop covers a wedged server
 
 HOW_TO_START = (
@@ -283,13 +285,20 @@ class SandboxContainer:
             err = bytes(self.channel.stderr).decode(errors="replace")
             self.destroy()
             raise RuntimeError(f"sandbox server in {image} did not start: {err.strip() or 'no output'}")
-        self.runs = 0
+        self.judge_kept: list[bool] = []  # per run: was the warm judge found intact and kept
 
-    def run(self, job: Job, limits: Limits) -> tuple[Verdict, list[str]]:
-        """Run one job; return its verdict and why the container is dirty (empty: reusable)."""
+    def submit(self, job: Job, limits: Limits) -> str:
+        """Queue one job in the container (it runs after those queued before); return its nonce."""
         nonce = secrets.token_hex(16)
         self.channel.send({"job": asdict(job), "limits": asdict(limits), "nonce": nonce})
-        self.runs += 1
+        return nonce
+
+    def receive(self, job: Job, limits: Limits, nonce: str) -> tuple[Verdict, list[str]]:
+        """The verdict of the oldest queued job, and why the container is dirty (empty: reusable).
+
+        Call it when the job before has answered: the job has ``timeout_s``
+        from now, plus a grace period, before the container counts as wedged.
+        """
         try:
             resp = self.channel.recv(time.monotonic() + limits.timeout_s + HOST_GRACE_S)
         except socket.timeout:
@@ -309,6 +318,7 @@ class SandboxContainer:
             duration_s=float(v.get("duration_s", 0.0) or 0.0),
             stderr=str(v.get("stderr", "") or ""),
         )
+        self.judge_kept.append(bool(resp.get("judge_kept")))
         return verdict, list(resp.get("dirty") or [])
 
     def destroy(self) -> None:
@@ -361,6 +371,7 @@ class DockerExecutor:
         self._spawner = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="itercode-docker")
         self.replaced = 0  # containers retired as dirty (for tests and reports)
         self.reasons: list[str] = []
+        self.judge_kept: list[bool] = []  # per answered run, in answer order (for tests and reports)
         self._closed = False
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first (SIGKILL: see the module docstring).
@@ -400,24 +411,73 @@ class DockerExecutor:
             if self._slots[i] is None:
                 self._slots[i] = self._spawn(limits)
 
-    def _run_in_slot(self, slot: int, job: Job, limits: Limits) -> Verdict:
-        fut = self._slots[slot]
+    def _drive(self, slot: int, jobs: list[Job], limits: Limits, todo: queue.SimpleQueue, deliver, stop) -> None:
+        """Feed one container: keep up to PIPELINE jobs queued in it, so it never
+        waits for the host between runs. When a run leaves the container dirty,
+        the container is replaced and the jobs queued behind it (which never
+        started: the server stops after a dirty run) go back to ``todo``."""
+        inflight: deque[tuple[int, str]] = deque()
+        container: SandboxContainer | None = None
         try:
-            container = fut.result()
-        except Exception as e:
-            self._slots[slot] = None if self._closed else self._spawn(limits)
-            return Verdict(job.job_id, INFRA_ERROR, stderr=f"could not start a sandbox container: {e}"[:2000])
-        try:
-            verdict, dirty = container.run(job, limits)
-        except Exception as e:  # the socket broke, dockerd went away...
-            verdict, dirty = Verdict(job.job_id, INFRA_ERROR, stderr=f"sandbox channel failed: {e!r}"[:2000]), ["channel"]
-        if dirty:
-            # Replace, never reuse: the new one starts while this verdict is reported.
-            self.replaced += 1
-            self.reasons.extend(dirty)
-            self._retire(fut)
-            self._slots[slot] = None if self._closed else self._spawn(limits)
-        return verdict
+            self._feed(slot, jobs, limits, todo, deliver, stop, inflight)
+        finally:
+            if inflight:  # stopped early: requests queued in the container must never answer a later run
+                self._replace(slot, ["abandoned"], limits)
+
+    def _feed(self, slot, jobs, limits, todo, deliver, stop, inflight) -> None:
+        container: SandboxContainer | None = None
+        while not stop.is_set():
+            if container is None:
+                fut = self._slots[slot]
+                if fut is None:
+                    return  # closed
+                try:
+                    container = fut.result()
+                except Exception as e:
+                    self._slots[slot] = None if self._closed else self._spawn(limits)
+                    try:
+                        i = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    deliver(i, Verdict(jobs[i].job_id, INFRA_ERROR, stderr=f"could not start a sandbox container: {e}"[:2000]))
+                    continue
+            broken: list[str] = []
+            while len(inflight) < PIPELINE and not broken:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    inflight.append((i, container.submit(jobs[i], limits)))
+                except OSError as e:  # the channel broke before the job was sent
+                    todo.put(i)
+                    broken = [f"send failed: {e!r}"]
+            if not inflight:
+                if broken:
+                    self._replace(slot, broken, limits)
+                    container = None
+                    continue
+                return
+            i, nonce = inflight.popleft()
+            try:
+                verdict, dirty = container.receive(jobs[i], limits, nonce)
+            except Exception as e:  # the socket broke, dockerd went away...
+                verdict, dirty = Verdict(jobs[i].job_id, INFRA_ERROR, stderr=f"sandbox channel failed: {e!r}"[:2000]), ["channel"]
+            if container.judge_kept:
+                self.judge_kept.append(container.judge_kept[-1])
+            deliver(i, verdict)
+            if dirty or broken:
+                # Replace, never reuse: the new one starts while this verdict is reported.
+                self._replace(slot, dirty + broken, limits)
+                container = None
+                while inflight:
+                    todo.put(inflight.popleft()[0])
+
+    def _replace(self, slot: int, reasons: list[str], limits: Limits) -> None:
+        self.replaced += 1
+        self.reasons.extend(reasons)
+        self._retire(self._slots[slot])
+        self._slots[slot] = None if self._closed else self._spawn(limits)
 
     def container_ids(self) -> list[str]:
         """The pool's containers, one per slot, after any pending start has finished."""
@@ -444,20 +504,18 @@ class DockerExecutor:
         failure: list[BaseException] = []
         stop = threading.Event()
 
+        def deliver(i: int, v: Verdict) -> None:
+            results[i] = v
+            if on_verdict:
+                with report:
+                    on_verdict(v)
+
         def worker(slot: int) -> None:
             try:
-                while not failure and not stop.is_set():
-                    try:
-                        i = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    v = self._run_in_slot(slot, jobs[i], limits)
-                    results[i] = v
-                    if on_verdict:
-                        with report:
-                            on_verdict(v)
+                self._drive(slot, jobs, limits, todo, deliver, stop)
             except BaseException as e:  # e.g. an on_verdict that raised
                 failure.append(e)
+                stop.set()
 
         threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(width)]
         for t in threads:

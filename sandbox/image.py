@@ -26,6 +26,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,18 +116,22 @@ def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
     tar.addfile(info)
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644, mtime: float | None = None) -> None:
     info = tarfile.TarInfo(name.lstrip("/"))
     info.size, info.mode = len(data), mode
+    info.mtime = int(time.time() if mtime is None else mtime)
     tar.addfile(info, io.BytesIO(data))
 
 
 def _add_file(tar: tarfile.TarFile, host_path: Path, name: str) -> None:
     # Dereference symlinks: the image holds plain files under the names the
     # loader asks for, owned by root and not writable by the sandbox user.
-    data = host_path.resolve().read_bytes()
+    real = host_path.resolve()
+    data = real.read_bytes()
     mode = 0o755 if os.access(host_path, os.X_OK) else 0o644
-    _add_bytes(tar, name, data, mode)
+    # Keep the modification time: a .pyc names its source's mtime, and on a
+    # read-only root a mismatch means recompiling the module at every import.
+    _add_bytes(tar, name, data, mode, mtime=real.stat().st_mtime)
 
 
 def _parents(path: str) -> list[str]:
