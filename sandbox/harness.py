@@ -111,7 +111,8 @@ class NotPlainData(TypeError):
     """A value that cannot cross between the judge and the candidate."""
 
 
-_TAGS = ("t", "d", "s", "f", "b", "c")
+_TAGS = ("t", "d", "s", "f", "b", "c", "r", "i")
+MAX_ITER_ITEMS = 1_000_000  # an iterator crosses as the items it yields, up to this many
 
 
 def _enc(x, depth):
@@ -135,6 +136,18 @@ def _enc(x, depth):
         return {"b": x.hex()}
     if t is complex:
         return {"c": [x.real, x.imag]}
+    if t is range:
+        return {"r": [x.start, x.stop, x.step]}
+    if hasattr(t, "__next__") and hasattr(t, "__iter__"):
+        # A generator, map, zip... crosses as its items and arrives as an
+        # iterator over them, so `tuple(candidate(x))` works as in-process
+        # and `candidate(x) == [..]` stays False, as for a real generator.
+        items = []
+        for item in x:
+            if len(items) >= MAX_ITER_ITEMS:
+                raise NotPlainData(f"an iterator yielded more than {MAX_ITER_ITEMS} items")
+            items.append(_enc(item, depth))
+        return {"i": items}
     raise NotPlainData(f"a value of type {t.__module__}.{t.__qualname__} is not plain data")
 
 
@@ -164,6 +177,10 @@ def _dec(x, depth):
             return frozenset(_dec(v, depth) for v in body)
         if tag == "b" and type(body) is str:
             return bytes.fromhex(body)
+        if tag == "r" and type(body) is list and len(body) == 3 and all(type(v) is int for v in body) and body[2]:
+            return range(*body)
+        if tag == "i" and type(body) is list:
+            return iter([_dec(v, depth) for v in body])
         if tag == "c" and type(body) is list and len(body) == 2:
             re_, im = body
             if type(re_) in (int, float) and type(im) in (int, float):
@@ -173,7 +190,8 @@ def _dec(x, depth):
 
 def dumps(obj) -> bytes:
     """Encode plain data (numbers incl. nan/inf, str, bytes, bool, None, list,
-    tuple, dict, set, frozenset, complex) as tagged JSON bytes."""
+    tuple, dict, set, frozenset, complex, range; an iterator as its items) as
+    tagged JSON bytes."""
     return json.dumps(_enc(obj, 0), separators=(",", ":")).encode()
 
 

@@ -47,7 +47,19 @@ def test_codec_nan_and_bool_int_distinction():
     assert [type(x) for x in harness.loads(harness.dumps([True, 1, 1.0]))] == [bool, int, float]
 
 
-@pytest.mark.parametrize("value", [object(), len, (x for x in []), type("Int", (int,), {})(3), [1, {2: object()}]])
+def test_iterators_cross_as_iterators_over_their_items():
+    back = harness.loads(harness.dumps(map(str, range(3))))
+    assert not isinstance(back, list) and list(back) == ["0", "1", "2"]
+    assert harness.loads(harness.dumps(range(1, 10, 3))) == range(1, 10, 3)
+
+
+def test_a_returned_generator_behaves_as_in_process(executor):
+    prog = "def f(n):\n    return (i * i for i in range(n))\n"
+    assert run1(executor, prog, "assert tuple(f(3)) == (0, 1, 4)\n").status == PASSED
+    assert run1(executor, prog, "assert f(3) == [0, 1, 4]\n").status == FAILED
+
+
+@pytest.mark.parametrize("value", [object(), len, type("Int", (int,), {})(3), [1, {2: object()}]])
 def test_codec_refuses_what_is_not_plain_data(value):
     with pytest.raises(harness.NotPlainData):
         harness.dumps(value)
