@@ -56,9 +56,10 @@ What it does not cover:
   unprivileged process; a kernel exploit is out of scope.
 - CPU time of concurrent runs is shared by the scheduler, not reserved; a run
   cannot exceed its CPU rlimit or the wall clock.
-- Values that are not plain data (callables, class instances, generators)
-  cannot cross: a test that passes one gets infra_error, a candidate that
-  returns one fails. In-place mutation of arguments is not seen by the tests,
+- Values that are not plain data (callables, class instances) cannot
+  cross: a test that passes one gets infra_error, a candidate that returns
+  one fails (an iterator, e.g. a generator, crosses as an iterator over its
+  first million items; an infinite one runs into the timeout). In-place mutation of arguments is not seen by the tests,
   and the tests see only the entry point (not other names the program defines).
 - The candidate is the init of its PID namespace, so a signal it sends itself
   with the default action (``os.kill(os.getpid(), SIGTERM)``) is ignored,
