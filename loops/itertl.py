@@ -230,6 +230,7 @@ def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: in
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
+    from codegen.hardware import trainer_precision
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
@@ -252,9 +253,7 @@ def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: in
         logging_steps=max(1, steps // 10),
         seed=seed,
         data_seed=seed,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
+        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
         report_to=[],
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,

@@ -139,6 +139,7 @@ def train_reranker(
     import torch
     from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
+    from codegen.hardware import trainer_precision
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -165,9 +166,7 @@ def train_reranker(
     logs_seen: list[dict] = []
     args = RewardConfig(
         output_dir=str(tmp / "trainer"),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
+        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
         report_to=[],
         per_device_train_batch_size=config.batch_size,
         num_train_epochs=config.epochs,
