@@ -32,6 +32,7 @@ queue objects left behind, or anything that could not be wiped.
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import struct
@@ -305,7 +306,7 @@ def handle(req, harness, worker):
     job["limits"] = dict(req["limits"], _workdir=workdir)
     # No control fd: the backend may already have queued the next request on
     # stdin (pipelining), which the harness would take for "stop". A backend
-    # that went away is noticed at the next read, at most one timeout later.
+    # that went away is noticed through SIGIO (see die_with_backend).
     verdict = worker.run_job(job, control_fd=None)
     judge = getattr(worker, "judge_pid", -1)
     judge_kept = False
@@ -345,8 +346,53 @@ def handle(req, harness, worker):
     return {"nonce": nonce, "verdict": verdict, "dirty": dirty, "judge_kept": judge_kept}
 
 
+def bytes_waiting(fd):
+    """How many bytes can be read from ``fd`` now (0 on a readable fd means end of file)."""
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return -1
+    return buf[0]
+
+
+def die_with_backend():
+    """Exit as soon as the backend closes our stdin, even in the middle of a run.
+
+    Requests may be queued on stdin ahead of time (pipelining), so "readable"
+    alone means nothing; the kernel sends SIGIO whenever stdin changes, and
+    the handler exits only on end of file (readable with nothing to read):
+    the owning itercode process is gone (SIGKILL included), so every process
+    here goes too and the container removes itself.
+    """
+    import fcntl
+
+    me = os.getpid()
+
+    def on_io(signum, frame):
+        if os.getpid() != me:  # a forked child inherited the handler: not ours to act on
+            return
+        if select.select([0], [], [], 0)[0] and bytes_waiting(0) == 0:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+
+    signal.signal(signal.SIGIO, on_io)
+    try:
+        fcntl.fcntl(0, fcntl.F_SETOWN, me)
+        fcntl.fcntl(0, fcntl.F_SETFL, fcntl.fcntl(0, fcntl.F_GETFL) | os.O_ASYNC)
+    except OSError:
+        pass  # then the backend's absence is noticed at the next read, after the run
+
+
 def main():
     _no_dump()  # inherited by every process the harness forks
+    die_with_backend()
     os.umask(0o077)
     try:
         harness, worker = load_worker()

@@ -180,6 +180,7 @@ class _Channel:
     """
 
     def __init__(self, sock):
+        self.wrapper = sock  # the SDK's SocketIO: it holds a reference that defers a close
         self.sock = getattr(sock, "_sock", sock)
         self.frames = bytearray()
         self.stdout = bytearray()
@@ -222,10 +223,13 @@ class _Channel:
                 self.stderr = (self.stderr + payload)[-4000:]
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        # shutdown() ends the connection now, whoever else holds the socket;
+        # dockerd then closes the container's stdin and the server exits.
+        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close, self.wrapper.close):
+            try:
+                step()
+            except OSError:
+                pass
 
 
 def container_settings(image: str, command: list[str], limits: Limits, cpus: float) -> tuple[dict, dict]:

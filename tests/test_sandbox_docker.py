@@ -192,6 +192,37 @@ def test_container_with_survivors_is_replaced_never_reused(client, executor):
     assert [v.status for v in executor.run([probe, probe], limits)] == [PASSED, PASSED]
 
 
+TOUCH_JUDGE = """
+import os{imports}
+for p in os.listdir('/proc'):
+    if p.isdigit() and int(p) not in (1, os.getpid()):
+        try:
+            {action}
+        except OSError:
+            pass
+def add(a, b):
+    return a + b
+"""
+
+
+@pytest.mark.parametrize("imports,action", [
+    (", resource", "resource.prlimit(int(p), resource.RLIMIT_AS, (1 << 20, 1 << 20))"),  # same uid may prlimit
+    ("", "os.setpriority(os.PRIO_PROCESS, int(p), 19)"),
+    ("", "os.sched_setaffinity(int(p), {0})"),
+], ids=["prlimit", "nice", "affinity"])
+def test_judge_touched_by_a_candidate_never_judges_again(client, imports, action):
+    """The harness's warm judge shares the candidate's uid in a container: a
+    run that changed it must not leave it to judge the next run."""
+    from sandbox.docker_backend import DockerExecutor
+
+    touch = Job("touch", TOUCH_JUDGE.format(imports=imports, action=action), ADD.tests, "add")
+    with DockerExecutor(workers=1) as ex:
+        verdicts = ex.run([ADD, ADD, touch, ADD, ADD], Limits(timeout_s=5))
+        assert [v.status for v in verdicts] == [PASSED] * 5
+        assert ex.judge_kept == [True, True, False, True, True]
+        assert ex.replaced == 0  # the container stays; only the judge is new
+
+
 def test_no_dockerd_gives_a_clear_error(monkeypatch):
     from sandbox.docker_backend import DockerUnavailable, connect
 
