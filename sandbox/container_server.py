@@ -7,8 +7,10 @@ whether the container is still clean) out. It runs on any Python 3.8+ with
 the standard library only, because a user may name their own image.
 
 It hosts the shared harness's warm worker (sandbox/harness.py, the same file
-the process backend runs, unchanged): per job the worker forks a fresh judge
-and a fresh candidate from this pristine process, in an empty work directory.
+the process backend runs, unchanged): per job the worker forks a fresh
+candidate from this pristine process, in an empty work directory, and hands
+the tests to its judge process (kept warm only while provably untouched: see
+"the warm judge" below).
 
 Why PID 1: the init process of a PID namespace cannot be killed from inside
 it (SIGKILL and SIGSTOP from inside are ignored, and ``kill(-1, sig)`` skips
@@ -24,10 +26,12 @@ and the server is not dumpable, so a same-uid process cannot open
 request's random nonce, which no process of the run is given.
 
 After the run the server kills what is left, wipes /work, /tmp and /dev/shm,
-and lists what makes the container dirty (the backend then replaces it,
-never reuses it): a timeout, an out-of-memory kill, an infra error, a killed
-test process, processes that outlived the run, SysV IPC or POSIX message
-queue objects left behind, or anything that could not be wiped.
+and lists what makes the container dirty: a timeout, an out-of-memory kill,
+an infra error, a killed test process, processes that outlived the run, SysV
+IPC or POSIX message queue objects left behind, or anything that could not be
+wiped. After answering a dirty run it exits: the backend replaces the
+container and never sends it another job. It also exits, mid-run if need be,
+when the backend closes its stdin (the owning process is gone).
 """
 import ctypes
 import json

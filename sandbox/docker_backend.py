@@ -1,32 +1,51 @@
 """The Docker sandbox backend: the process backend's promise, inside containers.
 
+    >>> from sandbox import make_executor, Job, Limits           # doctest: +SKIP
+    >>> with make_executor("docker", workers=2) as ex:             # doctest: +SKIP
+    ...     verdicts = ex.run(jobs, Limits(timeout_s=3))
+
 What it covers
 --------------
 * Each job runs in a long-lived ("warm") container from a pool of one per
   worker. Every container: no network (``network_mode=none``), read-only root
   filesystem, all capabilities dropped, ``no-new-privileges``, an unprivileged
-  user (65534), a pids limit, a memory limit with swap off (memswap == mem), a
-  size-capped tmpfs as the work directory (and for /tmp and /dev/shm), and a
-  CPU quota. Docker's default seccomp profile stays on.
-* Inside, a trusted fork server runs as PID 1 (``container_server.py``). It
-  forks a fresh runner per job that runs the shared harness (the same code as
-  the process backend) in an empty work directory; after the run it kills
-  every other process in the container (PID 1 is immune to the candidate's
-  signals, so ``kill(-1, 9)`` and daemons cannot take it down) and wipes the
-  writable directories. A container that timed out, ran out of memory, left
+  user (65534), a pids limit, a memory limit with swap off (memswap == mem,
+  sized for the candidate's limit, the tmpfs mounts and the test side),
+  size-capped tmpfs mounts as the work directory, /tmp and /dev/shm, and a
+  CPU quota (one CPU by default). Docker's default seccomp profile stays on.
+* The image holds only a Python interpreter and its standard library, built
+  offline from the host's own Python (``sandbox/image.py``): no shells, no
+  site-packages, no /etc/shadow, nothing of the host's files. ``image=`` (or
+  ``ITERCODE_SANDBOX_IMAGE``) names any other image with python3 instead.
+* Inside, a trusted server runs as PID 1 (``container_server.py``) and hosts
+  the shared harness (``harness.py``, unchanged; the same code as the process
+  backend): per job it forks a fresh candidate process in an empty work
+  directory, and the tests run in a separate judge process, never in the
+  candidate's. After each run the server SIGKILLs every other process in the
+  container (PID 1 is immune to the candidate's signals, so ``kill(-1, 9)``
+  and daemons cannot take it down) and wipes /work, /tmp and /dev/shm.
+* Candidate and judge share a uid here (no capability to switch), so a
+  candidate can signal, stop, renice or prlimit the judge. That can only
+  spoil its own run: the judge is kept for the next run only if, with no
+  candidate left alive, it is asleep waiting for work with no signal pending,
+  untraced, and with exactly the rlimits, nice value, scheduling policy and
+  CPU set it had when it started; otherwise a fresh judge is started.
+* A container that timed out, ran out of memory, had its judge killed, left
   processes or IPC objects behind, or could not be wiped is replaced, never
-  reused.
+  reused: its server stops after answering, and requests already queued to it
+  (two are kept in flight per container, so it never waits for the host) go
+  to another container, as they never started.
 * The verdict travels over the container's attached stdin/stdout, which no
-  process of the run can reach (their stdio is /dev/null and the server is
-  not dumpable); each response must echo a random per-request nonce.
-* The image is built offline from the host's own Python
-  (``sandbox/image.py``); ``image=`` names any other image with python3.
+  process of the run can reach (their stdio is /dev/null or a capped pipe,
+  and the server is not dumpable, so /proc/1/fd is closed to them); each
+  response must echo a random per-request nonce.
 * Every container carries labels (``itercode.sandbox=1`` and its owner's
   host, pid and process start time). Containers die with their owner: the
-  server exits when its stdin closes, which happens when the owning process
-  exits for any reason, SIGKILL included, and ``auto_remove`` deletes them.
-  As a second line, every new executor removes containers whose owner process
-  is gone (``remove_orphans``; ``itercode sandbox clean`` does it by hand).
+  server exits, even mid-run, as soon as its stdin closes (SIGIO on end of
+  file), which happens when the owning process exits for any reason, SIGKILL
+  included; ``auto_remove`` then deletes the container. As a second line,
+  every new executor removes containers whose owner process is gone
+  (``remove_orphans``; ``itercode sandbox clean`` does it by hand).
 
 What it does not cover
 ----------------------
@@ -35,9 +54,9 @@ What it does not cover
   nothing here depends on runc.
 * Disk I/O bandwidth is not limited; disk *space* is (tmpfs sizes; the root
   is read-only).
-* Within one run, the candidate and the test side share a uid, as in the
-  process backend; the harness's design (tests never run in the candidate's
-  process, plain data across) is what keeps the verdict honest there.
+* Processes of the sandbox show on the host as uid 65534 ("nobody"): no user
+  namespace remapping is configured here (dockerd's ``userns-remap`` would add
+  one).
 * Anyone who can reach the docker socket is root on the host: this backend
   protects the host from the candidate, not from the user of itercode.
 """
