@@ -6,13 +6,17 @@ pair with a passing candidate of the same problem (the passing ones the
 reranker likes least first), and those pairs join the next round's training
 data. `train_rounds` runs R such rounds; round 1 is plain training.
 
-Each round retrains from the base model on all pairs so far, so a later round
-never forgets what an earlier one learned and rounds compare cleanly.
+By default each round retrains from the base model on all pairs so far, so a
+later round never forgets what an earlier one learned and rounds compare
+cleanly. ``warm_start=True`` is the cheaper variant: round r continues from
+round r-1's weights on its hard-negative pairs plus as many replayed earlier
+pairs (replay keeps the old pairs from being forgotten).
 """
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +111,7 @@ def train_rounds(
     seed: int = 0,
     forbidden_task_ids=(),
     on_round=None,
+    warm_start: bool = False,
 ) -> list[RoundResult]:
     """Round 1 trains on pairs from ``candidate_sets[0]``; each later round adds hard negatives.
 
@@ -145,10 +150,24 @@ def train_rounds(
                     use_references=use_references, forbidden_task_ids=forbidden_task_ids,
                 )
                 del previous
+                if warm_start:
+                    rng = random.Random(seed + r)
+                    replay = rng.sample(pairs, min(len(pairs), len(hard)))
+                    round_pairs = hard + replay
                 pairs = pairs + hard
+            if warm_start and r > 1 and not hard:
+                # Nothing new to learn: this round's reranker is the previous one.
+                shutil.copytree(out_rounds[-1].path, stage / f"round-{r}")
+                rr = RoundResult(r, stage / f"round-{r}", 0.0, len(pairs), 0, dict(out_rounds[-1].stats))
+                out_rounds.append(rr)
+                if on_round is not None:
+                    on_round(rr)
+                continue
+            start_from = str(out_rounds[-1].path) if warm_start and r > 1 else base
             result: TrainResult = train_reranker(
-                pairs, base, stage / f"round-{r}", config,
-                extra_meta={"round": r, "rounds": rounds, "hard_negative_pairs": len(hard)},
+                round_pairs if warm_start and r > 1 else pairs, start_from, stage / f"round-{r}", config,
+                extra_meta={"round": r, "rounds": rounds, "hard_negative_pairs": len(hard),
+                            "warm_start": warm_start and r > 1, "base_model": str(base)},
             )
             rr = RoundResult(r, result.path, result.seconds, len(pairs), len(hard), result.stats)
             out_rounds.append(rr)

@@ -207,6 +207,26 @@ def test_reward_trainer_learns_to_rank_passing_candidates_first(starter_model, t
 
 
 @pytest.mark.slow
+def test_hard_negative_round_retrains_from_base_on_all_pairs(starter_model, tmp_path):
+    from rerankers.hard_negatives import train_rounds
+    from rerankers.model import Reranker
+    from rerankers.train import TrainConfig
+
+    problems, samples, results = _toy_pairs(6)
+    seen = []
+    rounds = train_rounds(problems, [(samples, results)], str(starter_model), tmp_path / "rr", rounds=2,
+                          config=TrainConfig(epochs=1, batch_size=8, progress=False), negatives_per_problem=2,
+                          on_round=lambda rr: seen.append(Reranker.load(rr.path).meta))
+    first, second = rounds
+    assert first.hard_negative_pairs == 0 and first.pairs == 12
+    # Round 1's reranker is barely trained, so it ranks some failures above the pass: those come back.
+    assert second.hard_negative_pairs > 0 and second.pairs == 12 + second.hard_negative_pairs
+    assert seen[1]["warm_start"] is False and seen[1]["base"] == str(starter_model)
+    assert rounds[-1].path == tmp_path / "rr" and (tmp_path / "rr" / "rounds" / "round-1").is_dir()
+    assert not list(tmp_path.glob(".rr.rounds-*"))
+
+
+@pytest.mark.slow
 def test_lora_training_saves_a_merged_loadable_reranker(starter_model, tmp_path):
     from rerankers.model import Reranker
     from rerankers.train import TrainConfig, train_reranker
@@ -286,12 +306,14 @@ def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_p
     out = tmp_path / "rr"
     argv = ["reranker", "train", "--problems", "synthetic:reference", "--samples", str(tmp_path / "train.jsonl"),
             "--results", str(tmp_path / "train_results.jsonl"), "--base", str(starter_model), "--out", str(out),
-            "--rounds", "2", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"]
+            "--rounds", "2", "--warm-start", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "round 1:" in text and "round 2:" in text and f"reranker written to {out}" in text
     meta = json.loads((out / "reranker.json").read_text())
     assert meta["round"] == 2 and [h["round"] for h in meta["round_history"]] == [1, 2]
+    if meta["hard_negative_pairs"]:  # round 2 continued from round 1 (or copied it when nothing was mined)
+        assert meta["warm_start"] is True
     assert (out / "rounds" / "round-1" / "config.json").exists()
     assert set(meta["trained_task_ids"]) <= {p.task_id for p in train}
 

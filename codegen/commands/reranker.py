@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--out", required=True, metavar="DIR", help="where the reranker is written (replaced atomically)")
     t.add_argument("--rounds", type=int, default=1, metavar="R",
                    help="training rounds; each round after the first adds hard negatives (default 1)")
+    t.add_argument("--warm-start", action="store_true",
+                   help="rounds after the first continue from the previous round's weights on the hard negatives "
+                   "plus as many replayed pairs (faster), instead of retraining from --base on all pairs")
     t.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights; merged on save")
     t.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default 16)")
     t.add_argument("--epochs", type=float, default=2.0, help="passes over the pairs (default 2)")
@@ -147,7 +150,8 @@ def run_train(args: argparse.Namespace) -> int:
     rounds = train_rounds(problems, sets, args.base, args.out, rounds=args.rounds, config=config,
                           max_pairs_per_problem=args.max_pairs_per_problem,
                           use_references=not args.no_references,
-                          negatives_per_problem=args.negatives_per_problem, seed=args.seed, on_round=report_round)
+                          negatives_per_problem=args.negatives_per_problem, seed=args.seed, on_round=report_round,
+                          warm_start=args.warm_start)
     total = sum(r.seconds for r in rounds)
     print(f"reranker written to {args.out} ({len(rounds)} round(s), {total:.1f} s training)")
     return 0

