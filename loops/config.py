@@ -25,7 +25,7 @@ SAMPLERS = ("vllm", "hf")
 EXECUTORS = ("process", "docker")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # Keys a resumed run may change: they do not alter work already finished.
-RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress"})
+RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads"})
 
 
 @dataclass
@@ -67,6 +67,7 @@ class ITERTLConfig:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     max_length: int = 512
+    train_threads: int | None = 1  # torch CPU threads while training; None = torch's default (one per core)
 
     # --- evaluation
     eval_n: int = 10  # samples per problem for pass@k
@@ -236,6 +237,8 @@ def validate(cfg: ITERTLConfig) -> None:
     rule(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     rule(cfg.lr_scheduler in SCHEDULERS, f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, got {cfg.lr_scheduler!r}")
     rule(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    rule(cfg.train_threads is None or cfg.train_threads >= 1,
+         f"train_threads must be >= 1 or null (torch's default), got {cfg.train_threads}")
     rule(cfg.max_length >= 16, f"max_length must be >= 16 tokens, got {cfg.max_length}")
     rule(cfg.eval_n >= 1, f"eval_n must be >= 1, got {cfg.eval_n}")
     rule(len(cfg.eval_ks) >= 1 and all(k >= 1 for k in cfg.eval_ks), f"eval_ks must be a non-empty list of k >= 1, got {cfg.eval_ks}")

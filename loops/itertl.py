@@ -226,13 +226,30 @@ def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: in
     The model is saved (with its tokenizer) into ``out_model`` atomically.
     """
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-    from trl import SFTConfig, SFTTrainer
-    from codegen.hardware import trainer_precision
 
     hf_logging.set_verbosity_error()
+    # One thread by default: a tiny model's matrices gain nothing from more, and
+    # OpenMP threads spinning on shared cores made a step 15x slower here.
+    old_threads = torch.get_num_threads()
+    if cfg.train_threads:
+        torch.set_num_threads(cfg.train_threads)
+    try:
+        return _train(parent, rows, out_model, steps=steps, cfg=cfg, learning_rate=learning_rate, seed=seed,
+                      scratch=scratch)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
+           learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from codegen.hardware import trainer_precision
+
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(parent)
     if tokenizer.pad_token is None:
