@@ -68,8 +68,15 @@ def send(obj):
         view = view[n:]
 
 
+# Bytes of requests read off stdin during a run (to see end of file behind
+# them); recv() takes them first.
+_early = bytearray()
+_running = [False]
+
+
 def read_exact(n):
-    buf = b""
+    buf = bytes(_early[:n])
+    del _early[:n]
     while len(buf) < n:
         chunk = os.read(0, n - len(buf))
         if not chunk:
@@ -311,7 +318,12 @@ def handle(req, harness, worker):
     # No control fd: the backend may already have queued the next request on
     # stdin (pipelining), which the harness would take for "stop". A backend
     # that went away is noticed through SIGIO (see die_with_backend).
-    verdict = worker.run_job(job, control_fd=None)
+    _running[0] = True
+    check_backend()  # a SIGIO that came between runs was ignored
+    try:
+        verdict = worker.run_job(job, control_fd=None)
+    finally:
+        _running[0] = False
     judge = getattr(worker, "judge_pid", -1)
     judge_kept = False
     if worker.judge_fingerprint is not None and judge > 0:
@@ -364,6 +376,25 @@ def bytes_waiting(fd):
     return buf[0]
 
 
+def check_backend():
+    """During a run: move queued request bytes aside; exit if stdin is at end of file.
+
+    Outside a run the main loop's own read sees the end of file."""
+    if not _running[0]:
+        return
+    while True:
+        n = bytes_waiting(0)
+        if n > 0:
+            _early.extend(os.read(0, n))
+            continue
+        if n == 0 and select.select([0], [], [], 0)[0]:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        return
+
+
 def die_with_backend():
     """Exit as soon as the backend closes our stdin, even in the middle of a run.
 
@@ -380,11 +411,7 @@ def die_with_backend():
     def on_io(signum, frame):
         if os.getpid() != me:  # a forked child inherited the handler: not ours to act on
             return
-        if select.select([0], [], [], 0)[0] and bytes_waiting(0) == 0:
-            try:
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
+        check_backend()
 
     signal.signal(signal.SIGIO, on_io)
     try:

@@ -256,7 +256,7 @@ OWNER_SCRIPT = textwrap.dedent("""
     job = Job("slow", "import time\\ndef f():\\n    time.sleep(30)\\n", "assert f() is None", "f")
     ok = Job("ok", "def f():\\n    return 1\\n", "assert f() == 1", "f")
     print(ex.run([ok], Limits(timeout_s=5))[0].status, flush=True)
-    ex.run([job, job], Limits(timeout_s=60))  # killed in the middle of this
+    ex.run([job] * 4, Limits(timeout_s=60))  # two queued per container; killed in the middle of this
 """)
 
 
