@@ -56,7 +56,7 @@ FULL = StarterConfig()
 # Seconds on 2 cores, yet enough steps that greedy output is plausible Python.
 QUICK = StarterConfig(
     vocab_size=512, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=2,
-    max_positions=512, steps=150, batch_size=16, lr=3e-3, warmup_steps=10,
+    max_positions=512, steps=300, batch_size=16, lr=5e-3, warmup_steps=10,
 )
 
 
