@@ -72,6 +72,7 @@ def send(obj):
 # them); recv() takes them first.
 _early = bytearray()
 _running = [False]
+_checking = [False]
 
 
 def read_exact(n):
@@ -379,20 +380,30 @@ def bytes_waiting(fd):
 def check_backend():
     """During a run: move queued request bytes aside; exit if stdin is at end of file.
 
-    Outside a run the main loop's own read sees the end of file."""
-    if not _running[0]:
+    Outside a run the main loop's own read sees the end of file. Not
+    re-entered: a SIGIO handled inside this function (Python runs handlers
+    between any two bytecodes) would read the bytes counted here and leave
+    the outer read blocking on an empty pipe."""
+    if not _running[0] or _checking[0]:
         return
-    while True:
-        n = bytes_waiting(0)
-        if n > 0:
-            _early.extend(os.read(0, n))
-            continue
-        if n == 0 and select.select([0], [], [], 0)[0]:
-            try:
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        return
+    _checking[0] = True
+    try:
+        while True:
+            # select first, then count: readable with nothing to read is end
+            # of file (counting first would race a request arriving between).
+            readable = select.select([0], [], [], 0)[0]
+            n = bytes_waiting(0)
+            if n > 0:
+                _early.extend(os.read(0, n))
+                continue
+            if readable and n == 0:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            return
+    finally:
+        _checking[0] = False
 
 
 def die_with_backend():
