@@ -225,11 +225,12 @@ def judge_intact(pid, known):
     """True when ``pid`` is the judge recorded in ``known`` and looks exactly as it did then."""
     if known is None or pid != known[0]:
         return False  # the harness replaced it during the run: start a clean one
-    for _ in range(100):  # having answered, it may take a moment to wait for the next job
+    deadline = time.monotonic() + 0.5  # having answered, it may take a moment (a busy host) to wait again
+    while True:
         state = _judge_state(pid)
-        if state is None or state["state"] != "R":
+        if state is None or state["state"] != "R" or time.monotonic() > deadline:
             break
-        time.sleep(0.0002)
+        time.sleep(0.0005)
     return (state is not None and state["state"] == "S" and not state["traced"] and not state["pending"]
             and state["fingerprint"] == known[1])
 
