@@ -439,8 +439,7 @@ class DockerExecutor:
         waits for the host between runs. When a run leaves the container dirty,
         the container is replaced and the jobs queued behind it (which never
         started: the server stops after a dirty run) go back to ``todo``."""
-        inflight: deque[tuple[int, str]] = deque()
-        container: SandboxContainer | None = None
+        inflight: deque[tuple[int, str]] = deque()  # (job index, nonce), oldest first
         try:
             self._feed(slot, jobs, limits, todo, deliver, stop, inflight)
         finally:
