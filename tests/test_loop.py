@@ -381,3 +381,12 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
     assert show.returncode == 0 and "heldout pass@1" in show.stdout and "plot.png" in show.stdout
     table_rounds = [line.split()[0] for line in show.stdout.splitlines()[2:] if line[:1].isdigit()]
     assert table_rounds == ["0", "1"]
+
+
+def test_plot_writes_a_png_atomically(tmp_path):
+    from loops.plot import plot_metrics
+
+    rows = [{"round": 0, "heldout_pass@1": 0.2, "heldout_pass@5": 0.4, "reference_pass@1": 0.6},
+            {"round": 1, "heldout_pass@1": 0.3, "heldout_pass@5": 0.45, "reference_pass@1": None}]
+    out = plot_metrics(rows, tmp_path / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.listdir(tmp_path) == ["plot.png"]
