@@ -54,3 +54,24 @@ def vllm_sampler(starter_model):
     sampler = make_sampler("vllm", str(starter_model), seed=0, kv_cache_gib=1)
     yield sampler
     sampler.close()
+
+
+def docker_answers() -> bool:
+    """True when `docker info` succeeds (a dockerd is reachable)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def require_docker() -> None:
+    """Skip the calling test without a dockerd; in CI (CI set) fail instead, since docker tests must run there."""
+    import os
+
+    if docker_answers():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but no dockerd answers `docker info`: start one (scripts/ensure-dockerd.sh)")
+    pytest.skip("no dockerd answers `docker info`")

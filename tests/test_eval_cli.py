@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require_docker
 
 from codegen.cli import main as cli_main
 from codegen.datasets import load_problems
@@ -127,13 +128,9 @@ def test_mbpp_file_evaluates_and_table_states_n_k_backend_limits(tmp_path, cache
     assert "pass@10, pass@100 not shown: only 2 samples per problem" in out
 
 
-def _dockerd_answers() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-
-
 @pytest.mark.docker
-@pytest.mark.skipif(not _dockerd_answers(), reason="no dockerd answers")
 def test_mbpp_file_on_the_docker_backend_matches_process(tmp_path, cache_dir):
+    require_docker()
     problems = load_problems(str(DATA / "mbpp_handwritten.jsonl"))
     rows = [{"task_id": p.task_id, "completion": c} for p in problems
             for c in (p.canonical_solution, f"def {p.entry_point}(*a):\n    raise ValueError\n", "def broken(:\n")]

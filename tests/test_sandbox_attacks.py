@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import require_docker
 
 from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
 
@@ -40,21 +41,12 @@ VENV_SITE = Path(pytest.__file__).resolve().parents[1]
 NOT_PASSED = {FAILED, ERROR, TIMEOUT, OOM}
 
 
-def _docker_answers() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
 def backend(request):
     """An executor with two workers (attack and canary run side by side)."""
     name = request.param
-    if name == "docker" and not _docker_answers():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but no dockerd answers `docker info`: start one (scripts/ensure-dockerd.sh)")
-        pytest.skip("no dockerd answers `docker info`")
+    if name == "docker":
+        require_docker()
     executor = make_executor(name, workers=2)
     yield executor
     executor.close()

@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import require_docker
 
 from sandbox.base import ERROR, FAILED, PASSED, TIMEOUT, Job, Limits
 
@@ -24,19 +25,9 @@ pytestmark = pytest.mark.docker
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _docker_ok() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="module")
 def client():
-    if not _docker_ok():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but `docker info` fails: dockerd must run in CI (scripts/ensure-dockerd.sh)")
-        pytest.skip("no reachable dockerd (docker info fails)")
+    require_docker()
     from sandbox.docker_backend import connect
 
     return connect()
