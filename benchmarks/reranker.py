@@ -41,11 +41,11 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--max-tokens", type=int, default=192)
     p.add_argument("--rounds", type=int, default=2, help="reranker rounds; 2 = first round + a hard-negative round")
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=384)
-    p.add_argument("--max-pairs-per-problem", type=int, default=8)
+    p.add_argument("--max-pairs-per-problem", type=int, default=16)
     p.add_argument("--negatives-per-problem", type=int, default=4)
     p.add_argument("--lora", action="store_true")
     p.add_argument("--warm-start", action="store_true", help="hard-negative rounds continue from the previous round")
@@ -139,7 +139,11 @@ def main(argv=None) -> int:
             results = evaluate_samples(problems, samples, backend="process", workers=args.workers, limits=limits)
             write_jsonl_atomic(results_path, results)
             timings[f"judging_{name}_s"] = time.perf_counter() - t
-        sets[name] = (samples, read_jsonl(results_path))
+        results = read_jsonl(results_path)
+        # A rerun with fewer problems (e.g. --reference-problems) reuses the larger draw's files.
+        wanted = {p.task_id for p in problems}
+        kept = [(s, r) for s, r in zip(samples, results) if s.task_id in wanted]
+        sets[name] = ([s for s, _ in kept], [r for _, r in kept])
 
     held_samples, held_results = sets["heldout"]
     baseline = rerank_report(heldout, held_samples, held_results)
