@@ -1,5 +1,10 @@
+"""`python -m codegen ...` is `itercode ...`.
+
+The guard matters: vLLM spawns worker processes that re-import __main__.
+"""
 import sys
 
 from codegen.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
