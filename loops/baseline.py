@@ -51,6 +51,7 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
         probes = {"heldout": splits["heldout"], "reference": reference_probe}
         metrics = run.run_stage(cfg.rounds, "evaluate",
                                 lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, cfg.rounds))
+        run.write_metrics([metrics])  # so `itercode runs show NAME-baseline` prints it too
         log(f"baseline: done in {time.monotonic() - t0:.1f}s")
         return metrics
     finally:
