@@ -144,6 +144,9 @@ def train_reranker(
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the new score head is random: seed it, so a rerun gives the same reranker
     model, tokenizer = load_base(base)
     peft_config = None
     if config.lora:

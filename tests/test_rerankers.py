@@ -212,15 +212,33 @@ def test_hard_negative_round_retrains_from_base_on_all_pairs(starter_model, tmp_
     from rerankers.model import Reranker
     from rerankers.train import TrainConfig
 
-    problems, samples, results = _toy_pairs(6)
-    seen = []
+    # Contradictory toy data: "+" passes on even problems, "-" on odd ones. Whichever operator round 1
+    # leans to, it ranks a failure first somewhere, so round 2 has mistakes to learn from.
+    problems, samples, results = [], [], []
+    for i in range(6):
+        p = _problem(i)
+        problems.append(p)
+        good = "+" if i % 2 == 0 else "-"
+        for j, op in enumerate(["+", "-", "*"]):
+            sid = f"{p.task_id}#{j}"
+            samples.append(Sample(p.task_id, f"    return x {op} {i}\n", sid))
+            results.append({"task_id": p.task_id, "sample_id": sid, "status": "passed" if op == good else "failed",
+                            "passed": op == good})
+    seen, expected_hard = [], []
+
+    def after_round(rr):
+        reranker = Reranker.load(rr.path)
+        seen.append(reranker.meta)
+        if rr.round == 1:  # what round 2 must add: round 1's own mistakes on the candidates
+            expected_hard.extend(mine_hard_negatives(reranker, problems, samples, results, negatives_per_problem=2))
+
     rounds = train_rounds(problems, [(samples, results)], str(starter_model), tmp_path / "rr", rounds=2,
-                          config=TrainConfig(epochs=1, batch_size=8, progress=False), negatives_per_problem=2,
-                          on_round=lambda rr: seen.append(Reranker.load(rr.path).meta))
+                          config=TrainConfig(epochs=1, batch_size=8, progress=False),
+                          negatives_per_problem=2, on_round=after_round)
     first, second = rounds
     assert first.hard_negative_pairs == 0 and first.pairs == 12
-    # Round 1's reranker is barely trained, so it ranks some failures above the pass: those come back.
-    assert second.hard_negative_pairs > 0 and second.pairs == 12 + second.hard_negative_pairs
+    assert expected_hard and second.hard_negative_pairs == len(expected_hard)
+    assert second.pairs == 12 + len(expected_hard)  # retrained on all pairs, old and new
     assert seen[1]["warm_start"] is False and seen[1]["base"] == str(starter_model)
     assert rounds[-1].path == tmp_path / "rr" and (tmp_path / "rr" / "rounds" / "round-1").is_dir()
     assert not list(tmp_path.glob(".rr.rounds-*"))
