@@ -9,7 +9,6 @@ group) on exit, so a benchmark never leaves an engine behind.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from codegen.server.process import stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERCODE = str(Path(sys.executable).with_name("itercode"))
@@ -80,13 +81,8 @@ class Served:
         return Path(self.log.name).read_bytes()[-n:].decode(errors="replace")
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_server(self.proc)
         self.log.close()
 
 

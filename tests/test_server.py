@@ -19,7 +19,6 @@ import concurrent.futures
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from codegen.server.app import ApiError, create_app, parse
 from codegen.server.config import ServerConfig
 from codegen.server.engine import CandidateEngine, EngineCompletion, first_stop
 from codegen.server.metrics import Metrics
+from codegen.server.process import stop_server
 from codegen.server.ranking import Candidate, extract_code, order
 from codegen.server.schemas import ChatCompletionRequest, CompletionRequest
 from sandbox.base import STATUSES
@@ -283,13 +283,7 @@ class RealServer:
         return self.log_path.read_bytes()[-n:].decode(errors="replace")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly: lifespan stops the engine
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_server(self.proc)
         self.log.close()
 
 
