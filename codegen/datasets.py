@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from codegen.errors import UserError
 from codegen.problems import Problem
 
-SYNTHETIC_SPLITS = ("reference", "unlabeled", "heldout")
+SYNTHETIC_SPLITS = ("reference", "unlabeled", "heldout", "practice")
 SPEC_HELP = "use humaneval, synthetic:reference|unlabeled|heldout, or a path to a JSON/JSONL problems file"
 
 

@@ -56,6 +56,7 @@ DIFFICULTY_MIX = {
     "heldout": {2: 0.30, 3: 0.40, 4: 0.30},
 }
 NUM_TESTS = 8
+PRACTICE_SIZE = 2000  # the on-demand "practice" split (see load_split)
 
 
 @dataclass(frozen=True)
@@ -348,39 +349,81 @@ def _to_problem(pipe: Pipeline, cases, split: str, index: int, with_solution: bo
     ).to_dict()
 
 
+@dataclass(frozen=True)
+class _Family:
+    splits: dict  # split -> tuple of Problem dicts
+    signatures: frozenset  # every problem's signature, for keeping practice problems new
+    heldout_skeletons: frozenset
+
+
+def _draw(rng: random.Random, count: int, mix: dict, accept, keep) -> list[tuple[Pipeline, list]]:
+    """``count`` (pipeline, tests) with the difficulty ``mix``.
+
+    A pipeline is a candidate when ``accept(pipe)``; once its tests are found,
+    ``keep(pipe)`` records it (a pipeline whose tests were not found may be
+    drawn again: its next random inputs may do).
+    """
+    drawn: list[tuple[Pipeline, list]] = []
+    for difficulty, quota in _quotas(count, mix):
+        made = 0
+        while made < quota:
+            domain = "ints" if rng.random() < 0.6 else "text"
+            pipe = _random_pipeline(domain, difficulty, rng)
+            if not accept(pipe):
+                continue
+            cases = _pick_tests(pipe, rng)
+            if cases is None:
+                continue
+            keep(pipe)
+            drawn.append((pipe, cases))
+            made += 1
+    rng.shuffle(drawn)
+    return drawn
+
+
 @functools.lru_cache(maxsize=8)
-def _generate(seed: int) -> dict[str, tuple[dict, ...]]:
-    """All three splits for ``seed``, as Problem dicts (cached; callers copy)."""
+def _generate(seed: int) -> _Family:
+    """The three fixed splits for ``seed``, as Problem dicts (cached; callers copy)."""
     rng = random.Random(f"itercode-synthetic-{seed}")
     seen_signatures: set = set()
     reference_skeletons: set = set()
-    out: dict[str, list[dict]] = {}
+    heldout_skeletons: set = set()
+    splits: dict[str, tuple[dict, ...]] = {}
     for split in SPLITS:  # reference first: held-out avoids its skeletons
-        problems: list[dict] = []
-        quotas = _quotas(SPLIT_SIZES[split], DIFFICULTY_MIX[split])
-        for difficulty, count in quotas:
-            made = 0
-            while made < count:
-                domain = "ints" if rng.random() < 0.6 else "text"
-                pipe = _random_pipeline(domain, difficulty, rng)
-                if pipe.signature in seen_signatures:
-                    continue
-                if split == "heldout" and pipe.skeleton in reference_skeletons:
-                    continue
-                cases = _pick_tests(pipe, rng)
-                if cases is None:
-                    continue
-                seen_signatures.add(pipe.signature)
-                if split == "reference":
-                    reference_skeletons.add(pipe.skeleton)
-                problems.append((pipe, cases))
-                made += 1
-        rng.shuffle(problems)
-        out[split] = tuple(
+
+        def accept(pipe: Pipeline, split=split) -> bool:
+            return pipe.signature not in seen_signatures and not (
+                split == "heldout" and pipe.skeleton in reference_skeletons
+            )
+
+        def keep(pipe: Pipeline, split=split) -> None:
+            seen_signatures.add(pipe.signature)
+            {"reference": reference_skeletons, "heldout": heldout_skeletons}.get(split, set()).add(pipe.skeleton)
+
+        drawn = _draw(rng, SPLIT_SIZES[split], DIFFICULTY_MIX[split], accept, keep)
+        splits[split] = tuple(
             _to_problem(pipe, cases, split, i, with_solution=(split == "reference"))
-            for i, (pipe, cases) in enumerate(problems)
+            for i, (pipe, cases) in enumerate(drawn)
         )
-    return out
+    return _Family(splits, frozenset(seen_signatures), frozenset(heldout_skeletons))
+
+
+@functools.lru_cache(maxsize=4)
+def _generate_practice(seed: int, count: int) -> tuple[dict, ...]:
+    """Extra unlabeled-style problems: new signatures, and no held-out skeleton.
+
+    A separate random stream, so the fixed splits never change and only the
+    callers that want practice problems pay for making them.
+    """
+    family = _generate(seed)
+    rng = random.Random(f"itercode-synthetic-practice-{seed}")
+    seen = set(family.signatures)
+
+    def accept(pipe: Pipeline) -> bool:
+        return pipe.signature not in seen and pipe.skeleton not in family.heldout_skeletons
+
+    drawn = _draw(rng, count, DIFFICULTY_MIX["unlabeled"], accept, lambda pipe: seen.add(pipe.signature))
+    return tuple(_to_problem(pipe, cases, "practice", i, with_solution=False) for i, (pipe, cases) in enumerate(drawn))
 
 
 def _quotas(size: int, mix: dict[int, float]) -> list[tuple[int, int]]:
@@ -394,14 +437,21 @@ def load_split(split: str, seed: int = 0) -> list[Problem]:
     """The problems of one split of the synthetic family for ``seed``.
 
     ``split`` is "reference" (with canonical solutions), "unlabeled" (tests
-    only) or "heldout" (evaluation only). The same seed always gives the same
-    problems, in the same order.
+    only), "heldout" (evaluation only) or "practice": PRACTICE_SIZE more
+    unlabeled-style problems, made on demand, whose signatures are new and
+    whose step sequences never occur in held-out (training material for
+    rerankers, which need many problems the model was not trained on). The
+    same seed always gives the same problems, in the same order.
 
     >>> len(load_split("heldout")) == SPLIT_SIZES["heldout"]
     True
     """
-    if split not in SPLITS:
+    if split == "practice":
+        dicts = _generate_practice(int(seed), PRACTICE_SIZE)
+    elif split in SPLITS:
+        dicts = _generate(int(seed)).splits[split]
+    else:
         from codegen.errors import UserError
 
-        raise UserError(f"unknown synthetic split {split!r}: use one of {', '.join(SPLITS)}")
-    return [Problem.from_dict(copy.deepcopy(d)) for d in _generate(int(seed))[split]]
+        raise UserError(f"unknown synthetic split {split!r}: use one of {', '.join(SPLITS + ('practice',))}")
+    return [Problem.from_dict(copy.deepcopy(d)) for d in dicts]

@@ -144,3 +144,21 @@ def test_real_sandbox_judges_synthetic_problems(splits):
     for p in problems:
         assert by_id[f"{p.task_id}#0"]["status"] == "passed", by_id[f"{p.task_id}#0"]
         assert not by_id[f"{p.task_id}#1"]["passed"]
+
+
+def test_practice_split_is_new_material_never_heldout(splits):
+    practice = load_split("practice")
+    assert len(practice) == synthetic.PRACTICE_SIZE
+    assert [p.task_id for p in practice[:2]] == ["synthetic/practice/0", "synthetic/practice/1"]
+    assert all(p.canonical_solution is None and p.meta["split"] == "practice" for p in practice)
+    # Unlabeled-style difficulty, and no problem (same tests text) from a fixed split again.
+    assert {p.meta["difficulty"] for p in practice} == set(synthetic.DIFFICULTY_MIX["unlabeled"])
+    fixed_tests = {p.tests for ps in splits.values() for p in ps}
+    fixed_docs = {p.prompt.split(">>>")[0].split("(", 1)[1] for ps in splits.values() for p in ps}
+    assert not any(p.tests in fixed_tests for p in practice)
+    assert not any(p.prompt.split(">>>")[0].split("(", 1)[1] in fixed_docs for p in practice)
+    # Not even a held-out step sequence with other constants.
+    heldout_skeletons = {tuple(p.meta["skeleton"]) for p in splits["heldout"]}
+    assert not any(tuple(p.meta["skeleton"]) in heldout_skeletons for p in practice)
+    # Made on demand from its own random stream: the fixed splits are what they were.
+    assert [p.to_dict() for p in load_split("heldout")] == [p.to_dict() for p in splits["heldout"]]
