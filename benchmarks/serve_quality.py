@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -34,23 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _serve_common import ITERCODE, Served, model_path  # noqa: E402
-
-EXAMPLE = re.compile(r"^\s*>>> (\w+)\((.*)\)\s*\n\s*(\S.*?)\s*$", re.M)
-
-
-def public_tests(problem) -> str | None:
-    """HumanEval-style tests from the docstring's ``>>>`` examples only, or None if it has none.
-
-    >>> from codegen.problems import Problem
-    >>> print(public_tests(Problem("t", 'def f(x):\\n    \"\"\"\\n    >>> f([1, 2])\\n    3\\n    \"\"\"\\n', "", "f")))
-    def check(candidate):
-        assert candidate([1, 2]) == 3
-    <BLANKLINE>
-    """
-    lines = [f"    assert candidate({args}) == {expected}"
-             for name, args, expected in EXAMPLE.findall(problem.prompt) if name == problem.entry_point]
-    return "def check(candidate):\n" + "\n".join(lines) + "\n" if lines else None
-
+from codegen.doctests import example_tests  # noqa: E402
 
 async def ask_all(base: str, bodies: list[dict], concurrency: int, timeout_s: float) -> list[dict]:
     """POST every body to /v1/completions (``concurrency`` at a time); the JSON answers in order."""
@@ -105,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     rerank_bodies = [body(i, pr, n_candidates=K) for i, pr in enumerate(problems)]
     test_bodies = []
     for i, pr in enumerate(problems):
-        tests = public_tests(pr)
+        tests = example_tests(pr.prompt, pr.entry_point)  # the docstring examples only, never the hidden tests
         extra = {"tests": {"code": tests, "entry_point": pr.entry_point}} if tests else {}
         test_bodies.append(body(i, pr, n_candidates=K, **extra))
     with_examples = sum("tests" in b for b in test_bodies)

@@ -144,11 +144,14 @@ def train_rounds(
             if r > 1:
                 fresh_samples, fresh_results = candidate_sets[min(r - 1, len(candidate_sets) - 1)]
                 previous = Reranker.load(out_rounds[-1].path)
-                hard = mine_hard_negatives(
-                    previous, problems, fresh_samples, fresh_results,
-                    negatives_per_problem=negatives_per_problem, positives_per_negative=positives_per_negative,
-                    use_references=use_references, forbidden_task_ids=forbidden_task_ids,
-                )
+                try:
+                    hard = mine_hard_negatives(
+                        previous, problems, fresh_samples, fresh_results,
+                        negatives_per_problem=negatives_per_problem, positives_per_negative=positives_per_negative,
+                        use_references=use_references, forbidden_task_ids=forbidden_task_ids,
+                    )
+                finally:
+                    previous.close()
                 del previous
                 if warm_start:
                     rng = random.Random(seed + r)
@@ -158,6 +161,10 @@ def train_rounds(
             if warm_start and r > 1 and not hard:
                 # Nothing new to learn: this round's reranker is the previous one.
                 shutil.copytree(out_rounds[-1].path, stage / f"round-{r}")
+                copied = stage / f"round-{r}" / "reranker.json"
+                meta = json.loads(copied.read_text())
+                meta.update(round=r, hard_negative_pairs=0, copied_from_round=r - 1)
+                copied.write_text(json.dumps(meta, indent=1))
                 rr = RoundResult(r, stage / f"round-{r}", 0.0, len(pairs), 0, dict(out_rounds[-1].stats))
                 out_rounds.append(rr)
                 if on_round is not None:

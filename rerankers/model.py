@@ -62,20 +62,30 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
-                 batch_size: int = 16):
+                 batch_size: int = 16, executor: Any = None):
+        from rerankers.feedback import ExampleRunner, check_kind
+
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.meta = meta or {}
         self.batch_size = batch_size
+        # Rerankers saved before feedback existed read the code alone.
+        self.feedback = check_kind(self.meta.get("feedback", "none"))
+        sandbox = self.meta.get("config", {}).get("sandbox", "process")
+        self.examples = ExampleRunner(sandbox, executor=executor) if self.feedback == "examples" else None
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None) -> "Reranker":
+    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None,
+             executor: Any = None) -> "Reranker":
         """Load a reranker saved by `rerankers.train.train_reranker`.
 
         A missing directory, or one that does not hold a sequence-classification
         model with one output and its tokenizer, raises `RerankerLoadError`
-        naming the path and the fix.
+        naming the path and the fix. A reranker trained with example feedback
+        runs candidates on their docstring examples when it scores them, in
+        ``executor`` if given (a running sandbox), else in a sandbox of its own
+        (closed by `close`).
         """
         path = Path(path)
         fix = "train one with `itercode reranker train --out DIR` and pass that DIR"
@@ -103,13 +113,18 @@ class Reranker:
         model.config.pad_token_id = tokenizer.pad_token_id
         model.eval()
         max_length = int(meta.get("max_length") or getattr(model.config, "max_position_embeddings", 512) or 512)
-        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size)
+        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size, executor=executor)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""
         import torch
         from tqdm import tqdm
 
+        from rerankers.feedback import with_feedback
+
+        if self.examples is not None:
+            lines = self.examples.lines(prompts, completions)
+            completions = [with_feedback(c, line) for c, line in zip(completions, lines)]
         encoded = [encode_candidate(self.tokenizer, p, c, self.max_length) for p, c in zip(prompts, completions)]
         # Longest first within the list keeps padding small; results go back in order.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -129,6 +144,11 @@ class Reranker:
                 for row, i in enumerate(idx):
                     scores[i] = float(logits[row])
         return scores
+
+    def close(self) -> None:
+        """Stop the sandbox that runs the examples, if this reranker started one."""
+        if self.examples is not None:
+            self.examples.close()
 
     def score(self, problem: Problem, candidates: Sequence[str]) -> list[float]:
         """One score per candidate completion of ``problem`` (higher is better)."""

@@ -9,7 +9,11 @@ For n candidates per problem and their verdicts:
   ceiling of every picker;
 - ``random_pick``: one seeded random pick per problem (its expectation is
   pass@1; the gap shows the noise of one draw);
-- ``mean_logprob_pick``: the candidate the sampler was most confident in.
+- ``mean_logprob_pick``: the candidate the sampler was most confident in;
+- ``examples_logprob_pick`` (with ``examples=True``): no learning, just the
+  docstring's own examples: the candidate that passes the largest share of
+  them, the most confident one among equals. A reranker with example
+  feedback (`rerankers.feedback`) has to beat this to have learned anything.
 
 An ``infra_error`` verdict counts as not passed, as in `itercode eval`; the
 report says how many there were.
@@ -24,7 +28,7 @@ from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.baselines import mean_logprob_scores, random_scores
 
-METRICS = ("pass@1", "reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick")
+METRICS = ("pass@1", "reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick", "examples_logprob_pick")
 
 
 def top_index(scores: Sequence[float]) -> int:
@@ -88,8 +92,9 @@ def rerank_report(
     *,
     seed: int = 0,
     scores: Mapping[str, Sequence[float]] | None = None,
+    examples: bool = False,
 ) -> dict:
-    """The five pickers' numbers for one set of candidates.
+    """The pickers' numbers for one set of candidates.
 
     ``reranker`` is anything with ``score_problems([(problem, [completion, ...])])``
     or ``score(problem, completions)`` (a `rerankers.model.Reranker`);
@@ -124,7 +129,21 @@ def rerank_report(
     report["random_pick"] = pick_rate(groups, lambda p, ss: random_scores(p, [s.completion for s in ss], seed))
     has_logprobs = any(s.mean_logprob is not None for _, ss, _ in groups for s in ss)
     report["mean_logprob_pick"] = pick_rate(groups, lambda p, ss: mean_logprob_scores(ss)) if has_logprobs else None
+    if examples:
+        report["examples_logprob_pick"] = _examples_logprob_pick(groups)
     return report
+
+
+def _examples_logprob_pick(groups) -> float:
+    """Pick rate of (share of docstring examples passed, mean log-prob), compared in that order."""
+    from rerankers.feedback import ExampleRunner, example_share
+
+    with ExampleRunner() as runner:
+        lines = runner.lines([p.prompt for p, ss, _ in groups for _ in ss],
+                             [s.completion for _, ss, _ in groups for s in ss])
+    shares = iter(example_share(line) for line in lines)
+    keyed = {p.task_id: list(zip([next(shares) for _ in ss], mean_logprob_scores(ss))) for p, ss, _ in groups}
+    return pick_rate(groups, lambda p, ss: keyed[p.task_id])
 
 
 def format_report(columns: Mapping[str, Mapping], *, title: str = "") -> str:
@@ -137,16 +156,16 @@ def format_report(columns: Mapping[str, Mapping], *, title: str = "") -> str:
     """
     names = list(columns)
     width = max([10] + [len(n) for n in names])
+    shown = [m for m in METRICS if any(m in columns[n] for n in names)]
+    label = max([18] + [len(m) + 2 for m in shown])
     lines = [title] if title else []
-    lines.append("metric".ljust(18) + "".join(n.rjust(width + 1) for n in names))
-    for metric in METRICS:
-        if not any(metric in columns[n] for n in names):
-            continue
+    lines.append("metric".ljust(label) + "".join(n.rjust(width + 1) for n in names))
+    for metric in shown:
         cells = []
         for n in names:
             v = columns[n].get(metric)
             cells.append(("-" if v is None else f"{100 * v:.1f}%").rjust(width + 1))
-        lines.append(metric.ljust(18) + "".join(cells))
+        lines.append(metric.ljust(label) + "".join(cells))
     return "\n".join(lines)
 
 
@@ -199,9 +218,12 @@ def eval_rerank_report(problems: Sequence[Problem], rows: Sequence[Mapping], res
     samples = samples_from_rows(rows)
     reranker = Reranker.load(reranker_dir)
     groups = group_candidates(problems, samples, results)
-    flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups], progress=progress)
+    try:
+        flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups], progress=progress)
+    finally:
+        reranker.close()
     scores = {p.task_id: sc for (p, _, _), sc in zip(groups, flat)}
-    report = rerank_report(problems, samples, results, scores=scores, seed=seed)
+    report = rerank_report(problems, samples, results, scores=scores, seed=seed, examples=True)
     report["reranker"] = str(reranker_dir)
     return report
 

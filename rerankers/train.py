@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from codegen.errors import UserError
 from rerankers.data import Pair, pair_stats
+from rerankers.feedback import ExampleRunner, check_kind, with_feedback
 from rerankers.model import FORMAT_VERSION, META_FILE, encode_candidate
 
 
@@ -42,6 +43,10 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     progress: bool = True
+    # "examples": each candidate is read with how it did on the prompt's docstring examples
+    # (rerankers.feedback); "none": the code alone.
+    feedback: str = "examples"
+    sandbox: str = "process"  # the backend that runs the examples
 
     def check(self) -> None:
         """Raise UserError naming the bad field and a valid range."""
@@ -55,6 +60,7 @@ class TrainConfig:
             raise UserError(f"--max-length must be at least 16 tokens, got {self.max_length}")
         if self.lora and self.lora_r < 1:
             raise UserError(f"--lora-r must be at least 1, got {self.lora_r}")
+        check_kind(self.feedback)
 
 
 @dataclass
@@ -86,16 +92,27 @@ def load_base(base: str, lora: bool = False):
     return model, tokenizer
 
 
-def _dataset(pairs: Sequence[Pair], tokenizer: Any, max_length: int):
+def _with_feedback(pairs: Sequence[Pair], config: TrainConfig) -> list[tuple[str, str, str]]:
+    """(prompt, chosen text, rejected text) per pair, feedback lines appended when configured."""
+    if config.feedback == "none":
+        return [(p.prompt, p.chosen, p.rejected) for p in pairs]
+    texts = sorted({(p.prompt, c) for p in pairs for c in (p.chosen, p.rejected)})
+    with ExampleRunner(config.sandbox) as runner:
+        lines = dict(zip(texts, runner.lines([t[0] for t in texts], [t[1] for t in texts])))
+    return [(p.prompt, with_feedback(p.chosen, lines[p.prompt, p.chosen]),
+             with_feedback(p.rejected, lines[p.prompt, p.rejected])) for p in pairs]
+
+
+def _dataset(pairs: Sequence[Pair], tokenizer: Any, config: TrainConfig):
     """A tokenized `datasets.Dataset` in TRL's ``chosen_ids``/``rejected_ids`` layout."""
     from datasets import Dataset
 
     rows = [
         {
-            "chosen_ids": encode_candidate(tokenizer, p.prompt, p.chosen, max_length),
-            "rejected_ids": encode_candidate(tokenizer, p.prompt, p.rejected, max_length),
+            "chosen_ids": encode_candidate(tokenizer, prompt, chosen, config.max_length),
+            "rejected_ids": encode_candidate(tokenizer, prompt, rejected, config.max_length),
         }
-        for p in pairs
+        for prompt, chosen, rejected in _with_feedback(pairs, config)
     ]
     return Dataset.from_list(rows)
 
@@ -155,7 +172,7 @@ def train_reranker(
         # SEQ_CLS keeps the new score head trainable next to the adapters.
         peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha,
                                  lora_dropout=0.0, target_modules="all-linear")
-    dataset = _dataset(pairs, tokenizer, config.max_length)
+    dataset = _dataset(pairs, tokenizer, config)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     class KeepLogs(TrainerCallback):
@@ -207,6 +224,7 @@ def train_reranker(
             "format_version": FORMAT_VERSION,
             "base": str(base),
             "max_length": config.max_length,
+            "feedback": config.feedback,
             "config": asdict(config),
             "stats": stats,
             "trained_task_ids": sorted({p.task_id for p in pairs}),

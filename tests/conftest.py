@@ -75,3 +75,46 @@ def require_docker() -> None:
     if os.environ.get("CI"):
         pytest.fail("CI is set but no dockerd answers `docker info`: start one (scripts/ensure-dockerd.sh)")
     pytest.skip("no dockerd answers `docker info`")
+
+
+def _constant_twins(problems):
+    """(problem, right, wrong): the reference solution and a copy with one constant off by one.
+
+    The two read almost the same; only running the docstring's example tells them apart.
+    """
+    import re
+
+    out = []
+    for p in problems:
+        body = p.canonical_solution
+        match = list(re.finditer(r"(?<![\w\[])(\d)(?!\d)", body.split("\n")[0]))
+        if match:
+            m = match[-1]
+            wrong = body[: m.start()] + str((int(m.group()) + 1) % 10) + body[m.end():]
+            out.append((p, body, wrong))
+    return out
+
+
+@pytest.fixture(scope="session")
+def feedback_reranker(starter_model, tmp_path_factory):
+    """A reranker trained with docstring-example feedback on 30 twin pairs; and 10 unseen twins.
+
+    Only twins whose example tells them apart are kept (a changed constant may
+    leave that one output the same).
+    """
+    from codegen.synthetic import load_split
+    from rerankers.data import Pair
+    from rerankers.feedback import ExampleRunner
+    from rerankers.train import TrainConfig, train_reranker
+
+    twins = _constant_twins(load_split("reference")[:120])
+    with ExampleRunner() as runner:
+        lines = runner.lines([p.prompt for p, _, _ in twins for _ in (0, 1)],
+                             [text for _, right, wrong in twins for text in (right, wrong)])
+    twins = [t for t, a, b in zip(twins, lines[::2], lines[1::2]) if a.endswith("1/1 passed\n") and "0/1" in b]
+    assert len(twins) >= 40
+    pairs = [Pair(p.task_id, p.prompt, right, wrong) for p, right, wrong in twins[:30]]
+    out = tmp_path_factory.mktemp("feedback-reranker") / "rr"
+    train_reranker(pairs, str(starter_model), out,
+                   TrainConfig(epochs=8, learning_rate=2e-3, batch_size=8, progress=False, feedback="examples"))
+    return out, twins[30:40]

@@ -393,3 +393,19 @@ def test_the_reranker_never_trains_on_heldout_problems(starter_model, tmp_path, 
         train_rounds(train + held, [([s for s, _ in clean], [r for _, r in clean]), (samples, results)],
                      str(starter_model), out, rounds=2)
     assert not out.exists()
+
+
+
+@pytest.mark.slow
+def test_example_feedback_teaches_what_the_code_alone_hides(feedback_reranker):
+    from rerankers.model import Reranker
+
+    path, unseen = feedback_reranker
+    rr = Reranker.load(path)
+    assert rr.feedback == "examples" and rr.meta["feedback"] == "examples"
+    try:
+        scores = rr.score_problems([(p, [right, wrong]) for p, right, wrong in unseen])
+    finally:
+        rr.close()
+    # Problems it never saw, candidates one constant apart: the one whose example passed ranks first.
+    assert sum(right > wrong for right, wrong in scores) >= 9, scores

@@ -171,11 +171,11 @@ PROMPT = 'def inc(x):\n    """x plus one."""\n'
 TESTS = {"code": "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-3) == -2\n", "entry_point": "inc"}
 
 
-def _client(engine, **cfg):
+def _client(engine, scorer=None, **cfg):
     from fastapi.testclient import TestClient
 
     config = ServerConfig(model="scripted", backend="hf", sandbox_workers=2, **cfg)
-    return TestClient(create_app(config, engine=engine))
+    return TestClient(create_app(config, engine=engine, scorer=scorer))
 
 
 def test_tests_field_ranks_the_passing_candidate_first_with_the_real_sandbox():
@@ -465,3 +465,19 @@ def test_vllm_server_batches_concurrent_requests_in_one_engine(starter_model, tm
     finally:
         server.close()
     assert server.proc.returncode == 0, server.tail()
+
+
+@pytest.mark.slow
+def test_a_reranker_with_example_feedback_picks_the_candidate_whose_example_passes(feedback_reranker):
+    from codegen.server.ranking import RerankerScorer
+
+    path, unseen = feedback_reranker
+    problem, right, wrong = unseen[0]
+    # The wrong twin has the better log-prob: the log-prob scorer would answer with it.
+    engine = ScriptedEngine([(wrong, -0.1), (right, -2.0)])
+    scorer = RerankerScorer(str(path))
+    with _client(engine, n_candidates=2, scorer=scorer) as client:
+        body = client.post("/v1/completions", json={"model": "scripted", "prompt": problem.prompt}).json()
+    assert body["choices"][0]["text"] == right, body
+    assert body["itercode"]["scorer"] == f"reranker:{path}"
+    assert scorer.reranker.examples.executor is None  # the server's shutdown stopped the reranker's sandbox

@@ -7,6 +7,8 @@
 
 ``train`` pairs a passing and a failing candidate of the same problem (infra
 errors masked, held-out problems refused) and trains with TRL's RewardTrainer;
+by default the reranker also reads how each candidate did on the docstring's
+examples (``--feedback``, see `rerankers.feedback`);
 ``--rounds R`` adds hard negatives round after round (see
 `rerankers.hard_negatives`). ``score`` writes every sample with its score and
 rank, and with ``--results`` prints reranked pass@1 next to pass@1, the oracle,
@@ -58,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hard negatives taken per problem in each later round (default 4)")
     t.add_argument("--no-references", action="store_true",
                    help="do not use the problems' reference solutions as extra passing candidates")
+    t.add_argument("--feedback", choices=("examples", "none"), default="examples",
+                   help="what the reranker reads besides the code: 'examples' (default) appends how the "
+                   "candidate did on the prompt's docstring examples, run in the sandbox (public examples, "
+                   "never the hidden tests; LEVER-style); 'none' reads the code alone")
+    t.add_argument("--sandbox", choices=("process", "docker"), default="process",
+                   help="sandbox backend that runs the docstring examples (default process)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -133,7 +141,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError("--fresh-samples feed hard-negative rounds; add --rounds 2 (or more)")
     config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                          max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, seed=args.seed,
-                         threads=args.threads, progress=sys.stderr.isatty())
+                         threads=args.threads, progress=sys.stderr.isatty(), feedback=args.feedback,
+                         sandbox=args.sandbox)
     config.check()
     problems = load_problem_specs(args.problems)
     sets = [(_read_samples(args.samples)[1], _read_results(args.results))]
@@ -178,8 +187,11 @@ def run_score(args: argparse.Namespace) -> int:
     for i, s in enumerate(samples):
         order.setdefault(s.task_id, []).append(i)
     tasks = list(order)
-    scored = reranker.score_problems([(by_task[t], [samples[i].completion for i in order[t]]) for t in tasks],
-                                     progress=sys.stderr.isatty())
+    try:
+        scored = reranker.score_problems([(by_task[t], [samples[i].completion for i in order[t]]) for t in tasks],
+                                         progress=sys.stderr.isatty())
+    finally:
+        reranker.close()
     score_of, rank_of, best = {}, {}, set()
     for t, scores in zip(tasks, scored):
         ranked = sorted(range(len(scores)), key=lambda j: -scores[j])

@@ -132,6 +132,8 @@ class Server:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.tests.close)
+        if hasattr(self.scorer, "close"):
+            await asyncio.to_thread(self.scorer.close)
         if self.engine is not None:
             await self.engine.close()
 

@@ -96,6 +96,11 @@ class RerankerScorer:
             raise RuntimeError(f"the reranker returned {len(scores)} scores for {len(candidates)} candidates")
         return scores
 
+    def close(self) -> None:
+        """Stop the sandbox a reranker with example feedback runs candidates in."""
+        with self._lock:
+            self.reranker.close()
+
 
 class TestRunner:
     """Runs request-carried tests in the sandbox (`sandbox.make_executor`)."""
