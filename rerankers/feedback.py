@@ -78,9 +78,9 @@ class ExampleRunner:
     and again in scoring runs once.
     """
 
-    def __init__(self, backend: str = "process", workers: int | None = None, executor=None):
+    def __init__(self, backend: str = "process", workers: int | None = None):
         self.backend, self.workers = backend, workers
-        self.executor, self._own_executor = executor, executor is None
+        self.executor = None
 
     def lines(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """One feedback line per (prompt, completion)."""
@@ -113,7 +113,7 @@ class ExampleRunner:
         return out
 
     def close(self) -> None:
-        if self.executor is not None and self._own_executor:
+        if self.executor is not None:
             self.executor.close()
             self.executor = None
 

@@ -26,6 +26,29 @@ class RerankerLoadError(UserError):
     """A reranker directory that does not load."""
 
 
+FIX = "train one with `itercode reranker train --out DIR` and pass that DIR"
+
+
+def check_reranker_dir(path, *, parse: bool = True) -> Path:
+    """Fail fast, before any sandbox run, when ``path`` cannot be a reranker directory.
+
+    Cheap checks only (no torch): the directory and its config.json exist and,
+    with ``parse``, parse. `Reranker.load` does the full check.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RerankerLoadError(f"reranker directory {path} does not exist; {FIX}")
+    config = path / "config.json"
+    if not config.exists():
+        raise RerankerLoadError(f"{path} is not a reranker directory (no config.json); {FIX}")
+    if parse:
+        try:
+            json.loads(config.read_text())
+        except (OSError, ValueError) as e:
+            raise RerankerLoadError(f"{path}/config.json does not parse ({e}); {FIX}") from e
+    return path
+
+
 def encode_candidate(tokenizer: Any, prompt: str, completion: str, max_length: int) -> list[int]:
     """Token ids of ``prompt + completion + EOS``, at most ``max_length`` long.
 
@@ -62,7 +85,7 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
-                 batch_size: int = 16, executor: Any = None):
+                 batch_size: int = 16):
         from rerankers.feedback import ExampleRunner, check_kind
 
         self.model = model
@@ -73,26 +96,19 @@ class Reranker:
         # Rerankers saved before feedback existed read the code alone.
         self.feedback = check_kind(self.meta.get("feedback", "none"))
         sandbox = self.meta.get("config", {}).get("sandbox", "process")
-        self.examples = ExampleRunner(sandbox, executor=executor) if self.feedback == "examples" else None
+        self.examples = ExampleRunner(sandbox) if self.feedback == "examples" else None
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None,
-             executor: Any = None) -> "Reranker":
+    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None) -> "Reranker":
         """Load a reranker saved by `rerankers.train.train_reranker`.
 
         A missing directory, or one that does not hold a sequence-classification
         model with one output and its tokenizer, raises `RerankerLoadError`
         naming the path and the fix. A reranker trained with example feedback
-        runs candidates on their docstring examples when it scores them, in
-        ``executor`` if given (a running sandbox), else in a sandbox of its own
-        (closed by `close`).
+        runs candidates on their docstring examples when it scores them, in a
+        sandbox of its own (stopped by `close`).
         """
-        path = Path(path)
-        fix = "train one with `itercode reranker train --out DIR` and pass that DIR"
-        if not path.is_dir():
-            raise RerankerLoadError(f"reranker directory {path} does not exist; {fix}")
-        if not (path / "config.json").exists():
-            raise RerankerLoadError(f"{path} is not a reranker directory (no config.json); {fix}")
+        path = check_reranker_dir(path, parse=False)  # a config.json that does not parse: the load error below
         meta = read_meta(path)
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -103,17 +119,17 @@ class Reranker:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32)
         except Exception as e:  # transformers raises many types for a broken checkpoint
-            raise RerankerLoadError(f"{path} does not load as a reranker ({type(e).__name__}: {e}); {fix}") from e
+            raise RerankerLoadError(f"{path} does not load as a reranker ({type(e).__name__}: {e}); {FIX}") from e
         if model.config.num_labels != 1:
             raise RerankerLoadError(
-                f"{path} holds a classifier with {model.config.num_labels} outputs, not a reward model with 1; {fix}"
+                f"{path} holds a classifier with {model.config.num_labels} outputs, not a reward model with 1; {FIX}"
             )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
         model.eval()
         max_length = int(meta.get("max_length") or getattr(model.config, "max_position_embeddings", 512) or 512)
-        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size, executor=executor)
+        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""

@@ -20,6 +20,7 @@ report says how many there were.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
@@ -93,6 +94,7 @@ def rerank_report(
     seed: int = 0,
     scores: Mapping[str, Sequence[float]] | None = None,
     examples: bool = False,
+    progress: bool = False,
 ) -> dict:
     """The pickers' numbers for one set of candidates.
 
@@ -116,7 +118,7 @@ def rerank_report(
     }
     if reranker is not None and scores is None:
         if hasattr(reranker, "score_problems"):
-            flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups])
+            flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups], progress=progress)
         else:
             flat = [reranker.score(p, [s.completion for s in ss]) for p, ss, _ in groups]
         scores = {p.task_id: sc for (p, _, _), sc in zip(groups, flat)}
@@ -130,15 +132,18 @@ def rerank_report(
     has_logprobs = any(s.mean_logprob is not None for _, ss, _ in groups for s in ss)
     report["mean_logprob_pick"] = pick_rate(groups, lambda p, ss: mean_logprob_scores(ss)) if has_logprobs else None
     if examples:
-        report["examples_logprob_pick"] = _examples_logprob_pick(groups)
+        report["examples_logprob_pick"] = _examples_logprob_pick(groups, getattr(reranker, "examples", None))
     return report
 
 
-def _examples_logprob_pick(groups) -> float:
-    """Pick rate of (share of docstring examples passed, mean log-prob), compared in that order."""
+def _examples_logprob_pick(groups, runner=None) -> float:
+    """Pick rate of (share of docstring examples passed, mean log-prob), compared in that order.
+
+    ``runner``: a running `ExampleRunner` to reuse (a feedback reranker's own), else one is made here.
+    """
     from rerankers.feedback import ExampleRunner, example_share
 
-    with ExampleRunner() as runner:
+    with contextlib.nullcontext(runner) if runner is not None else ExampleRunner() as runner:
         lines = runner.lines([p.prompt for p, ss, _ in groups for _ in ss],
                              [s.completion for _, ss, _ in groups for s in ss])
     shares = iter(example_share(line) for line in lines)
@@ -182,56 +187,33 @@ def samples_from_rows(rows: Sequence[Mapping]) -> list[Sample]:
     return out
 
 
-def check_reranker_dir(path) -> None:
-    """Fail fast, before any sandbox run, when ``path`` cannot be a reranker directory.
-
-    Cheap checks only (no torch): the directory and its config.json exist and
-    parse. `Reranker.load` does the full check later.
-    """
-    import json
-    from pathlib import Path
-
-    from rerankers.model import RerankerLoadError
-
-    path = Path(path)
-    fix = "train one with `itercode reranker train --out DIR` and pass that DIR"
-    if not path.is_dir():
-        raise RerankerLoadError(f"reranker directory {path} does not exist; {fix}")
-    config = path / "config.json"
-    if not config.exists():
-        raise RerankerLoadError(f"{path} is not a reranker directory (no config.json); {fix}")
-    try:
-        json.loads(config.read_text())
-    except (OSError, ValueError) as e:
-        raise RerankerLoadError(f"{path}/config.json does not parse ({e}); {fix}") from e
-
-
 def eval_rerank_report(problems: Sequence[Problem], rows: Sequence[Mapping], results: Sequence[Mapping],
                        reranker_dir, *, seed: int = 0, progress: bool = False) -> dict:
-    """What `itercode eval --rerank DIR` adds: the five pickers on the evaluated samples.
+    """What `itercode eval --rerank DIR` adds: every picker on the evaluated samples.
 
     ``rows`` are the samples file's rows (``mean_logprob`` is read from them
     when present); ``results`` are `evaluate_samples`' results in the same order.
     """
     from rerankers.model import Reranker
 
-    samples = samples_from_rows(rows)
     reranker = Reranker.load(reranker_dir)
-    groups = group_candidates(problems, samples, results)
     try:
-        flat = reranker.score_problems([(p, [s.completion for s in ss]) for p, ss, _ in groups], progress=progress)
+        report = rerank_report(problems, samples_from_rows(rows), results, reranker, seed=seed, examples=True,
+                               progress=progress)
     finally:
         reranker.close()
-    scores = {p.task_id: sc for (p, _, _), sc in zip(groups, flat)}
-    report = rerank_report(problems, samples, results, scores=scores, seed=seed, examples=True)
     report["reranker"] = str(reranker_dir)
     return report
 
 
+def n_label(report: Mapping) -> str:
+    """``n=16``, or ``n=8..16`` when problems have different numbers of candidates."""
+    return f"n={report['n_min']}" + (f"..{report['n_max']}" if report["n_max"] != report["n_min"] else "")
+
+
 def format_eval_rerank(report: Mapping) -> str:
     """The block `itercode eval --rerank` prints under the pass@k table."""
-    n = f"n={report['n_min']}" + (f"..{report['n_max']}" if report["n_max"] != report["n_min"] else "")
-    lines = ["", f"reranking {report['problems']} problems ({n} candidates each) with {report['reranker']}"]
+    lines = ["", f"reranking {report['problems']} problems ({n_label(report)} candidates each) with {report['reranker']}"]
     lines.append(format_report({"share": report}))
     if report.get("mean_logprob_pick") is None:
         lines.append("(mean_logprob_pick: the samples carry no mean_logprob; draw them with `itercode sample`)")

@@ -205,12 +205,10 @@ def _judge_state(pid):
 
 def start_judge(worker):
     """Have the harness start its judge now, while no candidate exists, and
-    return its fingerprint (None when the harness offers no warm judge)."""
-    if not hasattr(worker, "_start_judge"):
-        return None
-    if getattr(worker, "judge_sock", None) is None:
+    return its fingerprint (None when the judge did not settle)."""
+    if worker.judge_sock is None:
         worker._start_judge()
-    pid = getattr(worker, "judge_pid", -1)
+    pid = worker.judge_pid
     for _ in range(2000):  # until it sleeps waiting for its first job (its own setup is done)
         state = _judge_state(pid) if pid > 0 else None
         if state is None:
@@ -326,7 +324,7 @@ def handle(req, harness, worker):
         verdict = worker.run_job(job, control_fd=None)
     finally:
         _running[0] = False
-    judge = getattr(worker, "judge_pid", -1)
+    judge = worker.judge_pid
     judge_kept = False
     if worker.judge_fingerprint is not None and judge > 0:
         leftover = kill_all_but(judge)
@@ -336,8 +334,7 @@ def handle(req, harness, worker):
             worker.judge_fingerprint = None
     else:
         leftover = kill_everything()
-        if hasattr(worker, "_stop_judge"):
-            worker._stop_judge()  # it was killed with the rest
+        worker._stop_judge()  # it was killed with the rest
     if worker.judge_fingerprint is None:
         worker.judge_fingerprint = start_judge(worker)
     oom = oom_kills() > before >= 0

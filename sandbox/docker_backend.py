@@ -308,7 +308,7 @@ class SandboxContainer:
             err = bytes(self.channel.stderr).decode(errors="replace")
             self.destroy()
             raise RuntimeError(f"sandbox server in {image} did not start: {err.strip() or 'no output'}")
-        self.judge_kept: list[bool] = []  # per run: was the warm judge found intact and kept
+        self.judge_kept: bool | None = None  # the last answered run: was the warm judge found intact and kept
 
     def submit(self, job: Job, limits: Limits) -> str:
         """Queue one job in the container (it runs after those queued before); return its nonce."""
@@ -322,6 +322,7 @@ class SandboxContainer:
         Call it when the job before has answered: the job has ``timeout_s``
         from now, plus a grace period, before the container counts as wedged.
         """
+        self.judge_kept = None  # known only if this run answers
         try:
             resp = self.channel.recv(time.monotonic() + limits.timeout_s + HOST_GRACE_S)
         except socket.timeout:
@@ -341,7 +342,7 @@ class SandboxContainer:
             duration_s=float(v.get("duration_s", 0.0) or 0.0),
             stderr=str(v.get("stderr", "") or ""),
         )
-        self.judge_kept.append(bool(resp.get("judge_kept")))
+        self.judge_kept = bool(resp.get("judge_kept"))
         return verdict, list(resp.get("dirty") or [])
 
     def destroy(self) -> None:
@@ -485,8 +486,8 @@ class DockerExecutor:
                 verdict, dirty = container.receive(jobs[i], limits, nonce)
             except Exception as e:  # the socket broke, dockerd went away...
                 verdict, dirty = Verdict(jobs[i].job_id, INFRA_ERROR, stderr=f"sandbox channel failed: {e!r}"[:2000]), ["channel"]
-            if container.judge_kept:
-                self.judge_kept.append(container.judge_kept[-1])
+            if container.judge_kept is not None:
+                self.judge_kept.append(container.judge_kept)
             deliver(i, verdict)
             if dirty or broken:
                 # Replace, never reuse: the new one starts while this verdict is reported.

@@ -48,6 +48,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -540,9 +541,8 @@ def _format_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb, limit=-4))[-3000:]
 
 
-def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None) -> dict:
+def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache) -> dict:
     """Run the tests against the candidate behind the stub; return the result."""
-    entry_point = job["entry_point"]
     state = {"calls": 0, "oom": False, "ready": False}
     try:
         result = _judge_tests(job, req_fd, resp_fd, cache, state)
@@ -552,9 +552,9 @@ def judge(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None = None)
     return result
 
 
-def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None, state: dict) -> dict:
+def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state: dict) -> dict:
     entry_point = job["entry_point"]
-    prefix_code, note, units, error = (cache or SuiteCache(1)).get(job.get("trusted_prefix", ""), job["tests"], entry_point)
+    prefix_code, note, units, error = cache.get(job.get("trusted_prefix", ""), job["tests"], entry_point)
     if units is None:
         return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": error}
     ns: dict = {"__name__": "__judge__", "__builtins__": builtins}
@@ -594,11 +594,18 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache | None,
     return {"status": status, "tests_passed": passed, "tests_total": total, "message": note + first_failure}
 
 
+def _flush_stdio() -> None:
+    """Flush our stdout/stderr before a fork, so the child does not write our buffered text again."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def judge_serve(sock) -> None:
     """The long-lived judge: per job, receive the two call pipes (SCM_RIGHTS)
     and the job, judge it, answer. Runs until the socket closes."""
-    import socket
-
     cache = SuiteCache()
     fd = sock.fileno()
     while True:
@@ -697,15 +704,13 @@ class Worker:
         self._pidns_fd = -1
         self._limits_key = None
         self.scratch: list[str] = []  # dirs wiped after every run
-        self.hidepid = False
-        self._keep_fds: set[int] = set()  # fds the judge must not inherit (the host's channel)
         self.judge_pid, self.judge_sock = -1, None
         mode = config.get("namespaces", "auto")
         if mode != "off":
             self._isolate_once(required=(mode == "on"))
         if config.get("cgroup_name"):
             self._make_cgroups(config["cgroup_name"])
-        for name in config.get("preload", PRELOAD):
+        for name in PRELOAD:
             try:
                 __import__(name)
             except ImportError:
@@ -773,7 +778,6 @@ class Worker:
                 self._fail(required, f"no private /tmp ({exc})")
             try:
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-                self.hidepid = True
             except OSError as exc:
                 self.notes.append(f"no private /proc ({exc}): runs can list the host's processes")
         try:
@@ -848,8 +852,6 @@ class Worker:
             except OSError:
                 pass
 
-    remove_cgroups = close
-
     def _kill_cgroup(self, path: str) -> int:
         """SIGKILL whatever of a run is left in the slot's cgroup (not the worker or judge)."""
         killed = 0
@@ -917,15 +919,8 @@ class Worker:
 
     # -- the judge -----------------------------------------------------------
     def _start_judge(self) -> None:
-
-        import socket
-
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
+        _flush_stdio()
         pid = os.fork()
         if pid == 0:
             try:
@@ -1027,8 +1022,6 @@ class Worker:
         return verdict
 
     def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
-        import socket
-
         if self.judge_sock is not None and self._judge_gone():
             self._stop_judge()  # killed from outside (e.g. a container server's kill(-1) sweep)
         if self.judge_sock is None:
@@ -1051,11 +1044,7 @@ class Worker:
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
         cand_pid = -1
-        for stream in (sys.stdout, sys.stderr):  # nothing buffered here may leak into the run's output
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
+        _flush_stdio()  # nothing buffered here may leak into the run's output
         try:
             if self.pidns:
                 unshare(CLONE_NEWPID)  # the next child is the init of a fresh PID namespace

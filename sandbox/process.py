@@ -269,7 +269,6 @@ class ProcessExecutor:
                 "cgroup_name": f"{os.getpid()}-{instance}-{slot}" if cgroups else "",
                 "tmpfs_mb": tmpfs_mb,
             })
-        self._lock = threading.Lock()
         self._slots: list[_WorkerProc | None] = [None] * self.workers
         self._closed = False
         if cgroups and os.geteuid() == 0:

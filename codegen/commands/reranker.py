@@ -171,7 +171,8 @@ def run_score(args: argparse.Namespace) -> int:
 
     from codegen.io import write_jsonl_atomic
     from rerankers.model import Reranker
-    from rerankers.report import check_reranker_dir, format_report, rerank_report, top_index
+    from rerankers.model import check_reranker_dir
+    from rerankers.report import format_report, n_label, rerank_report, top_index
 
     check_reranker_dir(args.reranker)  # before minutes of loading problems
     problems = load_problem_specs(args.problems)
@@ -216,7 +217,6 @@ def run_score(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report))
         else:
-            print(f"problems {report['problems']}, n={report['n_min']}" +
-                  (f"..{report['n_max']}" if report["n_max"] != report["n_min"] else "") + f", reranker {args.reranker}")
+            print(f"problems {report['problems']}, {n_label(report)}, reranker {args.reranker}")
             print(format_report({"score": report}))
     return 0

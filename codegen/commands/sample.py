@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from codegen.datasets import SYNTHETIC_SPEC
 from codegen.errors import UserError
 
 HELP = "sample n completions per problem with vLLM, HF or an OpenAI-compatible server; write samples JSONL"
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH_OR_ID",
                    help="local model directory or hub id (for --backend openai: the model name the server serves)")
     p.add_argument("--problems", required=True, metavar="SPEC",
-                   help="humaneval, synthetic:reference|unlabeled|heldout, or a problems file")
+                   help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file")
     p.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write")
     p.add_argument("--backend", default=None,
                    help="vllm (default where installed), hf, or openai (needs --base-url)")
