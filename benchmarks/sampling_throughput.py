@@ -19,21 +19,10 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 5.0
 
-
-def default_model(full: bool = True) -> str:
-    """The starter model shared by the benchmarks, built once if missing."""
-    out = ROOT / ".itercode-cache" / "bench" / ("starter-full" if full else "starter-quick")
-    if not (out / "config.json").exists():
-        from codegen.starter import build_starter
-
-        print(f"building the {'full' if full else 'quick'} starter model into {out} (once)...", file=sys.stderr, flush=True)
-        build_starter(out, seed=0, quick=not full)
-    return str(out)
+from _serve_common import model_path  # noqa: E402 - this folder is on sys.path when run as a script
 
 
 def timed_generate(sampler, prompts, params) -> dict:
@@ -81,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from codegen.datasets import load_problems
     from codegen.samplers import SamplingParams, make_sampler
 
-    model = args.model or default_model(full=not args.quick_model)
+    model = model_path(args.model, full=not args.quick_model)
     prompts = [pr.prompt for pr in load_problems(args.problems)[: args.prompts]]
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p,
                             max_tokens=args.max_tokens, seed=args.seed)

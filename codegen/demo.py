@@ -86,14 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-    except UserError as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
-    if args.fresh and cfg.run_dir.exists():
-        shutil.rmtree(cfg.run_dir)
-    resumed = (cfg.run_dir / "state.json").exists()
-    started = time.monotonic()
-    try:
+        if args.fresh and cfg.run_dir.exists():
+            shutil.rmtree(cfg.run_dir)
+        resumed = (cfg.run_dir / "state.json").exists()
+        started = time.monotonic()
         run = run_itertl(cfg)
     except UserError as e:
         print(f"demo: error: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ One place decides, so the starter, the reranker and the policy trainers agree.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -27,3 +28,21 @@ def trainer_precision() -> dict:
 
         return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
     return {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` torch CPU threads (None or 0: torch's own choice), then restore.
+
+    Small models train fastest on one or two threads here: more OpenMP threads
+    spinning on shared cores made steps many times slower.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

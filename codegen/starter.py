@@ -148,18 +148,11 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
     for both to be scheduled). The directory is written elsewhere and
     renamed into place, so it is never half-written. Returns ``out_dir``.
     """
-    import torch
+    from codegen.hardware import torch_threads
 
     cfg = config or (QUICK if quick else FULL)
-    if threads is None:
-        threads = 1
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(1 if threads is None else threads):
         return _build(Path(out_dir), seed, quick, family_seed, progress, cfg, device)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _build(out_dir: Path, seed: int, quick: bool, family_seed: int, progress: bool,

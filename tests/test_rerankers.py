@@ -166,16 +166,15 @@ def test_hard_negatives_are_the_failures_ranked_highest():
 
 # ---------------------------------------------------------------- real training (TRL RewardTrainer)
 
-def _toy_pairs(count: int = 12):
-    """Problems whose passing answer adds and whose failing answers subtract or multiply."""
+def _toy_pairs(count: int = 12, good=lambda i: "+"):
+    """Problems answered with ``x + i``, ``x - i`` and ``x * i``; the one with operator ``good(i)`` passes."""
     problems, samples, results = [], [], []
     for i in range(count):
         p = _problem(i)
         problems.append(p)
-        for j, (text, ok) in enumerate([(f"    return x + {i}\n", True), (f"    return x - {i}\n", False),
-                                        (f"    return x * {i}\n", False)]):
-            sid = f"{p.task_id}#{j}"
-            samples.append(Sample(p.task_id, text, sid))
+        for j, op in enumerate("+-*"):
+            sid, ok = f"{p.task_id}#{j}", op == good(i)
+            samples.append(Sample(p.task_id, f"    return x {op} {i}\n", sid))
             results.append({"task_id": p.task_id, "sample_id": sid, "status": "passed" if ok else "failed",
                             "passed": ok})
     return problems, samples, results
@@ -214,16 +213,7 @@ def test_hard_negative_round_retrains_from_base_on_all_pairs(starter_model, tmp_
 
     # Contradictory toy data: "+" passes on even problems, "-" on odd ones. Whichever operator round 1
     # leans to, it ranks a failure first somewhere, so round 2 has mistakes to learn from.
-    problems, samples, results = [], [], []
-    for i in range(6):
-        p = _problem(i)
-        problems.append(p)
-        good = "+" if i % 2 == 0 else "-"
-        for j, op in enumerate(["+", "-", "*"]):
-            sid = f"{p.task_id}#{j}"
-            samples.append(Sample(p.task_id, f"    return x {op} {i}\n", sid))
-            results.append({"task_id": p.task_id, "sample_id": sid, "status": "passed" if op == good else "failed",
-                            "passed": op == good})
+    problems, samples, results = _toy_pairs(6, good=lambda i: "+-"[i % 2])
     seen, expected_hard = [], []
 
     def after_round(rr):

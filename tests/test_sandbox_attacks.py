@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import require_docker
+from conftest import require_docker, uid_processes
 
 from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
 
@@ -65,21 +65,6 @@ def _job(program: str, tests: str = "assert f() == 'safe'\n", entry_point: str =
 
 
 # --------------------------------------------------------------------------- host checks
-
-
-def _uid_processes(uids) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("Uid:") and int(line.split()[1]) in uids:
-                found.append(pid)
-    return found
 
 
 def _token_files(token: str) -> list[str]:
@@ -127,7 +112,7 @@ def attack(executor, job: Job, statuses: set[str], token: str = "", port: int | 
         assert c.status == PASSED, f"the concurrent canary got {c.status}: {c.stderr[:1000]}"
     uids = getattr(executor, "candidate_uids", None) or []
     if uids:
-        assert _uid_processes(uids) == [], "a process of the sandbox's candidate uids outlived its run"
+        assert uid_processes(uids) == [], "a process of the sandbox's candidate uids outlived its run"
     if token:
         assert _token_files(token) == [], "the attack left files outside its work dir"
     if port is not None:

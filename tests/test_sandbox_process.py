@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import uid_processes
 
 from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
 from sandbox import harness
@@ -227,21 +228,10 @@ def test_a_killed_worker_is_replaced_and_its_job_retried():
         assert ex._slots[0].proc.pid != victim
         uids = ex.candidate_uids
     deadline = time.monotonic() + 5  # the orphaned run dies with its worker; allow for reaping
-    while uids and _uid_processes(uids) and time.monotonic() < deadline:
+    while uids and uid_processes(uids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _uid_processes(uids) == []
+    assert uid_processes(uids) == []
 
-
-def _uid_processes(uids) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-            except OSError:
-                continue
-            found += [pid for line in lines if line.startswith("Uid:") and int(line.split()[1]) in uids]
-    return found
 
 
 def test_close_leaves_no_workers_and_no_cgroups():

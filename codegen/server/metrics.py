@@ -55,16 +55,14 @@ class _Metric:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
 
-class Counter(_Metric):
-    kind = "counter"
+class _Scalar(_Metric):
+    """One number per label set (counters and gauges)."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self._values: dict[tuple[str, ...], float] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("counters only go up")
+    def _add(self, amount: float, labels: dict) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -73,36 +71,32 @@ class Counter(_Metric):
         return self._values.get(self._key(labels), 0.0)
 
     def lines(self) -> list[str]:
-        # A counter without labels shows 0 from the start, so rates work at once.
+        # A metric without labels shows 0 from the start, so rates work at once.
         values = self._values or ({(): 0.0} if not self.labelnames else {})
         return [f"{self.name}{_labels(zip(self.labelnames, k))} {_num(v)}" for k, v in sorted(values.items())]
 
 
-class Gauge(_Metric):
-    kind = "gauge"
+class Counter(_Scalar):
+    kind = "counter"
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self._values: dict[tuple[str, ...], float] = {}
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self._add(amount, labels)
+
+
+class Gauge(_Scalar):
+    kind = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
         with self._lock:
             self._values[self._key(labels)] = float(value)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._add(amount, labels)
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def lines(self) -> list[str]:
-        values = self._values or ({(): 0.0} if not self.labelnames else {})
-        return [f"{self.name}{_labels(zip(self.labelnames, k))} {_num(v)}" for k, v in sorted(values.items())]
+        self._add(-amount, labels)
 
 
 class Histogram(_Metric):

@@ -16,8 +16,12 @@ Extension fields (send them with the openai client's ``extra_body=``):
   asserts); candidates that pass rank first. ``prefix`` is the trusted code a
   candidate continues (completions: default the prompt; chat: default none).
 
-Responses carry ``itercode``: the scorer used and every candidate with its
-rank, score, mean log-prob and sandbox verdict.
+Responses carry ``itercode``: the scorer used, ``n_candidates``,
+``tests_run`` and every candidate (``index``, ``rank`` with 0 the answer,
+``text``, ``score``, ``mean_logprob``, ``num_tokens``, ``finish_reason`` and
+``verdict``: ``status``, ``passed``, ``tests_passed``, ``tests_total``,
+``duration_s``). ``usage.completion_tokens`` counts all candidates' tokens.
+Responses are built as plain dicts in `codegen.server.app`.
 """
 from __future__ import annotations
 
@@ -170,45 +174,3 @@ class ChatCompletionRequest(_RequestBase):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-
-# ---- responses (plain dicts are built in app.py; these document the shape) ----
-
-
-class VerdictOut(BaseModel):
-    status: str
-    passed: bool
-    tests_passed: int
-    tests_total: int
-    duration_s: float
-
-
-class CandidateOut(BaseModel):
-    index: int  # order of generation
-    rank: int  # 0 = the answer
-    text: str
-    score: float | None
-    mean_logprob: float | None
-    num_tokens: int
-    finish_reason: str
-    verdict: VerdictOut | None = None
-
-
-class ItercodeInfo(BaseModel):
-    scorer: str
-    n_candidates: int
-    tests_run: bool
-    candidates: list[CandidateOut]
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int  # over all candidates: the work the request cost
-    total_tokens: int
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
