@@ -39,10 +39,14 @@ import os
 import select
 import shutil
 import signal
-import struct
 import sys
 import time
 import traceback
+
+# The harness package ships next to this file (in the image: /opt/itercode/harness).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import worker as harness  # noqa: E402 - needs the path above
+from harness.wire import take_frame, write_frame  # noqa: E402
 
 WORK = "/work"
 WIPE_DIRS = ("/work", "/tmp", "/dev/shm")
@@ -60,39 +64,26 @@ def _no_dump():
 
 
 def send(obj):
-    data = json.dumps(obj).encode()
-    os.write(1, struct.pack(">I", len(data)))
-    view = memoryview(data)
-    while view:
-        n = os.write(1, view)
-        view = view[n:]
+    write_frame(1, json.dumps(obj).encode())
 
 
-# Bytes of requests read off stdin during a run (to see end of file behind
-# them); recv() takes them first.
+# Bytes of requests read off stdin (during a run, to see end of file behind
+# them); recv() takes whole frames from here first.
 _early = bytearray()
 _running = [False]
 _checking = [False]
 
 
-def read_exact(n):
-    buf = bytes(_early[:n])
-    del _early[:n]
-    while len(buf) < n:
-        chunk = os.read(0, n - len(buf))
+def recv():
+    """The next request, or None at end of file."""
+    while True:
+        body = take_frame(_early)
+        if body is not None:
+            return json.loads(body)
+        chunk = os.read(0, 1 << 16)
         if not chunk:
             return None
-        buf += chunk
-    return buf
-
-
-def recv():
-    head = read_exact(4)
-    if head is None:
-        return None
-    (n,) = struct.unpack(">I", head)
-    body = read_exact(n)
-    return None if body is None else json.loads(body)
+        _early.extend(chunk)
 
 
 def oom_kills():
@@ -296,9 +287,6 @@ def load_worker():
     container already is the network, mount, PID and IPC namespace, and
     unshare() is refused without capabilities.
     """
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import harness  # the process backend's harness, shipped unchanged in the image
-
     # SIGINT would raise KeyboardInterrupt in the judge at whatever moment a
     # candidate chose; ignored here, it is ignored in every process forked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -76,6 +76,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Sequence
 
+from sandbox.harness.wire import encode_frame, take_frame
 from sandbox.base import INFRA_ERROR, TIMEOUT, Job, Limits, ProgressFn, Verdict
 
 BACKEND_VERSION = "docker-1"
@@ -206,19 +207,15 @@ class _Channel:
         self.stderr = bytearray()
 
     def send(self, obj) -> None:
-        data = json.dumps(obj).encode()
         self.sock.settimeout(30)
-        self.sock.sendall(struct.pack(">I", len(data)) + data)
+        self.sock.sendall(encode_frame(json.dumps(obj).encode()))
 
     def recv(self, deadline: float):
         """The next message, or None if the container closed the stream; socket.timeout at ``deadline``."""
         while True:
-            if len(self.stdout) >= 4:
-                (n,) = struct.unpack(">I", self.stdout[:4])
-                if len(self.stdout) >= 4 + n:
-                    body = bytes(self.stdout[4:4 + n])
-                    del self.stdout[:4 + n]
-                    return json.loads(body)
+            body = take_frame(self.stdout)
+            if body is not None:
+                return json.loads(body)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout("no answer from the sandbox container")

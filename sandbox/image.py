@@ -55,15 +55,13 @@ _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
 def app_files() -> dict[str, bytes]:
     """itercode's files that run inside the container: name -> content.
 
-    The fork server always; the shared harness (written for the process
-    backend) and any helper modules next to it when they exist, unchanged.
+    The container server and the shared harness package (the same files the
+    process backend runs), unchanged.
     """
     here = Path(__file__).resolve().parent
     files = {"container_server.py": (here / "container_server.py").read_bytes()}
-    for name in ("harness.py", "plaindata.py", "_harness_child.py"):
-        path = here / name
-        if path.exists():
-            files[name] = path.read_bytes()
+    for path in sorted((here / "harness").glob("*.py")):
+        files[f"harness/{path.name}"] = path.read_bytes()
     return files
 
 

@@ -84,9 +84,7 @@ import itertools
 from collections import deque
 import json
 import os
-import select
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -96,8 +94,11 @@ from pathlib import Path
 from typing import Sequence
 
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict
+from sandbox.harness.wire import read_frame, write_frame
 
-HARNESS = Path(__file__).with_name("harness.py")
+SANDBOX_DIR = str(Path(__file__).resolve().parent)
+# The worker runs the harness package from this directory, in isolated mode (-I).
+WORKER_MAIN = f"import sys; sys.path.insert(0, {SANDBOX_DIR!r}); from harness.worker import main; sys.exit(main())"
 VERSION = "process-1"
 # Jobs queued in each worker ahead of the one running, so it never waits for the host.
 PIPELINE = 2
@@ -106,38 +107,13 @@ CGROUP_ROOTS = ("/sys/fs/cgroup/memory/itercode", "/sys/fs/cgroup/pids/itercode"
 _instances = itertools.count()
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                raise TimeoutError
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
 def _read_frame(fd: int, deadline: float | None) -> dict | None:
-    head = _read_exact(fd, 4, deadline)
-    if head is None:
-        return None
-    (n,) = struct.unpack(">I", head)
-    body = _read_exact(fd, n, deadline)
+    body = read_frame(fd, deadline=deadline)
     return None if body is None else json.loads(body)
 
 
 def _write_frame(fd: int, obj: dict) -> None:
-    data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    write_frame(fd, json.dumps(obj).encode())
 
 
 def sweep_stale_cgroups() -> None:
@@ -181,7 +157,7 @@ class _WorkerProc:
         self.slot = slot
         self.config = config
         self.proc = subprocess.Popen(
-            [python, "-I", str(HARNESS), "--config", json.dumps(config)],
+            [python, "-I", "-c", WORKER_MAIN, "--config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
         )
         self.wfd = self.proc.stdin.fileno()

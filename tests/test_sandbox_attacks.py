@@ -35,7 +35,7 @@ DECOY_SECRET = "decoy-" + uuid.uuid4().hex
 os.environ["ITERCODE_DECOY_SECRET"] = DECOY_SECRET
 
 LIMITS = Limits(timeout_s=2.5, memory_mb=512, max_processes=32, max_file_mb=16, max_open_files=64, max_output_kb=16)
-HARNESS = Path(__file__).resolve().parents[1] / "sandbox" / "harness.py"
+HARNESS = Path(__file__).resolve().parents[1] / "sandbox" / "harness"  # the package
 SITE_PACKAGES = Path(shutil.__file__).parent  # the stdlib dir; site-packages of the venv below
 VENV_SITE = Path(pytest.__file__).resolve().parents[1]
 NOT_PASSED = {FAILED, ERROR, TIMEOUT, OOM}
@@ -95,7 +95,10 @@ def _listening_ports() -> set[int]:
 
 
 def _harness_hash() -> str:
-    return hashlib.sha256(HARNESS.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for path in sorted(HARNESS.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 HARNESS_HASH = _harness_hash()
@@ -543,7 +546,7 @@ def test_two_runs_bind_one_port(backend):
 
 def test_overwrite_site_packages_and_harness(backend):
     token = uuid.uuid4().hex
-    targets = [str(HARNESS), str(VENV_SITE / "pytest" / "__init__.py"), str(SITE_PACKAGES / "os.py"),
+    targets = [str(HARNESS / "judge.py"), str(VENV_SITE / "pytest" / "__init__.py"), str(SITE_PACKAGES / "os.py"),
                str(VENV_SITE / f"evil-{token}.pth"), str(HARNESS.parent / f"evil-{token}.py")]
     prog = f"""
     def f():

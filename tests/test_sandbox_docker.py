@@ -87,7 +87,7 @@ def test_image_is_built_offline_minimal_and_unprivileged(client):
     assert info["uid"] == 65534
     assert not info["shadow"] and "root:x:0:0" in info["passwd"] and len(info["passwd"].splitlines()) == 2
     assert not info["site"]
-    assert {"container_server.py", "harness.py"} <= set(info["harness"])
+    assert {"container_server.py", "harness"} <= set(info["harness"])
     assert "home" not in info["root_entries"] and "root" not in info["root_entries"]
 
 
@@ -97,7 +97,7 @@ def test_image_tag_follows_content(tmp_path):
     layout = image.PythonLayout.of_running_interpreter()
     files = image.app_files()
     a = image.image_tag(layout, files)
-    b = image.image_tag(layout, dict(files, **{"harness.py": files["harness.py"] + b"\n# changed\n"}))
+    b = image.image_tag(layout, dict(files, **{"harness/judge.py": files["harness/judge.py"] + b"\n# changed\n"}))
     assert a != b and a == image.image_tag(layout, files)
 
 

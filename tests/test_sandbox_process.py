@@ -12,7 +12,7 @@ import pytest
 from conftest import uid_processes
 
 from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
-from sandbox import harness
+from sandbox.harness import plaindata, wire
 from sandbox.process import CGROUP_ROOTS, ProcessExecutor, sweep_stale_cgroups
 
 FAST = Limits(timeout_s=2.0, memory_mb=512, max_processes=32, max_output_kb=8)
@@ -39,19 +39,19 @@ def run1(executor, program, tests, entry_point="f", prefix="", limits=FAST):
     [{"k": (1.0, b"z")}, {frozenset({1}): {2.5}}],
 ])
 def test_codec_round_trip(value):
-    back = harness.loads(harness.dumps(value))
+    back = plaindata.loads(plaindata.dumps(value))
     assert back == value and type(back) is type(value)
 
 
 def test_codec_nan_and_bool_int_distinction():
-    assert math.isnan(harness.loads(harness.dumps(float("nan"))))
-    assert [type(x) for x in harness.loads(harness.dumps([True, 1, 1.0]))] == [bool, int, float]
+    assert math.isnan(plaindata.loads(plaindata.dumps(float("nan"))))
+    assert [type(x) for x in plaindata.loads(plaindata.dumps([True, 1, 1.0]))] == [bool, int, float]
 
 
 def test_iterators_cross_as_iterators_over_their_items():
-    back = harness.loads(harness.dumps(map(str, range(3))))
+    back = plaindata.loads(plaindata.dumps(map(str, range(3))))
     assert not isinstance(back, list) and list(back) == ["0", "1", "2"]
-    assert harness.loads(harness.dumps(range(1, 10, 3))) == range(1, 10, 3)
+    assert plaindata.loads(plaindata.dumps(range(1, 10, 3))) == range(1, 10, 3)
 
 
 def test_a_returned_generator_behaves_as_in_process(executor):
@@ -62,22 +62,22 @@ def test_a_returned_generator_behaves_as_in_process(executor):
 
 @pytest.mark.parametrize("value", [object(), len, type("Int", (int,), {})(3), [1, {2: object()}]])
 def test_codec_refuses_what_is_not_plain_data(value):
-    with pytest.raises(harness.NotPlainData):
-        harness.dumps(value)
+    with pytest.raises(plaindata.NotPlainData):
+        plaindata.dumps(value)
 
 
 @pytest.mark.parametrize("raw", [b"{", b'{"x": 1}', b'{"t": 5}', b'{"d": [[1]]}', b'{"b": "zz"}', b"[" * 100000 + b"]" * 100000,
                                  b'{"t": [1], "s": [2]}', b"\xff\xfe"])
 def test_codec_decodes_defensively(raw):
     with pytest.raises(ValueError):
-        harness.loads(raw)
+        plaindata.loads(raw)
 
 
 def test_frames_over_the_cap_are_refused():
     r, w = os.pipe()
-    harness.write_frame(w, b"x" * 1000)
-    with pytest.raises(harness.FrameTooLarge):
-        harness.read_frame(r, 100)
+    wire.write_frame(w, b"x" * 1000)
+    with pytest.raises(wire.FrameTooLarge):
+        wire.read_frame(r, 100)
     os.close(r)
     os.close(w)
 
