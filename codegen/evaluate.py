@@ -90,6 +90,7 @@ def _verdict_dict(v: Verdict) -> dict:
         "tests_total": v.tests_total,
         "duration_s": v.duration_s,
         "stderr": v.stderr,
+        **({"provoked": True} if v.provoked else {}),
     }
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol, Sequence
 
-# Verdict statuses. `infra_error` means the sandbox failed, not the program:
-# evaluation retries it and training masks it; it is never a silent failure.
+# Verdict statuses. `infra_error` means the host failed, not the program
+# (no worker, no daemon, no image, a dirty slot before the run): evaluation
+# retries it and training masks it; it is never a silent failure. Whatever a
+# run can provoke (its judge crashing, a clean-up that fails after it) is that
+# run's `error`, with `provoked` set (see `confirmed_provoked`).
 PASSED = "passed"
 FAILED = "failed"
 ERROR = "error"
@@ -59,6 +62,10 @@ class Verdict:
     tests_total: int = 0
     duration_s: float = 0.0
     stderr: str = ""
+    # An error the sandbox attributes to the run: the sandbox broke after the
+    # run started (judge or server crash, failed clean-up), and broke again
+    # when the job ran once more on a fresh worker.
+    provoked: bool = False
 
     @property
     def passed(self) -> bool:
@@ -71,6 +78,13 @@ class Verdict:
 
 
 ProgressFn = Callable[[Verdict], None]
+
+
+def confirmed_provoked(job_id: str, reason: str, duration_s: float = 0.0) -> Verdict:
+    """The verdict of a job that broke the sandbox twice, on two fresh workers:
+    the run's own ``error``, never an ``infra_error`` that training would mask."""
+    return Verdict(job_id, ERROR, duration_s=duration_s, provoked=True,
+                   stderr=f"{reason}\n(the same happened again on a fresh worker: counted as the run's own error)")
 
 
 class Executor(Protocol):

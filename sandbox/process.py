@@ -80,6 +80,7 @@ has RLIMIT_AS) and no sweep of setsid escapees without a PID namespace.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
 import json
@@ -93,7 +94,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict
+from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
+from sandbox.harness.worker import SAFE_ENV
 from sandbox.harness.wire import read_frame, write_frame
 
 SANDBOX_DIR = str(Path(__file__).resolve().parent)
@@ -116,38 +118,61 @@ def _write_frame(fd: int, obj: dict) -> None:
     write_frame(fd, json.dumps(obj).encode())
 
 
+@functools.lru_cache(maxsize=None)
+def visible_paths() -> tuple[str, ...]:
+    """The host paths a run may see, read-only, in its minimal root: the same
+    parts of this interpreter that the Docker image holds (its standard
+    library, its executable, the directories of the shared libraries they
+    load) and the loader's cache. Nothing else of the host: not the project,
+    not site-packages, not any file of problems, results or verdicts."""
+    from sandbox.image import PythonLayout, shared_libraries
+
+    layout = PythonLayout.of_running_interpreter()
+    dynload = sorted((layout.stdlib / "lib-dynload").glob("*.so"))
+    libs = shared_libraries([layout.executable, *dynload])
+    lib_dirs = {str(lib.parent) for lib in libs} | {str(lib.resolve().parent) for lib in libs}
+    return (str(layout.stdlib), str(layout.executable), *sorted(lib_dirs), "/etc/ld.so.cache")
+
+
+def remove_cgroups(name: str) -> None:
+    """Kill what is left in one slot's cgroups and remove them (a worker
+    cannot: after its chroot the parent groups are out of its sight)."""
+    for root in CGROUP_ROOTS:
+        path = os.path.join(root, name)
+        for _ in range(20):
+            try:
+                pids = Path(path, "cgroup.procs").read_text().split()
+            except OSError:
+                break
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def sweep_stale_cgroups() -> None:
     """Remove cgroups left by workers that died without cleaning up (a
     SIGKILLed itercode), killing anything still inside them."""
+    names = set()
     for root in CGROUP_ROOTS:
         try:
-            names = os.listdir(root)
+            names.update(os.listdir(root))
         except OSError:
             continue
-        for name in names:
-            parts = name.split("-")
-            if len(parts) != 3 or not all(p.isdigit() for p in parts):
-                continue  # not a name this module makes
-            if Path(f"/proc/{parts[0]}").exists():
-                continue  # its itercode process is alive
-            path = os.path.join(root, name)
-            for _ in range(20):
-                try:
-                    pids = Path(path, "cgroup.procs").read_text().split()
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except OSError:
-                        pass
-                time.sleep(0.02)
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+    for name in names:
+        parts = name.split("-")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            continue  # not a name this module makes
+        if not Path(f"/proc/{parts[0]}").exists():  # its itercode process is gone
+            remove_cgroups(name)
 
 
 class _WorkerProc:
@@ -159,6 +184,7 @@ class _WorkerProc:
         self.proc = subprocess.Popen(
             [python, "-I", "-c", WORKER_MAIN, "--config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
+            env=SAFE_ENV,  # the caller's environment (its secrets) never enters the worker's memory
         )
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()
@@ -191,6 +217,7 @@ class _WorkerProc:
             self.proc.stdout.close()
         except OSError:
             pass
+        self.remove_cgroups()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -200,14 +227,11 @@ class _WorkerProc:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
-        # A worker killed mid-run leaves its run's cgroup to sweep.
-        for root in CGROUP_ROOTS:
-            path = os.path.join(root, self.config.get("cgroup_name", "-"))
-            try:
-                for pid in Path(path, "cgroup.procs").read_text().split():
-                    os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+        self.remove_cgroups()
+
+    def remove_cgroups(self) -> None:
+        if self.config.get("cgroup_name"):
+            remove_cgroups(self.config["cgroup_name"])
 
 
 class ProcessExecutor:
@@ -244,6 +268,7 @@ class ProcessExecutor:
                 "namespaces": namespaces,
                 "cgroup_name": f"{os.getpid()}-{instance}-{slot}" if cgroups else "",
                 "tmpfs_mb": tmpfs_mb,
+                "root": list(visible_paths()) if namespaces != "off" else [],
             })
         self._slots: list[_WorkerProc | None] = [None] * self.workers
         self._closed = False
@@ -267,7 +292,11 @@ class ProcessExecutor:
 
     def _drive(self, slot: int, jobs: list[Job], limits: Limits, take, deliver) -> None:
         """Feed one worker: keep PIPELINE jobs queued in it so it never waits
-        for the host; a worker that fails is restarted and its jobs retried once."""
+        for the host. The oldest job in flight is the one running; the others
+        have not started. A job whose run broke the sandbox (the worker asks
+        to be retired, or dies) runs once more on a fresh worker: a second
+        break is the run's own error (``provoked``), a host fault twice is
+        ``infra_error``."""
         inflight: deque[tuple[int, int]] = deque()  # (job index, attempt)
         retry: deque[tuple[int, int]] = deque()
         lim = asdict(limits)
@@ -286,14 +315,17 @@ class ProcessExecutor:
                     frame = asdict(jobs[item[0]])
                     frame["job_id"], frame["limits"] = str(item[0]), lim
                     worker.send(frame)
-                except (OSError, RuntimeError) as exc:
-                    self._fail_slot(slot, inflight, retry, deliver, jobs, exc)
+                except (OSError, RuntimeError) as exc:  # the host's fault: no job ran
+                    inflight.pop()
+                    self._retire(slot, inflight, retry)
+                    self._again_or(retry, deliver, jobs, item, Verdict(
+                        jobs[item[0]].job_id, INFRA_ERROR, stderr=f"sandbox worker failed: {type(exc).__name__}: {exc}"))
                     break
             if not inflight:
                 if retry:
                     continue
                 return
-            index, _ = inflight[0]
+            index, attempt = inflight.popleft()
             try:
                 worker = self._slots[slot]
                 if worker is None:
@@ -302,27 +334,41 @@ class ProcessExecutor:
                 if reply.get("job_id") != str(index):
                     raise ValueError(f"sandbox worker answered job {reply.get('job_id')!r}, expected {index}")
             except (OSError, EOFError, TimeoutError, RuntimeError, ValueError) as exc:
-                self._fail_slot(slot, inflight, retry, deliver, jobs, exc)
+                # The worker died or wedged during the run: maybe the run's doing.
+                self._retire(slot, inflight, retry)
+                reason = f"the sandbox worker failed during the run: {type(exc).__name__}: {exc}"
+                self._again_or(retry, deliver, jobs, (index, attempt),
+                               confirmed_provoked(jobs[index].job_id, reason, limits.timeout_s))
                 continue
-            inflight.popleft()
-            deliver(index, Verdict(job_id=jobs[index].job_id, status=reply["status"],
-                                   tests_passed=reply.get("tests_passed", 0), tests_total=reply.get("tests_total", 0),
-                                   duration_s=reply.get("duration_s", 0.0), stderr=reply.get("stderr", "")))
+            verdict = Verdict(job_id=jobs[index].job_id, status=reply["status"],
+                              tests_passed=reply.get("tests_passed", 0), tests_total=reply.get("tests_total", 0),
+                              duration_s=reply.get("duration_s", 0.0), stderr=reply.get("stderr", ""))
+            if reply.get("retire"):
+                self._retire(slot, inflight, retry)
+                if reply.get("provoked"):
+                    verdict = confirmed_provoked(verdict.job_id, reply["provoked"], verdict.duration_s)
+                self._again_or(retry, deliver, jobs, (index, attempt), verdict)
+                continue
+            deliver(index, verdict)
         for index, _ in inflight:
             deliver(index, Verdict(job_id=jobs[index].job_id, status=INFRA_ERROR, stderr="the executor was closed"))
 
-    def _fail_slot(self, slot, inflight, retry, deliver, jobs, exc) -> None:
+    def _retire(self, slot: int, inflight: deque, retry: deque) -> None:
+        """Replace the slot's worker; the jobs queued in it never started and go back, attempts unchanged."""
         worker = self._slots[slot]
         if worker is not None:
             worker.kill()
         self._slots[slot] = None
-        for index, attempt in inflight:
-            if attempt == 0 and not self._closed:
-                retry.append((index, 1))
-            else:
-                deliver(index, Verdict(job_id=jobs[index].job_id, status=INFRA_ERROR,
-                                       stderr=f"sandbox worker failed: {type(exc).__name__}: {exc}"))
+        retry.extendleft(reversed(inflight))
         inflight.clear()
+
+    def _again_or(self, retry: deque, deliver, jobs, item: tuple[int, int], final: Verdict) -> None:
+        """Run the job once more on a fresh worker, or, on its second try, deliver ``final``."""
+        index, attempt = item
+        if attempt == 0 and not self._closed:
+            retry.appendleft((index, 1))
+        else:
+            deliver(index, final)
 
     def run(self, jobs: Sequence[Job], limits: Limits = Limits(), on_verdict: ProgressFn | None = None) -> list[Verdict]:
         """Run every job; verdicts come back in job order. ``on_verdict`` is

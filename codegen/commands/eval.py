@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         "pass_at_k": table,
         "status_counts": {s: statuses.get(s, 0) for s in ("passed", "failed", "error", "timeout", "oom", "infra_error")},
         "infra_errors": statuses.get("infra_error", 0),
+        # errors the sandbox attributed to the run after a crash or failed clean-up (confirmed on a fresh worker)
+        "provoked_errors": sum(1 for r in results if r.get("provoked")),
         "cached": sum(r["cached"] for r in results),
         "backend": args.backend,
         "backend_version": str(getattr(executor, "version", "")),
@@ -244,6 +246,9 @@ def format_summary(s: dict, skipped: list[int]) -> str:
             f"infra_error {s['infra_errors']} sample(s): the sandbox failed twice on them (not the program); "
             "they count as not passed here; run again to retry them"
         )
+    if s["provoked_errors"]:
+        lines.append(f"provoked  {s['provoked_errors']} error(s) broke the sandbox (a crash or a failed clean-up, "
+                     "twice, on fresh workers): counted as the programs' own errors")
     lines.append(f"cache     {s['cached']} of {s['samples']} verdicts reused" + (" (--no-cache to re-run)" if s["cached"] else ""))
     lines.append(f"results   {s['results_file']}  ({s['seconds']:.1f} s)")
     lines.append("")

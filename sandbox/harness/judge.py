@@ -197,7 +197,8 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state:
     entry_point = job["entry_point"]
     prefix_code, note, units, error = cache.get(job.get("trusted_prefix", ""), job["tests"], entry_point)
     if units is None:
-        return {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "message": error}
+        # The problem's own fault, the same for every candidate: an error, not the host's.
+        return {"status": ERROR, "tests_passed": 0, "tests_total": 0, "message": error}
     ns: dict = {"__name__": "__judge__", "__builtins__": builtins}
     if prefix_code is not None:
         try:
@@ -221,7 +222,8 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state:
             return {"status": OOM, "tests_passed": passed, "tests_total": total,
                     "message": note + "MemoryError in the candidate"}
         except UnsupportedArgument as exc:
-            return {"status": INFRA_ERROR, "tests_passed": passed, "tests_total": total, "message": note + str(exc)}
+            # A limit of the judge/candidate split, the same for every candidate of this problem.
+            return {"status": ERROR, "tests_passed": passed, "tests_total": total, "message": note + str(exc)}
         except BaseException as exc:  # noqa: BLE001 - any failure of the tests' code
             if not first_failure:
                 first_failure = _format_failure(exc)
