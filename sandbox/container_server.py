@@ -133,10 +133,10 @@ def kill_everything():
 
 
 def kill_all_but(spare):
-    """SIGKILL every process but this one and ``spare``; reap them; return how many there were."""
-    leftover = len([p for p in other_pids() if p != spare])
+    """SIGKILL every process but this one and the ``spare`` pids; reap them; return how many there were."""
+    leftover = len([p for p in other_pids() if p not in spare])
     for _ in range(1000):
-        pids = [p for p in other_pids() if p != spare]
+        pids = [p for p in other_pids() if p not in spare]
         if not pids:
             break
         for pid in pids:
@@ -194,13 +194,10 @@ def _judge_state(pid):
     }
 
 
-def start_judge(worker):
-    """Have the harness start its judge now, while no candidate exists, and
-    return its fingerprint (None when the judge did not settle)."""
-    if worker.judge_sock is None:
-        worker._start_judge()
-    pid = worker.judge_pid
-    for _ in range(2000):  # until it sleeps waiting for its first job (its own setup is done)
+def settled_fingerprint(pid):
+    """Wait until ``pid`` sleeps waiting for work (its own setup is done) and
+    return ``(pid, fingerprint)``; None when it did not settle."""
+    for _ in range(2000):
         state = _judge_state(pid) if pid > 0 else None
         if state is None:
             return None
@@ -210,8 +207,16 @@ def start_judge(worker):
     return None
 
 
-def judge_intact(pid, known):
-    """True when ``pid`` is the judge recorded in ``known`` and looks exactly as it did then."""
+def start_judge(worker):
+    """Have the harness start its judge now, while no candidate exists, and
+    return its fingerprint (None when the judge did not settle)."""
+    if worker.judge_sock is None:
+        worker._start_judge()
+    return settled_fingerprint(worker.judge_pid)
+
+
+def intact(pid, known):
+    """True when ``pid`` is the process recorded in ``known`` and looks exactly as it did then."""
     if known is None or pid != known[0]:
         return False  # the harness replaced it during the run: start a clean one
     deadline = time.monotonic() + 0.5  # having answered, it may take a moment (a busy host) to wait again
@@ -291,6 +296,10 @@ def load_worker():
     # candidate chose; ignored here, it is ignored in every process forked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": ""})
+    # The candidate zygote (forked in Worker(), before any request was read)
+    # shares the candidate's uid here: like the judge, it must look after
+    # every run exactly as it does now, or the container is not reused.
+    worker.zygote_fingerprint = settled_fingerprint(worker.zygote.pid)
     worker.judge_fingerprint = start_judge(worker)
     return harness, worker
 
@@ -312,39 +321,35 @@ def handle(req, harness, worker):
         verdict = worker.run_job(job, control_fd=None)
     finally:
         _running[0] = False
-    judge = worker.judge_pid
-    judge_kept = False
-    if worker.judge_fingerprint is not None and judge > 0:
-        leftover = kill_all_but(judge)
-        judge_kept = judge_intact(judge, worker.judge_fingerprint)
-        if not judge_kept:
-            worker._stop_judge()
-            worker.judge_fingerprint = None
-    else:
-        leftover = kill_everything()
-        worker._stop_judge()  # it was killed with the rest
-    if worker.judge_fingerprint is None:
+    judge, zygote = worker.judge_pid, worker.zygote.pid
+    judge_ok = worker.judge_fingerprint is not None and judge > 0
+    leftover = kill_all_but({zygote, judge} if judge_ok else {zygote})
+    judge_kept = judge_ok and intact(judge, worker.judge_fingerprint)
+    if not judge_kept:
+        worker._stop_judge()
         worker.judge_fingerprint = start_judge(worker)
     oom = oom_kills() > before >= 0
-    status = verdict.get("status")
     dirty = []
-    if status == harness.INFRA_ERROR and "died without a verdict" in verdict.get("stderr", ""):
-        # Inside one container the candidate and the judge share a uid, so
-        # the candidate can SIGKILL the judge (e.g. kill(-1, 9)); nothing
-        # else here kills it. That is the program's doing, not the sandbox's.
-        verdict["status"] = harness.OOM if oom else harness.ERROR
-        verdict["stderr"] = "the candidate killed the test process\n" + verdict.get("stderr", "")
-        dirty.append("test process killed")
-    elif oom and status != harness.PASSED:
+    if verdict.get("provoked"):
+        # Inside one container the candidate shares the judge's and the
+        # zygote's uid, so it can kill them (e.g. kill(-1, 9)): the run broke
+        # its sandbox. The backend confirms that on a fresh container.
+        dirty.append("provoked: " + verdict["provoked"][:200])
+    elif oom and verdict.get("status") != harness.PASSED:
         verdict["status"] = harness.OOM
     if verdict["status"] in (harness.TIMEOUT, harness.OOM, harness.INFRA_ERROR):
         dirty.append("status " + verdict["status"])
     if oom:
         dirty.append("cgroup oom kill")
+    if not intact(zygote, worker.zygote_fingerprint):
+        dirty.append("the candidate zygote was touched")
     if leftover:
         dirty.append("%d process(es) outlived the run" % leftover)
     dirty += ipc_leftovers()
-    dirty += ["not wiped: " + f for f in wipe()]
+    not_wiped = wipe()
+    if not_wiped and not verdict.get("provoked"):
+        verdict["provoked"] = "the clean-up after the run failed: " + "; ".join(not_wiped[:3])
+    dirty += ["not wiped: " + f for f in not_wiped]
     verdict.setdefault("duration_s", time.monotonic() - started)
     return {"nonce": nonce, "verdict": verdict, "dirty": dirty, "judge_kept": judge_kept}
 
@@ -436,11 +441,11 @@ def main():
             return
         try:
             resp = handle(req, harness, worker)
-        except Exception:
+        except Exception:  # after a run started: the backend confirms on a fresh container
             kill_everything()
-            wipe()
+            reason = "the container server failed: " + traceback.format_exc()[-STDERR_KEEP:]
             resp = {"nonce": req.get("nonce"), "dirty": ["server error"],
-                    "verdict": {"status": "infra_error", "stderr": traceback.format_exc()[-STDERR_KEEP:]}}
+                    "verdict": {"status": "error", "provoked": reason, "stderr": reason}}
         send(resp)
         if resp["dirty"]:
             # Never run another job here; the backend replaces this container

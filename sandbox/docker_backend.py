@@ -77,7 +77,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from sandbox.harness.wire import encode_frame, take_frame
-from sandbox.base import INFRA_ERROR, TIMEOUT, Job, Limits, ProgressFn, Verdict
+from sandbox.base import INFRA_ERROR, TIMEOUT, Job, Limits, ProgressFn, Verdict, confirmed_provoked
 
 BACKEND_VERSION = "docker-1"
 LABEL = "itercode.sandbox"
@@ -313,8 +313,10 @@ class SandboxContainer:
         self.channel.send({"job": asdict(job), "limits": asdict(limits), "nonce": nonce})
         return nonce
 
-    def receive(self, job: Job, limits: Limits, nonce: str) -> tuple[Verdict, list[str]]:
-        """The verdict of the oldest queued job, and why the container is dirty (empty: reusable).
+    def receive(self, job: Job, limits: Limits, nonce: str) -> tuple[Verdict, list[str], str]:
+        """The verdict of the oldest queued job, why the container is dirty
+        (empty: reusable), and, when the run may have broken its sandbox,
+        why (the caller confirms that on a fresh container).
 
         Call it when the job before has answered: the job has ``timeout_s``
         from now, plus a grace period, before the container counts as wedged.
@@ -324,12 +326,13 @@ class SandboxContainer:
             resp = self.channel.recv(time.monotonic() + limits.timeout_s + HOST_GRACE_S)
         except socket.timeout:
             return Verdict(job.job_id, TIMEOUT, duration_s=limits.timeout_s,
-                           stderr="the sandbox container did not answer in time; it was replaced"), ["no answer"]
+                           stderr="the sandbox container did not answer in time; it was replaced"), ["no answer"], ""
         if resp is None:
             err = bytes(self.channel.stderr).decode(errors="replace")[-1000:]
-            return Verdict(job.job_id, INFRA_ERROR, stderr=f"sandbox container exited during the run {err}".strip()), ["exited"]
+            reason = f"the sandbox container exited during the run {err}".strip()
+            return Verdict(job.job_id, INFRA_ERROR, stderr=reason), ["exited"], reason
         if resp.get("nonce") != nonce:
-            return Verdict(job.job_id, INFRA_ERROR, stderr="sandbox answer without the request's nonce"), ["bad nonce"]
+            return Verdict(job.job_id, INFRA_ERROR, stderr="sandbox answer without the request's nonce"), ["bad nonce"], ""
         v = resp["verdict"]
         verdict = Verdict(
             job_id=job.job_id,
@@ -340,7 +343,7 @@ class SandboxContainer:
             stderr=str(v.get("stderr", "") or ""),
         )
         self.judge_kept = bool(resp.get("judge_kept"))
-        return verdict, list(resp.get("dirty") or [])
+        return verdict, list(resp.get("dirty") or []), str(v.get("provoked") or "")
 
     def destroy(self) -> None:
         """Close the channel (the server exits on EOF) and force-remove the container."""
@@ -432,19 +435,20 @@ class DockerExecutor:
             if self._slots[i] is None:
                 self._slots[i] = self._spawn(limits)
 
-    def _drive(self, slot: int, jobs: list[Job], limits: Limits, todo: queue.SimpleQueue, deliver, stop) -> None:
+    def _drive(self, slot: int, jobs: list[Job], limits: Limits, todo: queue.SimpleQueue, deliver, stop,
+               attempts: list[int]) -> None:
         """Feed one container: keep up to PIPELINE jobs queued in it, so it never
         waits for the host between runs. When a run leaves the container dirty,
         the container is replaced and the jobs queued behind it (which never
         started: the server stops after a dirty run) go back to ``todo``."""
         inflight: deque[tuple[int, str]] = deque()  # (job index, nonce), oldest first
         try:
-            self._feed(slot, jobs, limits, todo, deliver, stop, inflight)
+            self._feed(slot, jobs, limits, todo, deliver, stop, inflight, attempts)
         finally:
             if inflight:  # stopped early: requests queued in the container must never answer a later run
                 self._replace(slot, ["abandoned"], limits)
 
-    def _feed(self, slot, jobs, limits, todo, deliver, stop, inflight) -> None:
+    def _feed(self, slot, jobs, limits, todo, deliver, stop, inflight, attempts) -> None:
         container: SandboxContainer | None = None
         while not stop.is_set():
             if container is None:
@@ -480,12 +484,17 @@ class DockerExecutor:
                 return
             i, nonce = inflight.popleft()
             try:
-                verdict, dirty = container.receive(jobs[i], limits, nonce)
+                verdict, dirty, provoked = container.receive(jobs[i], limits, nonce)
             except Exception as e:  # the socket broke, dockerd went away...
-                verdict, dirty = Verdict(jobs[i].job_id, INFRA_ERROR, stderr=f"sandbox channel failed: {e!r}"[:2000]), ["channel"]
+                verdict, dirty, provoked = Verdict(jobs[i].job_id, INFRA_ERROR,
+                                                   stderr=f"sandbox channel failed: {e!r}"[:2000]), ["channel"], ""
             if container.judge_kept is not None:
                 self.judge_kept.append(container.judge_kept)
-            deliver(i, verdict)
+            if provoked and not attempts[i]:
+                attempts[i] = 1
+                todo.put(i)  # once more, on another (clean) container, to confirm
+            else:
+                deliver(i, confirmed_provoked(jobs[i].job_id, provoked, verdict.duration_s) if provoked else verdict)
             if dirty or broken:
                 # Replace, never reuse: the new one starts while this verdict is reported.
                 self._replace(slot, dirty + broken, limits)
@@ -520,6 +529,7 @@ class DockerExecutor:
         for i, job in enumerate(jobs):
             todo.put(i)
         results: list[Verdict | None] = [None] * len(jobs)
+        attempts = [0] * len(jobs)  # a run that broke its sandbox runs once more to confirm
         report = threading.Lock()
         failure: list[BaseException] = []
         stop = threading.Event()
@@ -532,7 +542,7 @@ class DockerExecutor:
 
         def worker(slot: int) -> None:
             try:
-                self._drive(slot, jobs, limits, todo, deliver, stop)
+                self._drive(slot, jobs, limits, todo, deliver, stop, attempts)
             except BaseException as e:  # e.g. an on_verdict that raised
                 failure.append(e)
                 stop.set()

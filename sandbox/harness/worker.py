@@ -110,6 +110,7 @@ class Worker:
                                     guarded_host=self.iso.readonly and bool(self.iso.cgroups),
                                     seccomp_bpf=bytes.fromhex(config.get("seccomp_bpf", "")))
         self.judge_pid, self.judge_sock = -1, None
+        self._own_workdir = False
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
         self.zygote = Zygote(self.setup, self.iso.pidns_fd)  # before any job reaches this process
@@ -201,11 +202,13 @@ class Worker:
         if self.judge_sock is None:
             self._start_judge()
         self.iso.apply_limits(limits)
+        self._own_workdir = False
         if limits.get("_workdir"):  # the caller made (and cleans) the run's directory
             return limits["_workdir"]
         if not self.iso.scratch:  # no private /tmp: a fresh directory per run, removed afterwards
             import tempfile
 
+            self._own_workdir = True
             workdir = tempfile.mkdtemp(prefix="itercode-run-")
             if self.candidate_uid is not None:
                 os.chown(workdir, self.candidate_uid, self.candidate_uid)
@@ -316,7 +319,7 @@ class Worker:
 
         failed: list[str] = []
         if workdir not in self.iso.scratch:
-            if not self.iso.scratch and not workdir.startswith("/work"):
+            if self._own_workdir:
                 shutil.rmtree(workdir, onerror=lambda f, p, e: failed.append(p))
             return failed
         for top in self.iso.scratch:
