@@ -81,6 +81,7 @@ has RLIMIT_AS) and no sweep of setsid escapees without a PID namespace.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 from collections import deque
 import json
@@ -122,16 +123,32 @@ def _write_frame(fd: int, obj: dict) -> None:
 def visible_paths() -> tuple[str, ...]:
     """The host paths a run may see, read-only, in its minimal root: the same
     parts of this interpreter that the Docker image holds (its standard
-    library, its executable, the directories of the shared libraries they
-    load) and the loader's cache. Nothing else of the host: not the project,
-    not site-packages, not any file of problems, results or verdicts."""
+    library, its executable, the shared library files they load) and the
+    loader's cache. Nothing else of the host: not the project, not
+    site-packages, not any file of problems, results or verdicts.
+
+    ``ldd`` over the standard library's extension modules takes a second, so
+    the answer is kept on disk, keyed by the interpreter."""
     from sandbox.image import PythonLayout, shared_libraries
 
     layout = PythonLayout.of_running_interpreter()
+    key = hashlib.sha256(f"{layout.executable}:{layout.executable.stat().st_mtime_ns}:{layout.stdlib}".encode())
+    store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "itercode" / f"root-{key.hexdigest()[:16]}.json"
+    try:
+        return tuple(json.loads(store.read_text()))
+    except (OSError, ValueError):
+        pass
     dynload = sorted((layout.stdlib / "lib-dynload").glob("*.so"))
-    libs = shared_libraries([layout.executable, *dynload])
-    lib_dirs = {str(lib.parent) for lib in libs} | {str(lib.resolve().parent) for lib in libs}
-    return (str(layout.stdlib), str(layout.executable), *sorted(lib_dirs), "/etc/ld.so.cache")
+    libs = {str(lib) for lib in shared_libraries([layout.executable, *dynload])}
+    paths = (str(layout.stdlib), str(layout.executable), *sorted(libs), "/etc/ld.so.cache")
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(paths))
+        os.replace(tmp, store)
+    except OSError:
+        pass  # computed again next time
+    return paths
 
 
 def remove_cgroups(name: str) -> None:

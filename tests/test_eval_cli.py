@@ -225,16 +225,16 @@ def _marker_processes(marker: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
 def test_signal_mid_run_stops_cleanly(tmp_path, cache_dir, sig):
-    marker = f"{os.getpid() % 1000}{sig.value}.{int(time.time()) % 1000:03d}"  # a unique `sleep` argument
+    marker = f"itercode-marker-{os.getpid() % 1000}{sig.value}.{int(time.time()) % 1000:03d}"  # a unique argument
     problems = tmp_path / "problems.jsonl"
     # Distinct tests per problem: identical jobs would share one run.
     write_jsonl_atomic(problems, [{"task_id": f"slow/{i}", "prompt": "def f(x):\n", "code_prefix": "def f(x):\n",
                                    "tests": f"def check(candidate):\n    assert candidate({i}) == {i}\n", "entry_point": "f"}
                                   for i in range(30)])
     completion = (
-        "    import subprocess, time\n"
+        "    import subprocess, sys, time\n"
         "    try:\n"
-        f"        subprocess.Popen(['sleep', '{marker}'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
+        f"        subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
         "                         stderr=subprocess.DEVNULL)  # a child that would outlive a careless stop\n"
         "    except Exception:\n"
         "        pass\n"
@@ -255,6 +255,10 @@ def test_signal_mid_run_stops_cleanly(tmp_path, cache_dir, sig):
         assert results.read_text().count("\n") >= 2, "the run never got going"
         family = _descendants(proc.pid)
         assert family, "the sandbox runs in child processes"
+        seen = time.monotonic() + 5
+        while not _marker_processes(marker) and time.monotonic() < seen:
+            time.sleep(0.05)
+        assert _marker_processes(marker), "the candidates could not start their children"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:

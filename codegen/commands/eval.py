@@ -246,7 +246,7 @@ def format_summary(s: dict, skipped: list[int]) -> str:
             f"infra_error {s['infra_errors']} sample(s): the sandbox failed twice on them (not the program); "
             "they count as not passed here; run again to retry them"
         )
-    if s["provoked_errors"]:
+    if s.get("provoked_errors"):
         lines.append(f"provoked  {s['provoked_errors']} error(s) broke the sandbox (a crash or a failed clean-up, "
                      "twice, on fresh workers): counted as the programs' own errors")
     lines.append(f"cache     {s['cached']} of {s['samples']} verdicts reused" + (" (--no-cache to re-run)" if s["cached"] else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from .kernel import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MS_BIND,
@@ -89,8 +90,11 @@ class Isolation:
         for link in MERGED_USR_LINKS:  # /lib -> usr/lib and friends, as on the host
             if os.path.islink(link):
                 os.symlink(os.readlink(link), new + link)
-        for path in root:
-            self._bind(path, new + os.path.realpath(path), hide=("site-packages", "dist-packages"))
+        for path in root:  # directories (the stdlib) and single files (the interpreter, its libraries)
+            real = os.path.realpath(path)
+            self._bind(real, new + real, hide=("site-packages", "dist-packages"))
+            _link(new, path, real)
+        _link(new, sys.executable, os.path.realpath(sys.executable))  # a venv's python: the same name works
         for name in DEVICES:
             self._bind(f"/dev/{name}", f"{new}/dev/{name}", writable=True)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
@@ -210,6 +214,21 @@ class Isolation:
     def describe(self) -> dict:
         return {"netns": self.netns, "mountns": self.mountns, "pidns": self.pidns, "readonly_host": self.readonly,
                 "minimal_root": self.minimal_root, "cgroups": sorted(self.cgroups), "notes": self.notes}
+
+
+def _link(new: str, name: str, real: str) -> None:
+    """Make ``name`` lead to ``real`` inside the new root, as on the host
+    (a library's soname link, a venv's python), unless something is there."""
+    if not name or name == real or not os.path.exists(new + real) or os.path.lexists(new + name):
+        return
+    parent = os.path.realpath(os.path.dirname(new + name))  # through /lib64 -> usr/lib64 and friends
+    if not parent.startswith(new + "/"):
+        return
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.symlink(real, os.path.join(parent, os.path.basename(name)))
+    except OSError:
+        pass  # already there
 
 
 def _mkfile(path: str):
