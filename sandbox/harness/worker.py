@@ -19,7 +19,7 @@ import sys
 import time
 
 from .candidate import _CappedStream, candidate_main
-from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve
+from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve, solution_imports
 from .kernel import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
                      MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_DUMPABLE,
                      PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, mount,
@@ -444,7 +444,9 @@ class Worker:
             os.close(resp_w)
             os.close(out_w)
             req_r = resp_w = out_w = -1
-            judge_job = json.dumps({k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}).encode()
+            judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
+            judge_job["solution_imports"] = solution_imports(job["program"], job["tests"])  # modules the tests may use
+            judge_job = json.dumps(judge_job).encode()
             for attempt in range(2):
                 try:
                     socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
