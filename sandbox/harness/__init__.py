@@ -6,6 +6,8 @@ backend ships the same package into its image. The parts, by role:
 
 - ``wire``: length-prefixed frames, the one wire format.
 - ``plaindata``: how arguments and results cross as plain data.
+- ``stdlib_values``: the decoders of the standard library's value types
+  (and the snapshot a returned ``re.Match`` becomes).
 - ``kernel``: namespaces, mounts, prctl and rlimits through libc.
 - ``candidate``: the process that runs the model's program and serves calls.
 - ``judge``: the process that runs the problem's prefix and tests against a stub.

