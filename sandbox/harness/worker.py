@@ -22,8 +22,8 @@ from .candidate import _CappedStream, candidate_main
 from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve
 from .kernel import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
                      MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_DUMPABLE,
-                     PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, mount,
-                     mount_setattr_recursive, move_fds, prctl, set_rlimit, setns, unshare)
+                     PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, install_seccomp, libc,
+                     mount, mount_setattr_recursive, move_fds, prctl, seccomp_from_config, set_rlimit, setns, unshare)
 from .wire import MAX_CONTROL_FRAME, FrameTooLarge, read_frame, write_frame
 
 HARNESS_VERSION = "2"
@@ -63,7 +63,9 @@ class Worker:
     slot (int), candidate_uid / judge_uid (int, used when running as root),
     namespaces ("auto" | "on" | "off"), cgroup_name (str: cgroup v1 group
     under memory/ and pids/ to create for this slot, "" for none),
-    tmpfs_mb (size of the private /tmp and /dev/shm each).
+    tmpfs_mb (size of the private /tmp and /dev/shm each),
+    seccomp ({"bpf": hex, "about": str}: the syscall filter every candidate
+    installs last, from sandbox/syscall_filter.py; see kernel.seccomp_from_config).
     """
 
     def __init__(self, config: dict):
@@ -104,6 +106,7 @@ class Worker:
         for name in ("unshare", "setns", "mount", "prctl", "syscall"):
             getattr(libc(), name)
         self._devnull = os.open("/dev/null", os.O_RDWR)
+        self.seccomp_bpf, self.seccomp = seccomp_from_config(config.get("seccomp"))
         # The run's stdout/stderr objects, made once: a fork gets its own copy.
         self._budget = [0]
         self._streams = (_CappedStream(1, self._budget), _CappedStream(2, self._budget))
@@ -290,7 +293,8 @@ class Worker:
         return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, "netns": self.netns,
                 "mountns": self.mountns, "pidns": self.pidns, "readonly_host": self.readonly,
                 "cgroups": sorted(self.cgroups), "candidate_uid": self.candidate_uid,
-                "judge_uid": self.judge_uid, "notes": self.notes, "version": HARNESS_VERSION}
+                "judge_uid": self.judge_uid, "seccomp": self.seccomp, "notes": self.notes,
+                "version": HARNESS_VERSION}
 
     # -- the judge -----------------------------------------------------------
     def _start_judge(self) -> None:
@@ -380,6 +384,8 @@ class Worker:
         self._budget[0] = limits["max_output_kb"] << 10
         sys.stdout = sys.__stdout__ = self._streams[0]
         sys.stderr = sys.__stderr__ = self._streams[1]
+        if self.seccomp_bpf:  # last: the setup above needs calls the filter refuses (unshare)
+            install_seccomp(self.seccomp_bpf)
         return 3, 4
 
     def run_job(self, job: dict, control_fd: int | None = None) -> dict:
