@@ -283,19 +283,20 @@ def _make_writable(top):
         pass
 
 
-def load_worker():
+def load_worker(seccomp=None):
     """The shared harness's warm worker, created once in this process (PID 1).
 
     The worker runs here, not in a child, because PID 1 is the one process a
     candidate cannot kill: the harness forks the judge and the candidate from
     it per job, exactly as in the process backend. Namespaces are off: the
     container already is the network, mount, PID and IPC namespace, and
-    unshare() is refused without capabilities.
+    unshare() is refused without capabilities. ``seccomp`` is the syscall
+    filter for candidates ({"bpf": hex, "about": str}, built by the backend).
     """
     # SIGINT would raise KeyboardInterrupt in the judge at whatever moment a
     # candidate chose; ignored here, it is ignored in every process forked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": ""})
+    worker = harness.Worker({"slot": 0, "namespaces": "off", "cgroup_name": "", "seccomp": seccomp})
     # The candidate zygote (forked in Worker(), before any request was read)
     # shares the candidate's uid here: like the judge, it must look after
     # every run exactly as it does now, or the container is not reused.
@@ -423,17 +424,25 @@ def die_with_backend():
         pass  # then the backend's absence is noticed at the next read, after the run
 
 
+def seccomp_arg(argv):
+    """The candidates' syscall filter from ``--seccomp JSON`` on the command
+    line (the backend puts it there; an image's own CMD has none)."""
+    if "--seccomp" in argv[:-1]:
+        return json.loads(argv[argv.index("--seccomp") + 1])
+    return {"about": "the container was started without --seccomp"}
+
+
 def main():
     _no_dump()  # inherited by every process the harness forks
     die_with_backend()
     os.umask(0o077)
     try:
-        harness, worker = load_worker()
+        harness, worker = load_worker(seccomp_arg(sys.argv[1:]))
     except Exception:
         send({"ready": False, "error": traceback.format_exc()[-STDERR_KEEP:]})
         return
     send({"ready": True, "python": sys.version.split()[0], "pid": os.getpid(), "uid": os.getuid(),
-          "harness": getattr(harness, "HARNESS_VERSION", "?")})
+          "harness": getattr(harness, "HARNESS_VERSION", "?"), "isolation": worker.describe()})
     while True:
         req = recv()
         if req is None:  # the backend closed our stdin: it is gone or done

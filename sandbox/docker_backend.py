@@ -13,6 +13,22 @@ What it covers
   sized for the candidate's limit, the tmpfs mounts and the test side),
   size-capped tmpfs mounts as the work directory, /tmp and /dev/shm, and a
   CPU quota (one CPU by default). Docker's default seccomp profile stays on.
+* On top of Docker's profile (filters stack; a syscall must pass both), each
+  candidate installs itercode's own seccomp filter (sandbox/syscall_filter.py,
+  built on the host with libseccomp and passed to the server as
+  ``--seccomp``) as the last step of its setup. Refused with EPERM:
+  ``socket`` and ``socketpair`` of every family (Docker's profile allows
+  most; ``network_mode=none`` leaves unix and netlink sockets), ``ptrace``,
+  ``process_vm_readv``/``writev``, ``process_madvise``, ``pidfd_getfd``,
+  ``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*`` flag, ``mount``,
+  ``umount2``, ``pivot_root``, ``chroot`` and the new mount API, ``bpf``,
+  ``perf_event_open``, ``keyctl``, ``add_key``, ``request_key``,
+  ``userfaultfd``, ``io_uring_*``, module and kexec loading,
+  ``open_by_handle_at``, ``name_to_handle_at``, ``syslog``, ``acct``, swap,
+  ``reboot``, ``quotactl``, ``lookup_dcookie``; ``clone3`` gets ENOSYS (libc
+  falls back to ``clone``); a syscall of another ABI kills the process.
+  ``DockerExecutor.isolation["seccomp"]`` (the harness's report, known once
+  a container started) says "on: ..." or "off: why".
 * The image holds only a Python interpreter and its standard library, built
   offline from the host's own Python (``sandbox/image.py``): no shells, no
   site-packages, no /etc/shadow, nothing of the host's files. ``image=`` (or
@@ -49,6 +65,8 @@ What it covers
 
 What it does not cover
 ----------------------
+* Both seccomp filters are deny lists; programs that need a socket fail
+  (``asyncio`` event loops, ``multiprocessing.Pipe()``: PermissionError).
 * It shares the host kernel: a kernel exploit escapes any container. Use a
   VM-backed runtime (gVisor, Kata) through dockerd's configuration for that;
   nothing here depends on runc.
@@ -78,6 +96,7 @@ from typing import Sequence
 
 from sandbox.harness.wire import encode_frame, take_frame
 from sandbox.base import INFRA_ERROR, TIMEOUT, Job, Limits, ProgressFn, Verdict, confirmed_provoked
+from sandbox.syscall_filter import candidate_filter, filter_tag
 
 BACKEND_VERSION = "docker-1"
 LABEL = "itercode.sandbox"
@@ -305,6 +324,7 @@ class SandboxContainer:
             err = bytes(self.channel.stderr).decode(errors="replace")
             self.destroy()
             raise RuntimeError(f"sandbox server in {image} did not start: {err.strip() or 'no output'}")
+        self.isolation = hello.get("isolation") or {}  # the harness worker's report (describe())
         self.judge_kept: bool | None = None  # the last answered run: was the warm judge found intact and kept
 
     def submit(self, job: Job, limits: Limits) -> str:
@@ -386,8 +406,11 @@ class DockerExecutor:
             self.image = image_mod.ensure_image(self.client, progress=progress)
         else:
             raise DockerUnavailable("no sandbox image: run `itercode sandbox build-image` first")
-        self.command = [image_mod.python_in(self.image), "-I", "-S", f"{image_mod.APP_DIR}/container_server.py"]
-        self.version = f"{BACKEND_VERSION}/{self.image}"
+        bpf, about = candidate_filter()
+        seccomp = json.dumps({"bpf": bpf.hex() if bpf else "", "about": about})
+        self.command = [image_mod.python_in(self.image), "-I", "-S", f"{image_mod.APP_DIR}/container_server.py",
+                        "--seccomp", seccomp]
+        self.version = f"{BACKEND_VERSION}/{self.image}/{filter_tag()}"
         self._limits: Limits | None = None
         self._slots: list[Future | None] = [None] * self.workers
         self._live: set[str] = set()
@@ -396,6 +419,7 @@ class DockerExecutor:
         self.replaced = 0  # containers retired as dirty (for tests and reports)
         self.reasons: list[str] = []
         self.judge_kept: list[bool] = []  # per answered run, in answer order (for tests and reports)
+        self.isolation: dict = {}  # the latest container's harness report (seccomp included), once one started
         self._closed = False
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first (SIGKILL: see the module docstring).
@@ -408,6 +432,7 @@ class DockerExecutor:
             c = SandboxContainer(self.client, self.image, self.command, limits, self.cpus)
             with self._lock:
                 self._live.add(c.id)
+                self.isolation = c.isolation
             return c
 
         return self._spawner.submit(make)

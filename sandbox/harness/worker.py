@@ -30,7 +30,7 @@ from .candidate import MAX_PROGRAM, SETUP_FAILED, CandidateSetup
 from .isolation import Isolation
 from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve, solution_imports
 from .kernel import (PR_SET_DUMPABLE, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, move_fds, prctl,
-                     set_rlimit)
+                     seccomp_from_config, set_rlimit)
 from .wire import MAX_CONTROL_FRAME, FrameTooLarge, encode_frame, read_frame, write_frame
 from .zygote import Zygote
 
@@ -77,7 +77,9 @@ class Worker:
     namespaces ("auto" | "on" | "off"), root (host paths a run may see; see
     isolation.py), cgroup_name (str: cgroup v1 group under memory/ and pids/
     to create for this slot, "" for none), tmpfs_mb (size of the private
-    /tmp and /dev/shm each), seccomp_bpf (hex: a syscall filter for candidates).
+    /tmp and /dev/shm each), seccomp ({"bpf": hex, "about": str}: the syscall
+    filter every candidate installs last, from sandbox/syscall_filter.py;
+    see kernel.seccomp_from_config).
     """
 
     def __init__(self, config: dict):
@@ -106,9 +108,9 @@ class Worker:
                 pass
         for name in ("unshare", "setns", "mount", "prctl", "syscall"):
             getattr(libc(), name)
+        seccomp_bpf, self.seccomp = seccomp_from_config(config.get("seccomp"))
         self.setup = CandidateSetup(self.candidate_uid, self.iso.pidns, bool(self.iso.cgroups),
-                                    guarded_host=self.iso.readonly and bool(self.iso.cgroups),
-                                    seccomp_bpf=bytes.fromhex(config.get("seccomp_bpf", "")))
+                                    guarded_host=self.iso.readonly and bool(self.iso.cgroups), seccomp_bpf=seccomp_bpf)
         self.judge_pid, self.judge_sock = -1, None
         self._own_workdir = False
         gc.collect()
@@ -118,7 +120,7 @@ class Worker:
     def describe(self) -> dict:
         return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, **self.iso.describe(),
                 "candidate_uid": self.candidate_uid, "judge_uid": self.judge_uid,
-                "zygote": True, "version": HARNESS_VERSION}
+                "seccomp": self.seccomp, "zygote": True, "version": HARNESS_VERSION}
 
     def close(self) -> None:
         """Stop the judge and the zygote and kill what is left in the slot's
