@@ -530,26 +530,26 @@ class Worker:
             text = text[:cap] + "\n[truncated]"
         return {"status": status, "tests_passed": passed, "tests_total": total, "stderr": text}
 
-    def _wipe(self) -> None:
+    def _wipe(self) -> list[str]:
         """Remove everything the run left in its work dir and /dev/shm (all
-        its processes are dead by now, so nothing races the removal)."""
-        import shutil
+        its processes are dead by now, so nothing races the removal); return
+        what could not be removed ([] = clean). Any tree a run can make is
+        handled (see harness/wipe.py); a non-empty answer means this worker
+        must not take another job."""
+        from .wipe import empty_dir, remove_tree  # local: keeps this hunk apart from the imports
 
         if not self.scratch or self._workdir not in self.scratch:
-            if self._own_workdir:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-            return
+            # A caller's directory is the caller's to clean; our own temp dir
+            # goes, even if the run replaced it with a symlink.
+            return remove_tree(self._workdir) if self._own_workdir else []
+        failed = []
         for top in self.scratch:
-            with os.scandir(top) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        try:
-                            os.unlink(entry.path)
-                        except FileNotFoundError:
-                            pass
-            os.chmod(top, 0o700 if self.candidate_uid is not None else 0o1777)
+            failed += empty_dir(top)
+            try:  # the run owns its tops and may have changed their mode
+                os.chmod(top, 0o700 if self.candidate_uid is not None else 0o1777)
+            except OSError as exc:
+                failed.append(f"{top} (chmod: {exc.strerror})")
+        return failed
 
     def _judge_reply(self, deadline: float) -> dict | None:
         """Read the judge's answer for the current job (None: no answer by the deadline)."""
