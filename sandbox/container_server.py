@@ -37,7 +37,6 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import sys
 import time
@@ -46,6 +45,7 @@ import traceback
 # The harness package ships next to this file (in the image: /opt/itercode/harness).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import worker as harness  # noqa: E402 - needs the path above
+from harness.wipe import empty_dir, is_empty  # noqa: E402
 from harness.wire import take_frame, write_frame  # noqa: E402
 
 WORK = "/work"
@@ -248,39 +248,19 @@ def ipc_leftovers():
 
 
 def wipe():
-    """Empty the writable directories; return what could not be removed."""
+    """Empty the writable directories; return what could not be removed.
+
+    Never raises: a run can leave any tree (deep, wide, unreadable, special
+    files; see harness/wipe.py), and whatever goes wrong here, however
+    unexpected, is reported as "not wiped", which makes the container dirty
+    (replaced), never a crash of this server."""
     failed = []
     for top in WIPE_DIRS:
         try:
-            names = os.listdir(top)
-        except OSError:
-            continue
-        for name in names:
-            path = os.path.join(top, name)
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    _make_writable(path)
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            except OSError as e:
-                failed.append("%s (%s)" % (path, e.strerror))
+            failed += empty_dir(top)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            failed.append("%s (the wipe failed: %s: %s)" % (top, type(e).__name__, e))
     return failed
-
-
-def _make_writable(top):
-    # A candidate can chmod its own directories to 000; it owns them, and so
-    # does the server (same uid), so the server can chmod them back.
-    for root, dirs, _ in os.walk(top):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(root, d), 0o700)
-            except OSError:
-                pass
-    try:
-        os.chmod(top, 0o700)
-    except OSError:
-        pass
 
 
 def load_worker(seccomp=None):
@@ -308,6 +288,9 @@ def load_worker(seccomp=None):
 def handle(req, harness, worker):
     """Run one job through the harness; clean up; return the response."""
     job, nonce = dict(req["job"]), req["nonce"]
+    if not all(is_empty(d) for d in WIPE_DIRS):  # a container takes a job only when clean: the host's fault
+        return {"nonce": nonce, "dirty": ["not clean before the run"], "judge_kept": False,
+                "verdict": {"status": harness.INFRA_ERROR, "stderr": "the sandbox container was not clean before the run"}}
     started = time.monotonic()
     before = oom_kills()
     workdir = os.path.join(WORK, "run")

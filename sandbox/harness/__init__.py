@@ -12,6 +12,7 @@ backend ships the same package into its image. The parts, by role:
 - ``candidate``: the process that runs the model's program and serves calls.
 - ``judge``: the process that runs the problem's prefix and tests against a stub.
 - ``worker``: one warm slot: isolation, the judge, one run at a time.
+- ``wipe``: emptying a run's writable directories, whatever tree it left.
 
 The tests never run in the candidate's process, and the candidate never holds
 them: see each module's docstring for what it covers.

@@ -31,6 +31,7 @@ from .isolation import Isolation
 from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve, solution_imports
 from .kernel import (PR_SET_DUMPABLE, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, move_fds, prctl,
                      seccomp_from_config, set_rlimit)
+from .wipe import empty_dir, is_empty, remove_tree
 from .wire import MAX_CONTROL_FRAME, FrameTooLarge, encode_frame, read_frame, write_frame
 from .zygote import Zygote
 
@@ -215,9 +216,8 @@ class Worker:
             if self.candidate_uid is not None:
                 os.chown(workdir, self.candidate_uid, self.candidate_uid)
             return workdir
-        left = [f"{top}/{name}" for top in self.iso.scratch for name in os.listdir(top)]
-        if left:  # a worker takes a job only when clean
-            raise HostFault(f"the scratch dirs were not clean before the run: {left[:3]}")
+        if not all(is_empty(top) for top in self.iso.scratch):  # a worker takes a job only when clean
+            raise HostFault(f"the scratch dirs {self.iso.scratch} were not clean before the run")
         return self.iso.scratch[0]
 
     def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
@@ -317,25 +317,19 @@ class Worker:
     def _wipe(self, workdir: str) -> list[str]:
         """Remove everything the run left in its work dir and /dev/shm (all
         its processes are dead by now, so nothing races the removal); return
-        what could not be removed."""
-        import shutil
-
-        failed: list[str] = []
+        what could not be removed ([] = clean). Any tree a run can make is
+        handled (see wipe.py); a non-empty answer retires this worker."""
         if workdir not in self.iso.scratch:
-            if self._own_workdir:
-                shutil.rmtree(workdir, onerror=lambda f, p, e: failed.append(p))
-            return failed
+            # A caller's directory is the caller's to clean; our own temp dir
+            # goes, even if the run replaced it with a symlink.
+            return remove_tree(workdir) if self._own_workdir else []
+        failed = []
         for top in self.iso.scratch:
-            try:
-                with os.scandir(top) as entries:
-                    for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
-                            shutil.rmtree(entry.path, onerror=lambda f, p, e: failed.append(p))
-                        else:
-                            os.unlink(entry.path)
+            failed += empty_dir(top)
+            try:  # the run owns its tops and may have changed their mode
                 os.chmod(top, 0o700 if self.candidate_uid is not None else 0o1777)
-            except Exception as exc:  # noqa: BLE001 - anything here leaves the worker unclean
-                failed.append(f"{top}: {exc!r}")
+            except OSError as exc:
+                failed.append(f"{top} (chmod: {exc.strerror})")
         return failed
 
     def _judge_reply(self, deadline: float) -> dict | None:
