@@ -6,7 +6,7 @@ overridden from the command line, checked in one place.
 Every field has a default, so a YAML file names only what it changes. An
 override is ``key=value``; the value is read as YAML (``eval_ks=[1,5]``,
 ``max_problems=null``, ``learning_rate=3e-4``). pydantic checks the types
-(strictly: ``rounds: yes`` is not 1); `validate` holds the rules between
+(strictly: ``rounds: yes`` is not 1); `broken_rules` holds the rules between
 values. Every error is reported at once, each naming the key and the fix.
 Sampling, sandbox and engine defaults come from their owners
 (`SamplingParams`, `Limits`, the backend registries), not from here.
@@ -243,13 +243,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> ITERTLCon
     if errors:
         raise UserError("invalid ITERTL config: " + "; ".join(errors))
     return cfg
-
-
-def validate(cfg: ITERTLConfig) -> None:
-    """Raise one UserError listing each broken rule and its fix."""
-    errors = broken_rules(cfg)
-    if errors:
-        raise UserError("invalid ITERTL config: " + "; ".join(errors))
 
 
 def broken_rules(cfg: ITERTLConfig) -> list[str]:

@@ -190,7 +190,7 @@ def train_rounds(
             (final / "rounds").mkdir()
             for rr in out_rounds[:-1]:
                 target = final / "rounds" / rr.path.name
-                rr.path.rename(target)
+                rr.path.rename(target)  # a move inside the unpublished staging dir; replace_dir publishes it
                 rr.path = out / "rounds" / rr.path.name
         meta_path = final / "reranker.json"
         meta = json.loads(meta_path.read_text())
