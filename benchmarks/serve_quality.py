@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _serve_common import ITERCODE, Served, model_path  # noqa: E402
 from codegen.doctests import example_tests  # noqa: E402
+from codegen.samplers import LOCAL_BACKENDS, SamplingParams  # noqa: E402
 
 async def ask_all(base: str, bodies: list[dict], concurrency: int, timeout_s: float) -> list[dict]:
     """POST every body to /v1/completions (``concurrency`` at a time); the JSON answers in order."""
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model to serve (default: the full starter, built once)")
     p.add_argument("--quick-starter", action="store_true", help="without --model, use the quick starter (weak, seconds)")
     p.add_argument("--reranker", default=None, help="a trained reranker directory: adds the reranker row")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
+    p.add_argument("--backend", default=LOCAL_BACKENDS[0], choices=LOCAL_BACKENDS)
     p.add_argument("--n-candidates", type=int, default=8)
     p.add_argument("--problems", type=int, default=100, help="first N held-out problems")
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=float, default=SamplingParams.temperature)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=8)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for pr, a in zip(problems, answers["logprob"]):
         for c in a["itercode"]["candidates"]:
             samples.append(Sample(task_id=pr.task_id, completion=c["text"], sample_id=f"{pr.task_id}#cand{c['index']}"))
-    results = evaluate_samples(problems, samples, limits=Limits(timeout_s=5), cache=False, progress=True)
+    results = evaluate_samples(problems, samples, limits=Limits(), cache=False, progress=True)
     passed = {r["sample_id"]: r["passed"] for r in results}
 
     def rate(arm: str) -> float:

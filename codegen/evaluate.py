@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
+from sandbox import DEFAULT_BACKEND
 from sandbox.base import INFRA_ERROR, Executor, Job, Limits, Verdict
 
 ResultFn = Callable[[int, dict], None]  # (sample index, result)
@@ -98,7 +99,7 @@ def evaluate_samples(
     problems: Sequence[Problem],
     samples: Sequence[Sample],
     *,
-    backend: str = "process",
+    backend: str = DEFAULT_BACKEND,
     workers: int | None = None,
     limits: Limits = Limits(),
     cache: bool = True,

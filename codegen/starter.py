@@ -21,14 +21,14 @@ Design choices that matter downstream:
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from codegen.io import atomic_dir, publish_dir, write_json_atomic
 
 EOS = "<|endoftext|>"
 
@@ -232,27 +232,11 @@ def _build(out_dir: Path, seed: int, quick: bool, family_seed: int, progress: bo
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "train_seconds": round(time.time() - started, 1),
     }
-    _save_atomically(out_dir, model, tokenizer, info)
-    return out_dir
-
-
-def _save_atomically(out_dir: Path, model, tokenizer, info: dict) -> None:
-    """Write into a sibling temp dir, then swap it into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # a reader never sees half a model
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "starter_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.rename(out_dir, old / "model")
-        os.rename(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / "starter_info.json", info)
+    return out_dir
 
 
 def build_key(seed: int = 0, quick: bool = False, family_seed: int = 0) -> str:
@@ -294,11 +278,7 @@ def cached_starter(cache_root, seed: int = 0, quick: bool = False, *, family_see
     staging = Path(tempfile.mkdtemp(prefix=".build.", dir=root))
     try:
         built = build_starter(staging / "model", seed=seed, quick=quick, family_seed=family_seed, progress=progress)
-        try:
-            os.rename(built, final)
-        except OSError:  # another process published first: theirs is the same model
-            if not (final / "starter_info.json").exists():
-                raise
+        publish_dir(built, final)  # if another process published first, theirs is the same model
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

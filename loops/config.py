@@ -1,210 +1,252 @@
-"""The ITERTL loop's configuration: one dataclass, read from YAML, overridden
-from the command line, checked in one place.
+"""The ITERTL loop's configuration: one pydantic model, read from YAML,
+overridden from the command line, checked in one place.
 
     cfg = load_config("configs/demo.yaml", ["rounds=2", "sampler=hf"])
 
 Every field has a default, so a YAML file names only what it changes. An
 override is ``key=value``; the value is read as YAML (``eval_ks=[1,5]``,
-``max_problems=null``, ``learning_rate=3e-4``). Every rule lives in
-`validate`, and every error names the rule and the fix.
+``max_problems=null``, ``learning_rate=3e-4``). pydantic checks the types
+(strictly: ``rounds: yes`` is not 1); `broken_rules` holds the rules between
+values. Every error is reported at once, each naming the key and the fix.
+Sampling, sandbox and engine defaults come from their owners
+(`SamplingParams`, `Limits`, the backend registries), not from here.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError, field_validator
 
 from codegen.errors import UserError
+from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox.base import Limits
 
-SAMPLERS = ("vllm", "hf")
-EXECUTORS = ("process", "docker")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # Keys a resumed run may change: they do not alter work already finished.
 RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads"})
 
 
-@dataclass
-class ITERTLConfig:
+def _whole_number(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v  # 2.0 steps are 2 steps
+
+
+def _number_text(v: Any) -> Any:
+    # YAML 1.1 reads "5e-4" (no dot) as a string; accept it as the number it is.
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass  # pydantic reports it
+    return v
+
+
+def _text(v: Any) -> Any:
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v  # name: 2024
+
+
+# Strict types (a bool is not a number, a number is not a bool) with the few
+# conversions YAML makes necessary.
+Int = Annotated[int, BeforeValidator(_whole_number)]
+Float = Annotated[float, BeforeValidator(_number_text)]
+Text = Annotated[str, BeforeValidator(_text)]
+
+
+class ITERTLConfig(BaseModel):
     """Everything one ITERTL run needs. See configs/demo.yaml for a commented example."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     # --- the run
-    name: str = "itertl"  # the run directory is <runs_dir>/<name>
-    runs_dir: str = "runs"
-    seed: int = 0
-    rounds: int = 3  # self-training rounds after round 0 (the base model's evaluation)
-    base_model: str = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
-    starter_quick: bool = False  # the seconds-scale starter (tests only)
+    name: Text = "itertl"  # the run directory is <runs_dir>/<name>
+    runs_dir: Text = "runs"
+    seed: Int = 0
+    rounds: Int = 3  # self-training rounds after round 0 (the base model's evaluation)
+    base_model: Text = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
+    starter_quick: StrictBool = False  # the seconds-scale starter (tests only)
 
     # --- data (any spec codegen.datasets.load_problems accepts)
-    unlabeled: str = "synthetic:unlabeled"  # the problems the model samples and learns from
-    reference: str = "synthetic:reference"  # labelled problems: replay data and a forgetting probe
-    heldout: str = "synthetic:heldout"  # never trained on: the headline score
-    max_problems: int | None = None  # cap each split (quick runs); None = all
+    unlabeled: Text = "synthetic:unlabeled"  # the problems the model samples and learns from
+    reference: Text = "synthetic:reference"  # labelled problems: replay data and a forgetting probe
+    heldout: Text = "synthetic:heldout"  # never trained on: the headline score
+    max_problems: Int | None = None  # cap each split (quick runs); None = all
 
     # --- sampling the unlabeled problems
-    sampler: str = "vllm"  # vllm (default) or hf (the fallback)
-    n_samples: int = 16
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 128
-    vllm_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE for the CPU build
+    sampler: Text = LOCAL_BACKENDS[0]  # vllm (default) or hf (the fallback)
+    n_samples: Int = 16
+    temperature: Float = SamplingParams.temperature
+    top_p: Float = SamplingParams.top_p
+    max_tokens: Int = 128  # the loop's own: the synthetic functions are short (SamplingParams' is for any code)
+    vllm_kv_cache_gb: Int = 1  # VLLM_CPU_KVCACHE_SPACE for the CPU build
 
     # --- selection
-    keep_per_problem: int = 4  # cap on distinct passing completions kept per problem
+    keep_per_problem: Int = 4  # cap on distinct passing completions kept per problem
 
     # --- training (TRL SFTTrainer, a fresh warmup each round)
-    replay_share: float = 0.25  # share of each round's training set drawn from the reference data
-    train_steps: int = 100  # optimizer steps per round
-    batch_size: int = 16
-    learning_rate: float = 5e-4
-    round_lr_decay: float = 1.0  # peak learning rate of round k = learning_rate * round_lr_decay**(k-1)
-    warmup_ratio: float = 0.1  # re-warm at the start of every round
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = 512
-    train_threads: int | None = 1  # torch CPU threads while training; None = torch's default (one per core)
+    replay_share: Float = 0.25  # share of each round's training set drawn from the reference data
+    train_steps: Int = 100  # optimizer steps per round
+    batch_size: Int = 16
+    learning_rate: Float = 5e-4
+    round_lr_decay: Float = 1.0  # peak learning rate of round k = learning_rate * round_lr_decay**(k-1)
+    warmup_ratio: Float = 0.1  # re-warm at the start of every round
+    lr_scheduler: Text = "cosine"
+    weight_decay: Float = 0.0
+    max_length: Int = 512
+    train_threads: Int | None = 1  # torch CPU threads while training; None = torch's default (one per core)
 
     # --- evaluation
-    eval_n: int = 10  # samples per problem for pass@k
-    eval_temperature: float = 0.8
-    eval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
-    eval_reference: bool = True  # forgetting probe on the reference split
-    eval_learned: bool = True  # forgetting probe on problems earlier rounds learned
-    probe_problems: int = 100  # cap on each forgetting probe's problems (a fixed random subset)
+    eval_n: Int = 10  # samples per problem for pass@k
+    eval_temperature: Float = SamplingParams.temperature
+    eval_ks: list[Int] = [1, 5, 10]  # pydantic copies a mutable default per instance
+    eval_reference: StrictBool = True  # forgetting probe on the reference split
+    eval_learned: StrictBool = True  # forgetting probe on problems earlier rounds learned
+    probe_problems: Int = 100  # cap on each forgetting probe's problems (a fixed random subset)
 
     # --- sandbox
-    executor: str = "process"
-    workers: int | None = None
-    timeout_s: float = 5.0
-    progress: bool = True
+    executor: Text = DEFAULT_BACKEND
+    workers: Int | None = None
+    timeout_s: Float = Limits.timeout_s
+    progress: StrictBool = True
+
+    @field_validator("eval_ks", mode="before")
+    @classmethod
+    def _one_k(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v  # eval_ks=1
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(ITERTLConfig)}
+FIELDS = ITERTLConfig.model_fields
 
 
-def _type_name(f: dataclasses.Field) -> str:
-    return str(f.type).replace("typing.", "")
+def _type_name(annotation: Any) -> str:
+    """``int``, ``int or null``, ``list of int``: the field's type as an error shows it."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        named = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return getattr(annotation, "__name__", str(annotation))
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Convert a YAML value to the field's type, or raise a UserError naming both."""
-    t = _type_name(FIELDS[key])
-    optional = "None" in t
-    base = t.replace(" | None", "")
-    if value is None:
-        if optional:
-            return None
-        raise UserError(f"config key {key!r} may not be null; give a {base}")
-    bad = UserError(f"config key {key!r} must be of type {base}, got {value!r} ({type(value).__name__})")
-    if base == "bool":
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if base == "int":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if base == "float":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        # YAML 1.1 reads "5e-4" (no dot) as a string; accept it as the number it is.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if base == "str":
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if base == "list[int]":
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return list(value)
-        raise bad
-    raise AssertionError(f"no coercion for {key}: {t}")  # a new field type needs a branch here
+def _type_errors(error: ValidationError, values: dict[str, Any]) -> dict[str, str]:
+    """One message per key pydantic refused, naming the type wanted and an example of it."""
+    out: dict[str, str] = {}
+    for e in error.errors():
+        key = str(e["loc"][0])
+        if key in out:
+            continue
+        value = values.get(key)
+        field = FIELDS[key]
+        example = f"e.g. {key}={json.dumps(field.default)}"
+        if value is None:
+            out[key] = f"config key {key!r} may not be null; give a {_type_name(field.annotation)}, {example}"
+        else:
+            out[key] = (f"config key {key!r} must be of type {_type_name(field.annotation)}, got {value!r} "
+                        f"({type(value).__name__}); {example}")
+    return out
 
 
-def _unknown_key(key: str, where: str) -> UserError:
+def _unknown_key(key: str, where: str) -> str:
     close = difflib.get_close_matches(key, FIELDS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UserError(f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(FIELDS)}")
+    return f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(FIELDS)}"
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["rounds=2", "eval_ks=[1,5]"]`` -> ``{"rounds": 2, "eval_ks": [1, 5]}``."""
+def _parse_overrides(overrides: list[str], errors: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"override {item!r} is not key=value; write it as e.g. rounds=2")
-        if key not in FIELDS:
-            raise _unknown_key(key, "the command-line overrides")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise UserError(f"override {item!r}: the value is not valid YAML ({e.__class__.__name__}); quote it") from None
+            errors.append(f"override {item!r} is not key=value; write it as e.g. rounds=2")
+        elif key not in FIELDS:
+            errors.append(_unknown_key(key, "the command-line overrides"))
+        else:
+            try:
+                out[key] = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError as e:
+                errors.append(f"override {item!r}: the value is not valid YAML ({e.__class__.__name__}); quote it")
     return out
 
 
-def config_from_dict(values: dict[str, Any], where: str = "the config") -> ITERTLConfig:
-    """Build and validate a config from plain values (unknown keys are errors)."""
-    kwargs = {}
-    for key, value in values.items():
-        if key not in FIELDS:
-            raise _unknown_key(key, where)
-        kwargs[key] = _coerce(key, value)
-    cfg = ITERTLConfig(**kwargs)
-    validate(cfg)
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["rounds=2", "eval_ks=[1,5]"]`` -> ``{"rounds": 2, "eval_ks": [1, 5]}``."""
+    errors: list[str] = []
+    out = _parse_overrides(overrides, errors)
+    if errors:
+        raise UserError("invalid ITERTL config: " + "; ".join(errors))
+    return out
+
+
+def _build(values: dict[str, Any], errors: list[str]) -> ITERTLConfig:
+    """The config of ``values`` (known keys only); type errors and broken rules go to ``errors``.
+
+    A value of the wrong type is left at its default for the rules, so one run
+    reports both kinds of mistake.
+    """
+    try:
+        cfg = ITERTLConfig(**values)
+    except ValidationError as e:
+        bad = _type_errors(e, values)
+        errors.extend(bad.values())
+        cfg = ITERTLConfig(**{k: v for k, v in values.items() if k not in bad})
+    errors.extend(broken_rules(cfg))
     return cfg
 
 
+def _read_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file (see configs/demo.yaml)")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {str(p)!r} must be a YAML mapping of key: value, got a {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> ITERTLConfig:
-    """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate."""
+    """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate.
+
+    Raises one `UserError` listing every mistake: unknown keys, values of the
+    wrong type, and broken rules.
+    """
+    errors: list[str] = []
     values: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file (see configs/demo.yaml)")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"config file {str(p)!r} must be a YAML mapping of key: value, got a {type(loaded).__name__}")
-        for key in loaded:
-            if key not in FIELDS:
-                raise _unknown_key(str(key), str(p))
-        values.update(loaded)
-    values.update(parse_overrides(list(overrides)))
-    return config_from_dict(values, where=str(path) if path else "the overrides")
+        for key, value in _read_file(path).items():
+            if str(key) in FIELDS:
+                values[str(key)] = value
+            else:
+                errors.append(_unknown_key(str(key), str(path)))
+    values.update(_parse_overrides(list(overrides), errors))
+    cfg = _build(values, errors)
+    if errors:
+        raise UserError("invalid ITERTL config: " + "; ".join(errors))
+    return cfg
 
 
-def validate(cfg: ITERTLConfig) -> None:
-    """Check every rule at once; raise one UserError listing each broken rule and its fix."""
+def broken_rules(cfg: ITERTLConfig) -> list[str]:
+    """Every rule between values that ``cfg`` breaks, each with its fix."""
     errors: list[str] = []
 
     def rule(ok: bool, message: str) -> None:
@@ -219,7 +261,7 @@ def validate(cfg: ITERTLConfig) -> None:
         rule(bool(getattr(cfg, key)), f"{key} must name a problem set, e.g. synthetic:{key}")
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
-    rule(cfg.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
+    rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")
     rule(cfg.n_samples >= 1, f"n_samples must be >= 1, got {cfg.n_samples}")
     for key in ("temperature", "eval_temperature"):
         rule(getattr(cfg, key) >= 0, f"{key} must be >= 0 (0 = greedy), got {getattr(cfg, key)}")
@@ -246,11 +288,10 @@ def validate(cfg: ITERTLConfig) -> None:
     rule(not too_big, f"eval_ks {too_big} exceed eval_n={cfg.eval_n}: pass@k needs k <= n; raise eval_n or drop those k")
     rule(1 in cfg.eval_ks, "eval_ks must include 1 (pass@1 is the headline metric)")
     rule(cfg.probe_problems >= 1, f"probe_problems must be >= 1, got {cfg.probe_problems}")
-    rule(cfg.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    rule(cfg.executor in BACKENDS, f"executor must be one of {', '.join(BACKENDS)}, got {cfg.executor!r}")
     rule(cfg.workers is None or cfg.workers >= 1, f"workers must be >= 1 or null (one per core), got {cfg.workers}")
     rule(cfg.timeout_s > 0, f"timeout_s must be > 0 seconds, got {cfg.timeout_s}")
-    if errors:
-        raise UserError("invalid ITERTL config: " + "; ".join(errors))
+    return errors
 
 
 def dump_config(cfg: ITERTLConfig) -> str:

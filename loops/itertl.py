@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from codegen.errors import UserError
-from codegen.io import read_jsonl, write_jsonl_atomic
+from codegen.io import atomic_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from codegen.problems import Problem
-from codegen.samples import Sample
+from codegen.samples import Sample, read_samples
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
-from loops.rundir import RunDir, atomic_dir, write_json_atomic
+from loops.rundir import RunDir
 
 Log = Callable[[str], None]
 
@@ -117,10 +117,6 @@ def sample_stage(sampler, problems: Sequence[Problem], cfg: ITERTLConfig, out_di
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
     return {"samples": len(samples), "problems": len(problems), "seconds": round(time.monotonic() - t0, 2)}
-
-
-def _load_samples(path: Path) -> list[Sample]:
-    return [Sample(**row) for row in read_jsonl(path)]
 
 
 def execute_stage(problems: Sequence[Problem], samples: Sequence[Sample], cfg: ITERTLConfig,
@@ -431,7 +427,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
         def publish() -> None:
             rows = collect_metrics(run, cfg)
             run.write_metrics(rows)
-            plot_metrics(rows, run.root / "plot.png", title=f"ITERTL: {cfg.name}")
+            plot_metrics(rows, run.plot_path, title=f"ITERTL: {cfg.name}")
 
         if cfg.base_model == "starter":
             stage(0, "starter", lambda d: _starter_stage(cfg, d))
@@ -455,9 +451,9 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             stage(k, "sample", lambda d: sample_stage(pool.get(parent), splits["unlabeled"], cfg, d,
                                                       model_name=parent, round_=k))
             samples_path = run.stage_dir(k, "sample") / "samples.jsonl"
-            stage(k, "execute", lambda d: execute_stage(splits["unlabeled"], _load_samples(samples_path), cfg, d))
+            stage(k, "execute", lambda d: execute_stage(splits["unlabeled"], read_samples(samples_path)[0], cfg, d))
             results_path = run.stage_dir(k, "execute") / "results.jsonl"
-            stage(k, "select", lambda d: select_stage(splits["unlabeled"], _load_samples(samples_path),
+            stage(k, "select", lambda d: select_stage(splits["unlabeled"], read_samples(samples_path)[0],
                                                       read_jsonl(results_path), splits["reference"], cfg, d, k))
             if not run.is_done(k, "train"):
                 pool.close()  # free the engine's memory and processes before training
@@ -470,7 +466,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
         log("")
         log(format_table(rows, title=f"ITERTL run {run.root} (pass rates in %, held-out n={cfg.eval_n}, "
                                      f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
-        log(f"plot: {run.root / 'plot.png'}")
+        log(f"plot: {run.plot_path}")
     finally:
         pool.close()
         run.close()

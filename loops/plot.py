@@ -1,11 +1,10 @@
 """The PNG plot of a run: held-out pass@k per round (matplotlib, Agg backend)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from loops.rundir import TMP_PREFIX
+from codegen.io import atomic_path
 from loops.table import heldout_ks
 
 
@@ -37,9 +36,9 @@ def plot_metrics(rows: list[dict[str, Any]], out_path: str | Path, title: str = 
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f"{TMP_PREFIX}{out_path.name}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    try:
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return out_path

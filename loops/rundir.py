@@ -13,86 +13,33 @@ Layout::
 The resume rule: a stage is finished exactly when state.json says so, and
 state.json is only updated after every artifact of the stage is in place. A
 stage that did not finish (the process was killed) is wiped and redone; a
-finished one is never redone. Every file is written to a temporary name in
-the same directory and then renamed, so a reader sees the old file or the new
-one, never half of one (os.replace is atomic on POSIX). Model checkpoints are
-directories: they are built under a temporary name and renamed the same way.
+finished one is never redone. Every file and checkpoint directory is written
+with codegen.io's atomic writers, so a reader sees the old file or the new
+one, never half of one.
 
 Any loop driver can use this (ITERTL, RewardRanker...): it knows stages and
 rounds, not models.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import fcntl
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import yaml
 
 from codegen.errors import UserError
+from codegen.io import TMP_PREFIX, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 STATE_VERSION = 1
-TMP_PREFIX = ".tmp-"  # every temporary file or directory starts with this
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_jsonl_rows_atomic(path: str | Path, rows: list[dict]) -> Path:
-    return write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-@contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``final``; rename it to ``final`` when the block succeeds.
-
-    >>> with atomic_dir(run / "model") as tmp:   # doctest: +SKIP
-    ...     trainer.save_model(tmp)
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + final.name + ".", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def stage_key(round_: int, stage: str) -> str:
@@ -100,7 +47,11 @@ def stage_key(round_: int, stage: str) -> str:
 
 
 class RunDir:
-    """One run's directory. Open it with `RunDir.open`, which also takes the run's lock."""
+    """One run's directory: everything written to it or asked about it goes through here.
+
+    Open it with `RunDir.open` to work in it (that takes the run's lock); `RunDir.find`
+    gives a read-only view for inspection (`itercode runs show`).
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -246,23 +197,26 @@ class RunDir:
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
         """Rewrite metrics.jsonl whole (sorted by round): a redone stage can never duplicate a row."""
         rows = sorted(rows, key=lambda r: r["round"])
-        return write_jsonl_rows_atomic(self.root / "metrics.jsonl", rows)
+        return write_jsonl_atomic(self.root / "metrics.jsonl", rows)
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.root)
+        path = self.root / "metrics.jsonl"
+        return read_jsonl(path) if path.exists() else []
 
+    # ----- what `itercode runs show` asks
+    @property
+    def plot_path(self) -> Path:
+        return self.root / "plot.png"
 
-def read_metrics(root: str | Path) -> list[dict[str, Any]]:
-    path = Path(root) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def unfinished_stages(self) -> dict[str, dict[str, Any]]:
+        """Stages that started and did not finish (running when killed, or failed), by key."""
+        return {k: v for k, v in self.state["stages"].items() if v.get("status") != "done"}
 
-
-def resolve_run(run: str, runs_dir: str | Path = "runs") -> Path:
-    """A run given by name (under ``runs_dir``) or by path; error if neither exists."""
-    for candidate in (Path(run), Path(runs_dir) / run):
-        if (candidate / "state.json").exists() or (candidate / "metrics.jsonl").exists():
-            return candidate
-    raise UserError(f"no run {run!r}: neither {run!r} nor {str(Path(runs_dir) / run)!r} is a run directory "
-                    "(one holds state.json); list them with `ls runs/`")
+    @classmethod
+    def find(cls, run: str, runs_dir: str | Path = "runs") -> "RunDir":
+        """A run given by name (under ``runs_dir``) or by path, to read (no lock); error if neither exists."""
+        for candidate in (Path(run), Path(runs_dir) / run):
+            if (candidate / "state.json").exists() or (candidate / "metrics.jsonl").exists():
+                return cls(candidate)
+        raise UserError(f"no run {run!r}: neither {run!r} nor {str(Path(runs_dir) / run)!r} is a run directory "
+                        "(one holds state.json); list them with `ls runs/`")

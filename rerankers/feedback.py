@@ -26,11 +26,14 @@ from codegen.doctests import example_tests, prompt_function
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
+from sandbox import DEFAULT_BACKEND
 from sandbox.base import Limits
 
 FEEDBACK_KINDS = ("examples", "none")
 NO_EXAMPLES = "# examples: none\n"
-# The examples are tiny calls: a short timeout keeps a looping candidate from stalling scoring.
+# Deliberately not Limits' default: the examples are tiny calls, and a short timeout
+# keeps a looping candidate from stalling scoring (the server scores during a request).
+# It is part of what a reranker reads ("# examples: timeout"), so it stays fixed.
 EXAMPLE_LIMITS = Limits(timeout_s=2.0)
 
 
@@ -78,7 +81,7 @@ class ExampleRunner:
     and again in scoring runs once.
     """
 
-    def __init__(self, backend: str = "process", workers: int | None = None):
+    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None):
         self.backend, self.workers = backend, workers
         self.executor = None
 

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 from codegen.errors import UserError
+from codegen.io import TMP_PREFIX, replace_dir
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.data import Pair, build_pairs, refuse_heldout, split_by_verdict
-from rerankers.train import TrainConfig, TrainResult, _atomic_replace_dir, train_reranker
+from rerankers.train import TrainConfig, TrainResult, train_reranker
 
 
 @dataclass
@@ -142,7 +143,7 @@ def train_rounds(
         refuse_heldout(problems, {s.task_id for s in set_samples}, forbidden_task_ids)
     config = config or TrainConfig()
     out = Path(out_dir)
-    stage = out.parent / f".{out.name}.rounds-{os.getpid()}"
+    stage = out.parent / f"{TMP_PREFIX}{out.name}.rounds-{os.getpid()}"
     stage.mkdir(parents=True, exist_ok=True)
     samples0, results0 = candidate_sets[0]
     pairs = build_pairs(problems, samples0, results0, max_pairs_per_problem=max_pairs_per_problem,
@@ -189,7 +190,7 @@ def train_rounds(
             (final / "rounds").mkdir()
             for rr in out_rounds[:-1]:
                 target = final / "rounds" / rr.path.name
-                rr.path.rename(target)
+                rr.path.rename(target)  # a move inside the unpublished staging dir; replace_dir publishes it
                 rr.path = out / "rounds" / rr.path.name
         meta_path = final / "reranker.json"
         meta = json.loads(meta_path.read_text())
@@ -199,7 +200,7 @@ def train_rounds(
             for rr in out_rounds
         ]
         meta_path.write_text(json.dumps(meta, indent=1))
-        _atomic_replace_dir(final, out)
+        replace_dir(final, out)
         out_rounds[-1].path = out
     finally:
         shutil.rmtree(stage, ignore_errors=True)

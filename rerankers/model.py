@@ -87,6 +87,7 @@ class Reranker:
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
                  batch_size: int = 16):
         from rerankers.feedback import ExampleRunner, check_kind
+        from sandbox import DEFAULT_BACKEND
 
         self.model = model
         self.tokenizer = tokenizer
@@ -95,8 +96,8 @@ class Reranker:
         self.batch_size = batch_size
         # Rerankers saved before feedback existed read the code alone.
         self.feedback = check_kind(self.meta.get("feedback", "none"))
-        sandbox = self.meta.get("config", {}).get("sandbox", "process")
-        self.examples = ExampleRunner(sandbox) if self.feedback == "examples" else None
+        backend = self.meta.get("config", {}).get("sandbox", DEFAULT_BACKEND)
+        self.examples = ExampleRunner(backend) if self.feedback == "examples" else None
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None) -> "Reranker":

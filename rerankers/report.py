@@ -174,31 +174,18 @@ def format_report(columns: Mapping[str, Mapping], *, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def samples_from_rows(rows: Sequence[Mapping]) -> list[Sample]:
-    """Samples (with mean_logprob when present) from JSONL rows of samples or results files."""
-    out = []
-    for row in rows:
-        lp = row.get("mean_logprob")
-        out.append(Sample(
-            task_id=str(row["task_id"]), completion=row["completion"], sample_id=str(row.get("sample_id", "")),
-            model=row.get("model", ""), round=int(row.get("round", 0) or 0),
-            mean_logprob=float(lp) if lp is not None else None, num_tokens=row.get("num_tokens"),
-        ))
-    return out
-
-
-def eval_rerank_report(problems: Sequence[Problem], rows: Sequence[Mapping], results: Sequence[Mapping],
+def eval_rerank_report(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[Mapping],
                        reranker_dir, *, seed: int = 0, progress: bool = False) -> dict:
     """What `itercode eval --rerank DIR` adds: every picker on the evaluated samples.
 
-    ``rows`` are the samples file's rows (``mean_logprob`` is read from them
-    when present); ``results`` are `evaluate_samples`' results in the same order.
+    ``results`` are `evaluate_samples`' results in the order of ``samples``
+    (whose ``mean_logprob``, when the file had it, feeds the log-prob pick).
     """
     from rerankers.model import Reranker
 
     reranker = Reranker.load(reranker_dir)
     try:
-        report = rerank_report(problems, samples_from_rows(rows), results, reranker, seed=seed, examples=True,
+        report = rerank_report(problems, samples, results, reranker, seed=seed, examples=True,
                                progress=progress)
     finally:
         reranker.close()

@@ -13,7 +13,6 @@ place, so a crash never leaves a half-written reranker behind.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,9 +21,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codegen.errors import UserError
+from codegen.io import TMP_PREFIX, replace_dir
 from rerankers.data import Pair, pair_stats
 from rerankers.feedback import ExampleRunner, check_kind, with_feedback
 from rerankers.model import FORMAT_VERSION, META_FILE, encode_candidate
+from sandbox import DEFAULT_BACKEND
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TrainConfig:
     # "examples": each candidate is read with how it did on the prompt's docstring examples
     # (rerankers.feedback); "none": the code alone.
     feedback: str = "examples"
-    sandbox: str = "process"  # the backend that runs the examples
+    sandbox: str = DEFAULT_BACKEND  # the backend that runs the examples
 
     def check(self) -> None:
         """Raise UserError naming the bad field and a valid range."""
@@ -117,17 +118,6 @@ def _dataset(pairs: Sequence[Pair], tokenizer: Any, config: TrainConfig):
     return Dataset.from_list(rows)
 
 
-def _atomic_replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an older ``out`` is removed only after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def train_reranker(
     pairs: Sequence[Pair],
     base: str,
@@ -174,7 +164,7 @@ def train_reranker(
                                  lora_dropout=0.0, target_modules="all-linear")
     dataset = _dataset(pairs, tokenizer, config)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.", dir=out.parent))
     class KeepLogs(TrainerCallback):
         """Keeps the trainer's numeric logs (loss, accuracy, margin) for reranker.json."""
 
@@ -232,7 +222,7 @@ def train_reranker(
             **(extra_meta or {}),
         }
         (save_dir / META_FILE).write_text(json.dumps(meta, indent=1))
-        _atomic_replace_dir(save_dir, out)
+        replace_dir(save_dir, out)  # built beside ``out``: one rename publishes it
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TrainResult(out, seconds, stats)

@@ -11,13 +11,16 @@ from __future__ import annotations
 from sandbox.base import (ERROR, FAILED, INFRA_ERROR, OOM, PASSED, STATUSES, TIMEOUT, Executor, Job, Limits,
                           Verdict)
 
+# The one list of backend names: the CLI's choices and help texts, the loop's config
+# and the server read it. The first is the default (needs no daemon).
 BACKENDS = ("process", "docker")
+DEFAULT_BACKEND = BACKENDS[0]
 
-__all__ = ["make_executor", "BACKENDS", "Executor", "Job", "Limits", "Verdict", "STATUSES",
+__all__ = ["make_executor", "BACKENDS", "DEFAULT_BACKEND", "Executor", "Job", "Limits", "Verdict", "STATUSES",
            "PASSED", "FAILED", "ERROR", "TIMEOUT", "OOM", "INFRA_ERROR"]
 
 
-def make_executor(name: str = "process", workers: int | None = None, **options) -> Executor:
+def make_executor(name: str = DEFAULT_BACKEND, workers: int | None = None, **options) -> Executor:
     """Build the sandbox backend ``name`` with ``workers`` parallel slots.
 
     ``process`` (the default) needs no daemon; ``docker`` needs a reachable

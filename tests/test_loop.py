@@ -16,7 +16,8 @@ from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
 from loops.config import ITERTLConfig, load_config, parse_overrides
-from loops.rundir import TMP_PREFIX, RunDir, atomic_dir, resolve_run, write_json_atomic
+from codegen.io import TMP_PREFIX, atomic_dir
+from loops.rundir import RunDir
 from loops.table import format_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,17 @@ def test_config_reports_every_broken_rule_at_once():
     with pytest.raises(UserError) as e:
         load_config(None, ["n_samples=0", "batch_size=0"])
     assert "n_samples must be >= 1" in str(e.value) and "batch_size must be >= 1" in str(e.value)
+
+
+def test_config_reports_unknown_keys_types_and_rules_together(tmp_path):
+    path = write_yaml(tmp_path, {"learning_rat": 1e-3, "rounds": True, "batch_size": 0})
+    with pytest.raises(UserError) as e:
+        load_config(path, ["eval_n=lots", "top_p=2"])
+    msg = str(e.value)
+    assert "unknown config key 'learning_rat'" in msg and "did you mean 'learning_rate'" in msg
+    assert "config key 'rounds' must be of type int, got True (bool); e.g. rounds=3" in msg  # yes is not 1
+    assert "config key 'eval_n' must be of type int" in msg
+    assert "batch_size must be >= 1" in msg and "top_p must be in (0, 1]" in msg
 
 
 def test_config_file_errors(tmp_path):
@@ -162,9 +174,9 @@ def test_metrics_are_rewritten_whole_and_sorted(tmp_path):
         run.write_metrics([{"round": 1, "heldout_pass@1": 0.5}, {"round": 0, "heldout_pass@1": 0.25}])
         run.write_metrics([{"round": 1, "heldout_pass@1": 0.5}, {"round": 0, "heldout_pass@1": 0.25}])
         assert [r["round"] for r in run.metrics()] == [0, 1]
-    assert resolve_run(str(tmp_path / "r")) == tmp_path / "r"
+    assert RunDir.find(str(tmp_path / "r")).root == tmp_path / "r"
     with pytest.raises(UserError, match="no run 'nope'"):
-        resolve_run("nope", tmp_path)
+        RunDir.find("nope", tmp_path)
 
 
 def test_format_table_shows_rounds_and_percent():

@@ -375,7 +375,7 @@ def test_the_reranker_never_trains_on_heldout_problems(starter_model, tmp_path, 
     assert not out.exists()
 
     # Fresh candidates for a hard-negative round are checked the same way.
-    from rerankers.report import samples_from_rows
+    from codegen.samples import samples_from_rows
 
     samples = samples_from_rows(rows)
     clean = [(s, r) for s, r in zip(samples, results) if s.task_id.startswith("synthetic/reference/")]

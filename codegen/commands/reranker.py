@@ -21,11 +21,14 @@ import json
 import sys
 
 from codegen.errors import UserError
+from codegen.samples import read_samples
 
 HELP = "train a reranker (reward model) on execution verdicts, with hard-negative rounds; score candidates with it"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sandbox import BACKENDS, DEFAULT_BACKEND
+
     sub = p.add_subparsers(dest="reranker_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a reranker from samples and their verdicts",
                        description="Pair passing and failing candidates of each problem and train a reward model "
@@ -64,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the reranker reads besides the code: 'examples' (default) appends how the "
                    "candidate did on the prompt's docstring examples, run in the sandbox (public examples, "
                    "never the hidden tests; LEVER-style); 'none' reads the code alone")
-    t.add_argument("--sandbox", choices=("process", "docker"), default="process",
-                   help="sandbox backend that runs the docstring examples (default process)")
+    t.add_argument("--sandbox", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"sandbox backend that runs the docstring examples (default {DEFAULT_BACKEND})")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -93,19 +96,6 @@ def load_problem_specs(specs: list[str]):
                 seen.add(p.task_id)
                 problems.append(p)
     return problems
-
-
-def _read_samples(path: str):
-    from codegen.io import read_jsonl
-    from rerankers.report import samples_from_rows
-
-    rows = read_jsonl(path)
-    if not rows:
-        raise UserError(f"{path}: no samples in the file")
-    for i, row in enumerate(rows, 1):
-        if "task_id" not in row or "completion" not in row:
-            raise UserError(f"{path}, row {i}: needs task_id and completion (a samples file from `itercode sample`)")
-    return rows, samples_from_rows(rows)
 
 
 def _read_results(path: str) -> list[dict]:
@@ -145,9 +135,9 @@ def run_train(args: argparse.Namespace) -> int:
                          sandbox=args.sandbox)
     config.check()
     problems = load_problem_specs(args.problems)
-    sets = [(_read_samples(args.samples)[1], _read_results(args.results))]
+    sets = [(read_samples(args.samples)[0], _read_results(args.results))]
     for fs, fr in zip(args.fresh_samples, args.fresh_results):
-        sets.append((_read_samples(fs)[1], _read_results(fr)))
+        sets.append((read_samples(fs)[0], _read_results(fr)))
 
     def report_round(rr):
         s = rr.stats
@@ -176,7 +166,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     check_reranker_dir(args.reranker)  # before minutes of loading problems
     problems = load_problem_specs(args.problems)
-    rows, samples = _read_samples(args.samples)
+    samples, rows = read_samples(args.samples)
     by_task = {p.task_id: p for p in problems}
     unknown = sorted({s.task_id for s in samples} - by_task.keys())
     if unknown:

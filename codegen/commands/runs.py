@@ -15,27 +15,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from loops.rundir import read_metrics, resolve_run
+    from loops.rundir import RunDir
     from loops.table import format_table
 
-    root = resolve_run(args.run, args.runs_dir)
-    rows = read_metrics(root)
-    state_path = root / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}, "running": None}
+    run_dir = RunDir.find(args.run, args.runs_dir)
+    root, rows = run_dir.root, run_dir.metrics()
     if rows:
         print(format_table(rows, title=f"run {root} (pass rates in %)"))
     else:
         print(f"run {root}: no round evaluated yet")
-    if (root / "plot.png").exists():
-        print(f"plot: {root / 'plot.png'}")
-    unfinished = {k: v for k, v in state["stages"].items() if v.get("status") != "done"}
-    for key, entry in unfinished.items():
+    if run_dir.plot_path.exists():
+        print(f"plot: {run_dir.plot_path}")
+    for key, entry in run_dir.unfinished_stages().items():
         note = f" ({entry['error']})" if entry.get("error") else ""
         print(f"unfinished stage: {key}: {entry.get('status')}{note}; rerun the loop command to resume it")
     if args.stages:
-        for key, entry in state["stages"].items():
+        for key, entry in run_dir.state["stages"].items():
             print(f"  {key:<22} {entry.get('status'):<8} attempts={entry.get('attempts')} "
                   f"finished={entry.get('finished_at', '-')}")
     return 0

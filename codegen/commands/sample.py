@@ -19,17 +19,21 @@ HELP = "sample n completions per problem with vLLM, HF or an OpenAI-compatible s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from codegen.samplers import BACKENDS, SamplingParams
+
+    d = SamplingParams
     p.add_argument("--model", required=True, metavar="PATH_OR_ID",
                    help="local model directory or hub id (for --backend openai: the model name the server serves)")
     p.add_argument("--problems", required=True, metavar="SPEC",
                    help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file")
     p.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write")
-    p.add_argument("--backend", default=None,
-                   help="vllm (default where installed), hf, or openai (needs --base-url)")
+    p.add_argument("--backend", default=None, metavar="|".join(BACKENDS),
+                   help="the sampling engine (default: vllm where installed, else hf; openai needs --base-url)")
     p.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    p.add_argument("--max-tokens", type=int, default=256, help="tokens per completion at most (default 256)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help=f"0 is greedy (default {d.temperature:g})")
+    p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (default {d.top_p:g})")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help=f"tokens per completion at most (default {d.max_tokens})")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed repeats the same samples")
     p.add_argument("--round", type=int, default=0, help="round number recorded in each sample (default 0)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="sample only the first N problems")

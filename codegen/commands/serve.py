@@ -21,18 +21,24 @@ HELP = "serve an OpenAI-compatible endpoint that answers with the best of n rera
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+    from sandbox.base import Limits
+
     p.add_argument("--model", required=True, help="model path or hub id (a local path on offline machines)")
     p.add_argument("--reranker", default=None, help="trained reranker directory; default: rank by mean token log-prob")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"],
+    p.add_argument("--backend", default=LOCAL_BACKENDS[0], choices=LOCAL_BACKENDS,
                    help="vllm: one async engine batches all requests (default); hf: transformers, one request at a time")
     p.add_argument("--n-candidates", type=int, default=8, help="candidates per request unless the request says (default 8)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default=None, help="the model id clients send (default: --model as given)")
     g = p.add_argument_group("request defaults")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request leaves it out")
+    g.add_argument("--temperature", type=float, default=SamplingParams.temperature,
+                   help=f"when a request leaves it out (default {SamplingParams.temperature:g})")
+    g.add_argument("--top-p", type=float, default=SamplingParams.top_p,
+                   help=f"when a request leaves it out (default {SamplingParams.top_p:g})")
+    g.add_argument("--default-max-tokens", type=int, default=SamplingParams.max_tokens,
+                   help=f"max_tokens when a request leaves it out (default {SamplingParams.max_tokens})")
     g.add_argument("--no-default-stop", action="store_true",
                    help="do not stop at a new top-level statement (HumanEval's stop sequences) when a request sends no `stop`")
     g = p.add_argument_group("limits")
@@ -42,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request, queueing included; then 503")
     g.add_argument("--max-concurrent", type=int, default=64, help="requests worked on at once")
     g.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond --max-concurrent; more get 429")
-    g.add_argument("--sandbox-timeout", type=float, default=5.0, help="seconds per candidate when a request carries tests")
+    g.add_argument("--sandbox-timeout", type=float, default=Limits.timeout_s,
+                   help=f"seconds per candidate when a request carries tests (default {Limits.timeout_s:g})")
     g.add_argument("--sandbox-workers", type=int, default=None, help="sandbox processes in parallel (default: the CPU count)")
     g = p.add_argument_group("engine")
     g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")

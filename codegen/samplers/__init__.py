@@ -22,11 +22,17 @@ from codegen.errors import UserError
 # HumanEval's usual stop sequences: a new top-level statement ends the function.
 HUMANEVAL_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n```"]
 
+# The one list of engine names; the CLI, the loop's config and the server read them here.
 BACKENDS = ("vllm", "hf", "openai")
+# Engines that load the weights in this process (the loop trains them, the server holds one).
+LOCAL_BACKENDS = ("vllm", "hf")
 
 
 @dataclass
 class SamplingParams:
+    """How to sample. Its defaults are the project's: CLI options, configs and the
+    server read them from here (``SamplingParams.temperature`` and so on)."""
+
     n: int = 1
     temperature: float = 0.8
     top_p: float = 0.95
@@ -124,6 +130,7 @@ def make_sampler(backend: str, model: str, **options) -> Sampler:
 __all__ = [
     "BACKENDS",
     "HUMANEVAL_STOP",
+    "LOCAL_BACKENDS",
     "Completion",
     "Sampler",
     "SamplingParams",

@@ -128,7 +128,7 @@ class Server:
             await self.engine.start()
         if self.scorer is None:
             self.scorer = await asyncio.to_thread(RerankerScorer, c.reranker) if c.reranker else LogprobScorer()
-        self.metrics.info.set(1, backend=self.engine.backend, model=c.model_id, scorer=self.scorer.name)
+        self.metrics.info.labels(backend=self.engine.backend, model=c.model_id, scorer=self.scorer.name).set(1)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.tests.close)
@@ -172,11 +172,11 @@ class Server:
     def admit(self) -> None:
         c = self.config
         if not self.engine.alive:
-            self.metrics.rejected.inc(reason="engine_down")
+            self.metrics.rejected.labels(reason="engine_down").inc()
             raise ApiError(503, "the engine is not running; try again later", type="server_error", code="engine_unavailable",
                            headers={"Retry-After": str(c.retry_after_s * 5)})
         if self.admitted >= c.max_concurrent + c.max_queue:
-            self.metrics.rejected.inc(reason="queue_full")
+            self.metrics.rejected.labels(reason="queue_full").inc()
             raise ApiError(429, f"the server is at capacity ({c.max_concurrent} requests working, {c.max_queue} waiting); "
                                 "retry after the Retry-After seconds", type="rate_limit_error", code="server_busy",
                            headers={"Retry-After": str(c.retry_after_s)})
@@ -191,7 +191,7 @@ class Server:
         try:
             ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
-            self.metrics.rejected.inc(reason="timeout")
+            self.metrics.rejected.labels(reason="timeout").inc()
             raise ApiError(503, f"the request did not finish within the server's {self.config.request_timeout_s:g} s limit; "
                                 "retry later, or ask for fewer candidates or tokens", type="server_error", code="timeout",
                            headers={"Retry-After": str(self.config.retry_after_s)}) from None
@@ -253,7 +253,7 @@ class Server:
             if problem is not None:
                 for c, v in zip(cands, await self.tests.run(problem, cands)):
                     c.verdict = v
-                    self.metrics.verdicts.inc(status=v["status"])
+                    self.metrics.verdicts.labels(status=v["status"]).inc()
             return order(cands)
         finally:
             self.slots.release()
@@ -300,7 +300,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
         response = await call_next(request)
-        m.requests.inc(endpoint=_endpoint_label(request), code=str(response.status_code))
+        m.requests.labels(endpoint=_endpoint_label(request), code=str(response.status_code)).inc()
         return response
 
     @app.exception_handler(ApiError)
@@ -359,7 +359,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
         params = server.gen_params(req, req.max_tokens)
         problem = _problem(req, req.prompt, continuation=True)
         body = await server.answer(req, req.prompt, problem, chat=False, extract=False, params=params)
-        m.latency.observe(time.monotonic() - t0, endpoint="/v1/completions")
+        m.latency.labels(endpoint="/v1/completions").observe(time.monotonic() - t0)
         return JSONResponse(body)
 
     @app.post("/v1/chat/completions")
@@ -371,7 +371,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
         prompt, templated = server.engine.render_chat([{"role": x.role, "content": x.text()} for x in req.messages])
         problem = _problem(req, prompt, continuation=not templated)
         body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params)
-        m.latency.observe(time.monotonic() - t0, endpoint="/v1/chat/completions")
+        m.latency.labels(endpoint="/v1/chat/completions").observe(time.monotonic() - t0)
         return JSONResponse(body)
 
     return app

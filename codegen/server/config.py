@@ -9,20 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from codegen.errors import UserError
-from codegen.samplers import HUMANEVAL_STOP
+from codegen.samplers import HUMANEVAL_STOP, LOCAL_BACKENDS, SamplingParams
+from sandbox.base import Limits
 
 
 @dataclass
 class ServerConfig:
     model: str
-    backend: str = "vllm"  # "vllm" (batched async engine) or "hf" (serialised fallback)
+    backend: str = LOCAL_BACKENDS[0]  # "vllm" (batched async engine) or "hf" (serialised fallback)
     reranker: str | None = None  # path for rerankers.Reranker.load; None -> mean log-prob
     served_model_name: str | None = None  # the id clients pass as `model`; default: the model path
     # Request defaults (used when a request leaves the field out).
     n_candidates: int = 8
-    temperature: float = 0.8
-    top_p: float = 0.95
-    default_max_tokens: int = 256
+    temperature: float = SamplingParams.temperature
+    top_p: float = SamplingParams.top_p
+    default_max_tokens: int = SamplingParams.max_tokens
     default_stop: list[str] = field(default_factory=lambda: list(HUMANEVAL_STOP))
     # Limits.
     max_candidates: int = 32  # per request
@@ -33,8 +34,8 @@ class ServerConfig:
     max_queue: int = 256  # requests allowed to wait for a slot; beyond that -> 429
     retry_after_s: int = 1
     # Sandbox for request-carried tests.
-    sandbox_timeout_s: float = 5.0
-    sandbox_memory_mb: int = 1024
+    sandbox_timeout_s: float = Limits.timeout_s
+    sandbox_memory_mb: int = Limits.memory_mb
     sandbox_workers: int | None = None
     # Engine.
     max_model_len: int | None = None
@@ -47,8 +48,8 @@ class ServerConfig:
 
     def check(self) -> "ServerConfig":
         """Raise UserError naming the bad setting and the fix; return self."""
-        if self.backend not in ("vllm", "hf"):
-            raise UserError(f"unknown backend {self.backend!r}: use --backend vllm or --backend hf")
+        if self.backend not in LOCAL_BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r}: use --backend " + " or --backend ".join(LOCAL_BACKENDS))
         positive = {
             "--n-candidates": self.n_candidates,
             "--max-candidates": self.max_candidates,

@@ -18,6 +18,8 @@ from typing import Any
 
 from codegen.problems import Problem
 from codegen.samples import Sample
+from sandbox import DEFAULT_BACKEND
+from sandbox.base import Limits
 
 
 @dataclass
@@ -105,7 +107,8 @@ class RerankerScorer:
 class TestRunner:
     """Runs request-carried tests in the sandbox (`sandbox.make_executor`)."""
 
-    def __init__(self, backend: str = "process", workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024):
+    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None,
+                 timeout_s: float = Limits.timeout_s, memory_mb: int = Limits.memory_mb):
         self.backend, self.workers = backend, workers
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         self._executor = None
@@ -114,7 +117,6 @@ class TestRunner:
     def _run(self, problem: Problem, candidates: list[Candidate]) -> list[dict[str, Any]]:
         import sandbox
         from codegen.evaluate import to_job
-        from sandbox.base import Limits
 
         jobs = [
             to_job(problem, Sample(task_id=problem.task_id, completion=c.code, sample_id=f"{problem.task_id}#{c.index}"))
