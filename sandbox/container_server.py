@@ -6,11 +6,12 @@ job, its limits and a nonce) in, one response (the verdict, the nonce, and
 whether the container is still clean) out. It runs on any Python 3.8+ with
 the standard library only, because a user may name their own image.
 
-It hosts the shared harness's warm worker (sandbox/harness.py, the same file
-the process backend runs, unchanged): per job the worker forks a fresh
-candidate from this pristine process, in an empty work directory, and hands
-the tests to its judge process (kept warm only while provably untouched: see
-"the warm judge" below).
+It hosts the shared harness's warm worker (sandbox/harness/, the same
+package the process backend runs, unchanged). The worker forks its candidate
+zygote before this server reads any request; per job the zygote forks a fresh
+candidate in an empty work directory, and the worker hands the tests to its
+judge process. Judge and zygote are kept across runs only while provably
+untouched (see harness/processes.py); a touched zygote retires the container.
 
 Why PID 1: the init process of a PID namespace cannot be killed from inside
 it (SIGKILL and SIGSTOP from inside are ignored, and ``kill(-1, sig)`` skips
@@ -25,9 +26,10 @@ and the server is not dumpable, so a same-uid process cannot open
 /proc/1/fd/1 or ptrace it (children inherit that). Responses also echo the
 request's random nonce, which no process of the run is given.
 
-After the run the server kills what is left, wipes /work, /tmp and /dev/shm,
-and lists what makes the container dirty: a timeout, an out-of-memory kill,
-an infra error, a killed test process, processes that outlived the run, SysV
+After the run the server kills what is left, empties /work, /tmp and
+/dev/shm, and lists what makes the container dirty: a timeout, an
+out-of-memory kill, an infra error, a run that broke its sandbox (a killed
+test process or zygote: ``provoked``), processes that outlived the run, SysV
 IPC or POSIX message queue objects left behind, or anything that could not be
 wiped. After answering a dirty run it exits: the backend replaces the
 container and never sends it another job. It also exits, mid-run if need be,
@@ -45,6 +47,8 @@ import traceback
 # The harness package ships next to this file (in the image: /opt/itercode/harness).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import worker as harness  # noqa: E402 - needs the path above
+from harness.processes import (intact, ipc_leftovers, kill_all_but, kill_everything,  # noqa: E402
+                               settled_fingerprint)
 from harness.wipe import empty_dir, is_empty  # noqa: E402
 from harness.wire import take_frame, write_frame  # noqa: E402
 
@@ -101,150 +105,11 @@ def oom_kills():
     return -1
 
 
-def other_pids():
-    me = os.getpid()
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != me:
-            pids.append(int(name))
-    return pids
-
-
-def kill_everything():
-    """SIGKILL every process but this one and reap them all; return how many there were."""
-    leftover = len(other_pids())
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        # Every process in the container is a child of PID 1 or becomes one
-        # when its parent dies, so blocking waits collect them all.
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-        if not other_pids():
-            break
-    return leftover
-
-
-def kill_all_but(spare):
-    """SIGKILL every process but this one and the ``spare`` pids; reap them; return how many there were."""
-    leftover = len([p for p in other_pids() if p not in spare])
-    for _ in range(1000):
-        pids = [p for p in other_pids() if p not in spare]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        _reap_ready()
-        time.sleep(0.0005)
-    _reap_ready()
-    return leftover
-
-
-def _reap_ready():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-# ------------------------------------------------------------------ the warm judge
-#
-# The harness keeps one judge process per worker for many jobs (it caches
-# compiled test suites). In the process backend the candidate runs under
-# another uid and cannot touch it; here they share one, so a candidate could
-# signal it, stop it, lower its priority or shrink its rlimits (prlimit needs
-# only the same uid), to spoil the *next* run's verdict. So after every run
-# the judge is kept only if it looks exactly as it did when it started, before
-# any candidate existed: asleep waiting for a job, no signal pending, not
-# traced, same rlimits, nice value, scheduling policy and CPU set. Otherwise it
-# is killed and a fresh one started. No candidate process is alive at the
-# time of the check, so nothing can change the judge after it.
-
-
-def _judge_state(pid):
-    """The judge's observable settings, or None if it is gone."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/%d/limits" % pid) as f:
-            limits = f.read()
-    except (OSError, ValueError):
-        return None
-    return {
-        "state": status.get("State", "?").split()[0],
-        "traced": status.get("TracerPid", "0").strip() != "0",
-        "pending": int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16),
-        # fields 19 (nice), 40 (rt_priority), 41 (policy) of /proc/PID/stat
-        "fingerprint": (stat[16], stat[37], stat[38], status.get("Cpus_allowed_list", "").strip(), limits),
-    }
-
-
-def settled_fingerprint(pid):
-    """Wait until ``pid`` sleeps waiting for work (its own setup is done) and
-    return ``(pid, fingerprint)``; None when it did not settle."""
-    for _ in range(2000):
-        state = _judge_state(pid) if pid > 0 else None
-        if state is None:
-            return None
-        if state["state"] == "S":
-            return (pid, state["fingerprint"])
-        time.sleep(0.0005)
-    return None
-
-
 def start_judge(worker):
     """Have the harness start its judge now, while no candidate exists, and
     return its fingerprint (None when the judge did not settle)."""
-    if worker.judge_sock is None:
-        worker._start_judge()
-    return settled_fingerprint(worker.judge_pid)
-
-
-def intact(pid, known):
-    """True when ``pid`` is the process recorded in ``known`` and looks exactly as it did then."""
-    if known is None or pid != known[0]:
-        return False  # the harness replaced it during the run: start a clean one
-    deadline = time.monotonic() + 0.5  # having answered, it may take a moment (a busy host) to wait again
-    while True:
-        state = _judge_state(pid)
-        if state is None or state["state"] != "R" or time.monotonic() > deadline:
-            break
-        time.sleep(0.0005)
-    return (state is not None and state["state"] == "S" and not state["traced"] and not state["pending"]
-            and state["fingerprint"] == known[1])
-
-
-def ipc_leftovers():
-    """SysV IPC objects or POSIX message queues a run left in this container."""
-    found = []
-    for kind in ("shm", "sem", "msg"):
-        try:
-            with open("/proc/sysvipc/" + kind) as f:
-                if len(f.read().splitlines()) > 1:
-                    found.append("sysv " + kind)
-        except OSError:
-            pass
-    try:
-        if os.listdir("/dev/mqueue"):
-            found.append("mqueue")
-    except OSError:
-        pass
-    return found
+    worker.judge.ensure()
+    return settled_fingerprint(worker.judge.pid)
 
 
 def wipe():
@@ -305,12 +170,12 @@ def handle(req, harness, worker):
         verdict = worker.run_job(job, control_fd=None)
     finally:
         _running[0] = False
-    judge, zygote = worker.judge_pid, worker.zygote.pid
+    judge, zygote = worker.judge.pid, worker.zygote.pid
     judge_ok = worker.judge_fingerprint is not None and judge > 0
     leftover = kill_all_but({zygote, judge} if judge_ok else {zygote})
     judge_kept = judge_ok and intact(judge, worker.judge_fingerprint)
     if not judge_kept:
-        worker._stop_judge()
+        worker.judge.stop()
         worker.judge_fingerprint = start_judge(worker)
     oom = oom_kills() > before >= 0
     dirty = []

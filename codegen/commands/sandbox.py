@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _client():
-    from sandbox.docker_backend import DockerUnavailable, connect
+    from sandbox.docker_containers import DockerUnavailable, connect
 
     try:
         return connect()
@@ -38,7 +38,7 @@ def _client():
 
 
 def run(args: argparse.Namespace) -> int:
-    from sandbox import docker_backend, image
+    from sandbox import docker_containers, image
 
     client = _client()
     if args.sandbox_command == "build-image":
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(name)
         return 0
     if args.sandbox_command == "clean":
-        n = docker_backend.remove_orphans(client, everything=args.all)
+        n = docker_containers.remove_orphans(client, everything=args.all)
         print(f"removed {n} sandbox container(s)")
         if args.images:
             current = image.ensure_image(client) if not args.all else None
@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     tag = image.image_tag(layout, image.app_files())
     present = any(tag in (img.tags or []) for img in client.images.list(name=image.IMAGE_REPO))
     print(f"image    {tag} ({'built' if present else 'not built yet: itercode sandbox build-image'})")
-    rows = docker_backend.sandbox_containers(client)
+    rows = docker_containers.sandbox_containers(client)
     print(f"containers: {len(rows)}")
     for c in rows:
         labels = c.get("Labels") or {}
-        orphan = " (orphan)" if docker_backend.is_orphan(labels) else ""
-        print(f"  {c['Id'][:12]} {c.get('State', '?'):<8} owner pid {labels.get(docker_backend.OWNER_PID, '?')}{orphan}")
+        orphan = " (orphan)" if docker_containers.is_orphan(labels) else ""
+        print(f"  {c['Id'][:12]} {c.get('State', '?'):<8} owner pid {labels.get(docker_containers.OWNER_PID, '?')}{orphan}")
     return 0

@@ -20,19 +20,17 @@ import fcntl
 import gc
 import json
 import os
-import resource
 import select
 import signal
-import socket
 import time
 
 from .candidate import MAX_PROGRAM, SETUP_FAILED, CandidateSetup
 from .isolation import Isolation
-from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, judge_serve, solution_imports
-from .kernel import (PR_SET_DUMPABLE, PR_SET_PDEATHSIG, close_fds_except, flush_stdio, libc, move_fds, prctl,
-                     seccomp_from_config, set_rlimit)
+from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, solution_imports
+from .judge_process import JudgeProcess
+from .kernel import libc, seccomp_from_config
 from .wipe import empty_dir, is_empty, remove_tree
-from .wire import MAX_CONTROL_FRAME, FrameTooLarge, encode_frame, read_frame, write_frame
+from .wire import MAX_CONTROL_FRAME, encode_frame, read_frame, write_frame
 from .zygote import Zygote
 
 HARNESS_VERSION = "2"
@@ -112,7 +110,7 @@ class Worker:
         seccomp_bpf, self.seccomp = seccomp_from_config(config.get("seccomp"))
         self.setup = CandidateSetup(self.candidate_uid, self.iso.pidns, bool(self.iso.cgroups),
                                     guarded_host=self.iso.readonly and bool(self.iso.cgroups), seccomp_bpf=seccomp_bpf)
-        self.judge_pid, self.judge_sock = -1, None
+        self.judge = JudgeProcess(self.judge_uid)
         self._own_workdir = False
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
@@ -126,57 +124,9 @@ class Worker:
     def close(self) -> None:
         """Stop the judge and the zygote and kill what is left in the slot's
         cgroups (the host removes the groups: after the chroot they are out of reach)."""
-        self._stop_judge()
+        self.judge.stop()
         self.zygote.stop()
         self.iso.kill_cgroups(spare={os.getpid()})
-
-    # -- the judge -----------------------------------------------------------
-    def _start_judge(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        flush_stdio()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                parent.close()
-                os.chdir("/")
-                if self.judge_uid is not None:
-                    os.setgroups([])
-                    os.setresgid(self.judge_uid, self.judge_uid, self.judge_uid)
-                    os.setresuid(self.judge_uid, self.judge_uid, self.judge_uid)
-                prctl(PR_SET_DUMPABLE, 0)  # nobody attaches to, or reads the memory of, the judge
-                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                set_rlimit(resource.RLIMIT_CORE, 0)
-                set_rlimit(resource.RLIMIT_FSIZE, 1 << 20)
-                set_rlimit(resource.RLIMIT_AS, 4 << 30)
-                devnull = os.open("/dev/null", os.O_RDWR)
-                move_fds({devnull: 0, child.fileno(): 3})
-                os.dup2(0, 1)
-                os.dup2(0, 2)
-                close_fds_except({0, 1, 2, 3})
-                judge_serve(socket.socket(fileno=3))
-            finally:
-                os._exit(0)
-        child.close()
-        self.judge_pid, self.judge_sock = pid, parent
-
-    def _judge_gone(self) -> bool:
-        try:
-            pid, _ = os.waitpid(self.judge_pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        return pid != 0
-
-    def _stop_judge(self) -> None:
-        if self.judge_sock is not None:
-            self.judge_sock.close()
-            self.judge_sock = None
-        if self.judge_pid > 0:
-            try:
-                os.kill(self.judge_pid, signal.SIGKILL)
-            except OSError:
-                pass
-            _reap(self.judge_pid)
-            self.judge_pid = -1
 
     # -- one run ---------------------------------------------------------------
     def run_job(self, job: dict, control_fd: int | None = None) -> dict:
@@ -185,11 +135,11 @@ class Worker:
         try:
             verdict = self._run(job, job["limits"], t0, control_fd)
         except Provoked as exc:
-            self._stop_judge()
+            self.judge.stop()
             verdict = {"status": ERROR, "tests_passed": 0, "tests_total": 0, "stderr": str(exc),
                        "provoked": str(exc), "retire": True}
         except Exception as exc:  # noqa: BLE001 - HostFault and anything unforeseen before the run
-            self._stop_judge()
+            self.judge.stop()
             verdict = {"status": INFRA_ERROR, "tests_passed": 0, "tests_total": 0, "retire": True,
                        "stderr": f"sandbox failure: {type(exc).__name__}: {exc}"}
         verdict["job_id"] = job.get("job_id", "")
@@ -200,10 +150,7 @@ class Worker:
         """The host's part, before any candidate exists; returns the run's work dir."""
         if not self.zygote.alive():
             raise HostFault("the candidate zygote is gone")
-        if self.judge_sock is not None and self._judge_gone():
-            self._stop_judge()  # killed from outside (e.g. a container server's kill(-1) sweep)
-        if self.judge_sock is None:
-            self._start_judge()
+        self.judge.ensure()
         self.iso.apply_limits(limits)
         self._own_workdir = False
         if limits.get("_workdir"):  # the caller made (and cleans) the run's directory
@@ -243,8 +190,7 @@ class Worker:
         try:
             judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
             judge_job["solution_imports"] = solution_imports(job["program"], job["tests"])  # modules the tests may use
-            socket.send_fds(self.judge_sock, [b"J"], [req_w, resp_r])
-            write_frame(self.judge_sock.fileno(), json.dumps(judge_job).encode())
+            self.judge.send(judge_job, req_w, resp_r)
             os.close(req_w)
             os.close(resp_r)
             req_w = resp_r = -1
@@ -258,7 +204,7 @@ class Worker:
         if not self.iso.pidns:
             # No PID namespace: whatever left the run's process group (setsid)
             # is swept out of the slot's cgroup.
-            self.iso.kill_cgroups(spare={os.getpid(), self.judge_pid, self.zygote.pid})
+            self.iso.kill_cgroups(spare={os.getpid(), self.judge.pid, self.zygote.pid})
         not_wiped = self._wipe(workdir)
         output += _drain(out_r)
         os.close(out_r)
@@ -268,12 +214,12 @@ class Worker:
             raise Provoked(f"the run could not be ended: {ending['error']}")
         if not_wiped:
             raise Provoked(f"the clean-up after the run failed: {not_wiped[:3]}")
-        if result is None and self.judge_sock is not None:
+        if result is None and self.judge.running:
             # The candidate is gone, so a healthy judge answers at once; one that
             # does not (stuck in the tests' own code) is replaced.
-            result = self._judge_reply(time.monotonic() + 1.0)
+            result = self.judge.reply(time.monotonic() + 1.0)
             if result is None:
-                self._stop_judge()
+                self.judge.stop()
             elif timed_out:
                 result = None
         if result is not None and result.get("job_id") != job.get("job_id", ""):
@@ -332,22 +278,10 @@ class Worker:
                 failed.append(f"{top} (chmod: {exc.strerror})")
         return failed
 
-    def _judge_reply(self, deadline: float) -> dict | None:
-        """Read the judge's answer for the current job (None: no answer by the deadline)."""
-        fd = self.judge_sock.fileno()
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        try:
-            raw = read_frame(fd, MAX_CONTROL_FRAME)
-            return None if raw is None else json.loads(raw)
-        except (OSError, ValueError, FrameTooLarge):
-            return None
-
     def _wait(self, out_r: int, deadline: float, cap: int, control_fd: int | None):
         """Wait for the judge's verdict, draining candidate output, until the deadline."""
         result, output, timed_out, aborted = None, bytearray(), False, False
-        judge_fd = self.judge_sock.fileno()
+        judge_fd = self.judge.sock.fileno()
         poller = select.poll()
         poller.register(judge_fd, select.POLLIN)
         poller.register(out_r, select.POLLIN)
@@ -369,9 +303,9 @@ class Worker:
                     break
                 if fd == judge_fd:
                     done = True
-                    result = self._judge_reply(time.monotonic() + 5.0)
+                    result = self.judge.reply(time.monotonic() + 5.0)
                     if result is None:
-                        self._stop_judge()  # it died or broke the protocol
+                        self.judge.stop()  # it died or broke the protocol
                     break
                 try:
                     chunk = os.read(fd, 1 << 16)
@@ -397,19 +331,6 @@ def _describe_exit(status: int | None) -> str:
             name = str(-status)
         return f"candidate killed by {name}"
     return f"candidate exit code {status}" if status else ""
-
-
-def _reap(pid: int) -> int | None:
-    if pid <= 0:
-        return None
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return None
-        except InterruptedError:
-            continue
-        return os.waitstatus_to_exitcode(status)
 
 
 def _drain(fd: int) -> bytes:
