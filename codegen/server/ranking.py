@@ -85,6 +85,8 @@ class RerankerScorer:
         from rerankers import Reranker
 
         self.name = f"reranker:{path}"
+        # The examples get a judge of their own, not the request tests' one: their limits
+        # differ, and a Docker pool restarts its containers whenever the limits change.
         self.reranker = Reranker.load(path, sandbox=sandbox, sandbox_workers=sandbox_workers)
         if self.reranker.examples is not None:  # a sandbox that cannot run fails at start-up
             self.reranker.examples.judge.start()
