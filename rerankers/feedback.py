@@ -24,8 +24,8 @@ from typing import Sequence
 
 from codegen.doctests import example_tests, prompt_function
 from codegen.errors import UserError
+from codegen.judging import Judge
 from codegen.problems import Problem
-from codegen.samples import Sample
 from sandbox import DEFAULT_BACKEND
 from sandbox.base import Limits
 
@@ -74,23 +74,20 @@ def with_feedback(completion: str, line: str) -> str:
 
 
 class ExampleRunner:
-    """Runs candidates on their prompts' docstring examples in a sandbox.
+    """Runs candidates on their prompts' docstring examples through a `codegen.judging.Judge`.
 
-    The executor starts on first use and is reused until `close`; verdicts go
-    through the verdict cache like any other, so a candidate seen in training
-    and again in scoring runs once.
+    The judge's sandbox starts on first use and is reused until `close`;
+    verdicts go through the verdict cache like any other, so a candidate seen
+    in training and again in scoring runs once.
     """
 
     def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None):
-        self.backend, self.workers = backend, workers
-        self.executor = None
+        self.judge = Judge(backend, workers)
 
     def lines(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """One feedback line per (prompt, completion)."""
-        from codegen.evaluate import evaluate_samples
-
-        problems: dict[str, Problem] = {}
-        samples, where = [], []
+        problems: dict[str, Problem | None] = {}
+        pairs, where = [], []
         for i, (prompt, completion) in enumerate(zip(prompts, completions)):
             task_id = "examples/" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
             if task_id not in problems:
@@ -99,26 +96,17 @@ class ExampleRunner:
                 # completion continues (HumanEval style): it is the program's prefix.
                 problems[task_id] = (Problem(task_id, prompt, tests, prompt_function(prompt), code_prefix=prompt)
                                      if tests else None)
-            if problems[task_id] is None:
-                continue
-            samples.append(Sample(task_id, completion, f"{task_id}#{len(samples)}"))
-            where.append(i)
+            if problems[task_id] is not None:
+                pairs.append((problems[task_id], completion))
+                where.append(i)
         out = [NO_EXAMPLES] * len(prompts)
-        if samples:
-            if self.executor is None:
-                import sandbox
-
-                self.executor = sandbox.make_executor(self.backend, workers=self.workers)
-            results = evaluate_samples([p for p in problems.values() if p is not None], samples,
-                                       executor=self.executor, limits=EXAMPLE_LIMITS, progress=False)
-            for i, result in zip(where, results):
+        if pairs:
+            for i, result in zip(where, self.judge.run_pairs(pairs, EXAMPLE_LIMITS)):
                 out[i] = feedback_line(result)
         return out
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.close()
-            self.executor = None
+        self.judge.close()
 
     def __enter__(self):
         return self

@@ -85,7 +85,7 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
-                 batch_size: int = 16):
+                 batch_size: int = 16, sandbox: str | None = None, sandbox_workers: int | None = None):
         from rerankers.feedback import ExampleRunner, check_kind
         from sandbox import DEFAULT_BACKEND
 
@@ -96,18 +96,21 @@ class Reranker:
         self.batch_size = batch_size
         # Rerankers saved before feedback existed read the code alone.
         self.feedback = check_kind(self.meta.get("feedback", "none"))
-        backend = self.meta.get("config", {}).get("sandbox", DEFAULT_BACKEND)
-        self.examples = ExampleRunner(backend) if self.feedback == "examples" else None
+        # The examples run where the caller says (`itercode serve --sandbox`), else where training ran them.
+        backend = sandbox or self.meta.get("config", {}).get("sandbox", DEFAULT_BACKEND)
+        self.examples = ExampleRunner(backend, sandbox_workers) if self.feedback == "examples" else None
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None) -> "Reranker":
+    def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None, sandbox: str | None = None,
+             sandbox_workers: int | None = None) -> "Reranker":
         """Load a reranker saved by `rerankers.train.train_reranker`.
 
         A missing directory, or one that does not hold a sequence-classification
         model with one output and its tokenizer, raises `RerankerLoadError`
         naming the path and the fix. A reranker trained with example feedback
         runs candidates on their docstring examples when it scores them, in a
-        sandbox of its own (stopped by `close`).
+        sandbox of its own (stopped by `close`): ``sandbox`` names its backend
+        (default: the one it was trained with), ``sandbox_workers`` its width.
         """
         path = check_reranker_dir(path, parse=False)  # a config.json that does not parse: the load error below
         meta = read_meta(path)
@@ -130,7 +133,8 @@ class Reranker:
         model.config.pad_token_id = tokenizer.pad_token_id
         model.eval()
         max_length = int(meta.get("max_length") or getattr(model.config, "max_position_embeddings", 512) or 512)
-        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size)
+        return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size, sandbox=sandbox,
+                   sandbox_workers=sandbox_workers)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""

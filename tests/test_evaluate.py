@@ -7,6 +7,7 @@ import pytest
 
 from codegen.errors import UserError
 from codegen.evaluate import evaluate_samples, sample_ids, to_job
+from codegen.judging import Judge
 from codegen.problems import Problem
 from codegen.samples import Sample
 from codegen.verdict_cache import VerdictCache, verdict_key
@@ -33,9 +34,12 @@ class FakeExecutor:
                 status = "infra_error"
             elif "PASS" in job.program:
                 status = "passed"
+            elif "PROVOKED" in job.program:
+                status = "error"
             else:
                 status = "failed"
-            v = Verdict(job.job_id, status, tests_passed=int(status == "passed"), tests_total=1, duration_s=0.01)
+            v = Verdict(job.job_id, status, tests_passed=int(status == "passed"), tests_total=1, duration_s=0.01,
+                        provoked="PROVOKED" in job.program)
             if on_verdict:
                 on_verdict(v)
             out.append(v)
@@ -164,3 +168,30 @@ def test_unwritable_cache_warns_and_runs_without_it(tmp_path, monkeypatch, capsy
     res = evaluate_samples(PROBLEMS, [Sample("t/0", "  # PASS")], executor=ex, progress=False)
     assert res[0]["passed"] and len(ex.seen_programs) == 1
     assert "verdict cache unavailable" in capsys.readouterr().err
+
+
+def test_provoked_errors_are_kept_in_results_and_in_the_cache(cache):
+    samples = [Sample("t/0", "  # PROVOKED"), Sample("t/1", "  # PASS")]
+    first = evaluate_samples(PROBLEMS, samples, executor=FakeExecutor(), progress=False)
+    assert [(r["status"], r["provoked"]) for r in first] == [("error", True), ("passed", False)]
+    second = evaluate_samples(PROBLEMS, samples, executor=FakeExecutor(), progress=False)
+    assert all(r["cached"] for r in second) and [r["provoked"] for r in second] == [True, False]
+
+
+def test_a_judge_keeps_its_sandbox_between_calls_until_closed(cache, monkeypatch):
+    import sandbox
+
+    made = []
+    monkeypatch.setattr(sandbox, "make_executor", lambda name="process", workers=None, **kw: made.append(FakeExecutor()) or made[-1])
+    judge = Judge("process", workers=2)
+    assert not judge.running and judge.describe() == {"backend": "process", "version": None}
+    first = judge.run_pairs([(PROBLEMS[0], "    return 1  # PASS"), (PROBLEMS[1], "    return 2")])
+    second = judge.run_pairs([(PROBLEMS[1], "    return 3")])
+    assert len(made) == 1 and len(made[0].batches) == 2, "one sandbox serves every call"
+    assert [r["status"] for r in first + second] == ["passed", "failed", "failed"]
+    assert judge.describe() == {"backend": "fake", "version": "1"}
+    judge.close()
+    assert made[0].closed and not judge.running
+    assert judge.run_pairs([(PROBLEMS[0], "    return 1  # PASS")])[0]["cached"], "the cache outlives the sandbox"
+    assert len(made) == 2  # a call after close starts a fresh sandbox
+    judge.close()

@@ -9,8 +9,8 @@ Three layers:
   and scorer stay real;
 - the REAL server: `itercode serve` started as a subprocess on loopback with
   the starter model, called with the official `openai` client and raw HTTP
-  (HF backend; and the vLLM backend, checking that concurrent requests are
-  batched into its one engine).
+  (HF backend; the vLLM backend, checking that concurrent requests are
+  batched into its one engine; and ``--sandbox docker`` for request tests).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import require_docker
 
 from codegen.errors import UserError
 from codegen.samplers import HUMANEVAL_STOP
@@ -123,12 +124,25 @@ def test_config_check_names_the_flag():
         ServerConfig(model="m", backend="tgi").check()
     with pytest.raises(UserError, match="--max-queue"):
         ServerConfig(model="m", max_queue=-1).check()
+    with pytest.raises(UserError, match="--sandbox process or --sandbox docker"):
+        ServerConfig(model="m", sandbox="vm").check()
 
 
 def test_serve_command_rejects_a_model_dir_without_config(tmp_path):
     from codegen.cli import main
 
     assert main(["serve", "--model", str(tmp_path), "--backend", "hf"]) == 2
+
+
+def test_serve_with_an_unreachable_docker_sandbox_fails_before_loading_and_names_the_flag(starter_model, monkeypatch, capsys):
+    from codegen.cli import main
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    t0 = time.monotonic()
+    assert main(["serve", "--model", str(starter_model), "--backend", "hf", "--sandbox", "docker"]) == 2
+    assert time.monotonic() - t0 < 60  # no model load, no server
+    err = capsys.readouterr().err
+    assert "--sandbox docker: no Docker daemon answers" in err, err
 
 
 # ---- the app in-process, with a scripted engine ------------------------------
@@ -194,8 +208,14 @@ def test_tests_field_ranks_the_passing_candidate_first_with_the_real_sandbox():
         assert cands["    return x + 1\n"]["verdict"]["status"] == "passed"
         assert cands["    return x\n"]["verdict"]["status"] == "failed"
         assert cands["    return (\n"]["verdict"]["status"] == "error"
+        assert body["itercode"]["sandbox"]["backend"] == "process"
+        assert not any(c["verdict"]["cached"] for c in body["itercode"]["candidates"])
         metrics = client.get("/metrics").text
         assert 'itercode_sandbox_verdicts_total{status="passed"} 1' in metrics
+        # The request's tests go through the verdict cache like any other run: asked again, nothing runs.
+        again = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "tests": TESTS, "n": 3}).json()
+        assert all(c["verdict"]["cached"] and c["verdict"]["attempts"] == 0 for c in again["itercode"]["candidates"])
+        assert [c["text"] for c in again["choices"]] == [c["text"] for c in body["choices"]]
 
 
 def test_chat_answer_is_tested_as_a_whole_program_from_its_fence():
@@ -346,19 +366,51 @@ def test_request_tests_run_in_the_sandbox_through_http(hf_server, starter_model)
                                   extra_body={"tests": {"code": problem.tests, "entry_point": problem.entry_point}})
     cands = r.model_extra["itercode"]["candidates"]
     assert r.model_extra["itercode"]["tests_run"] is True
+    assert r.model_extra["itercode"]["sandbox"]["backend"] == "process"  # the default --sandbox
     assert all(c["verdict"]["status"] in STATUSES for c in cands)
     if any(c["verdict"]["passed"] for c in cands):
         assert cands[0]["verdict"]["passed"]
     # A prefix that turns every candidate into a comment: all must pass, so verdicts are real runs...
-    r = client.completions.create(model=str(starter_model), prompt="# a comment:", max_tokens=4, stop=["\n", "\r"],
-                                  extra_body={"tests": {"code": "def check(candidate):\n    assert candidate() == 1\n",
-                                                        "entry_point": "f", "prefix": "def f():\n    return 1\n#"}})
-    assert [c["verdict"]["status"] for c in r.model_extra["itercode"]["candidates"]] == ["passed"] * 4
+    info = _comment_request(client, str(starter_model), expected=1)
+    assert [c["verdict"]["status"] for c in info["candidates"]] == ["passed"] * 4
     # ...and tests that cannot pass fail every one.
-    r = client.completions.create(model=str(starter_model), prompt="# a comment:", max_tokens=4, stop=["\n", "\r"],
-                                  extra_body={"tests": {"code": "def check(candidate):\n    assert candidate() == 2\n",
+    info = _comment_request(client, str(starter_model), expected=2)
+    assert [c["verdict"]["status"] for c in info["candidates"]] == ["failed"] * 4
+
+
+def _comment_request(client, model: str, expected: int) -> dict:
+    """A request whose prefix turns every candidate into a comment: the tests decide every verdict."""
+    r = client.completions.create(model=model, prompt="# a comment:", max_tokens=4, stop=["\n", "\r"],
+                                  extra_body={"tests": {"code": f"def check(candidate):\n    assert candidate() == {expected}\n",
                                                         "entry_point": "f", "prefix": "def f():\n    return 1\n#"}})
-    assert [c["verdict"]["status"] for c in r.model_extra["itercode"]["candidates"]] == ["failed"] * 4
+    return r.model_extra["itercode"]
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_serve_with_docker_sandbox_answers_request_tests_with_docker_verdicts(starter_model, tmp_path):
+    from sandbox.docker_backend import BACKEND_VERSION
+
+    require_docker()
+    server = RealServer(["--model", str(starter_model), "--backend", "hf", "--n-candidates", "3", "--sandbox", "docker",
+                         "--sandbox-workers", "2"], tmp_path / "server.log", ready_s=400)
+    try:
+        health = httpx.get(server.base + "/health").json()
+        # The sandbox starts with the server, so /health already names the running backend.
+        assert health["sandbox"]["backend"] == "docker", health
+        assert health["sandbox"]["version"].startswith(BACKEND_VERSION + "/"), health
+        client = _openai(server)
+        passing = _comment_request(client, str(starter_model), expected=1)
+        assert passing["tests_run"] is True and passing["sandbox"] == health["sandbox"]
+        assert [c["verdict"]["status"] for c in passing["candidates"]] == ["passed"] * 3, passing["candidates"]
+        assert all(c["verdict"]["tests_passed"] == c["verdict"]["tests_total"] == 1 for c in passing["candidates"])
+        failing = _comment_request(client, str(starter_model), expected=2)
+        assert failing["sandbox"]["backend"] == "docker"
+        assert [c["verdict"]["status"] for c in failing["candidates"]] == ["failed"] * 3, failing["candidates"]
+        assert all("AssertionError" in c["verdict"]["stderr"] for c in failing["candidates"] if not c["verdict"]["cached"])
+    finally:
+        server.close()
+    assert server.proc.returncode == 0, server.tail()
 
 
 def _post(server, path, **kw):
@@ -480,4 +532,4 @@ def test_a_reranker_with_example_feedback_picks_the_candidate_whose_example_pass
         body = client.post("/v1/completions", json={"model": "scripted", "prompt": problem.prompt}).json()
     assert body["choices"][0]["text"] == right, body
     assert body["itercode"]["scorer"] == f"reranker:{path}"
-    assert scorer.reranker.examples.executor is None  # the server's shutdown stopped the reranker's sandbox
+    assert not scorer.reranker.examples.judge.running  # the server's shutdown stopped the reranker's sandbox

@@ -22,6 +22,7 @@ HELP = "serve an OpenAI-compatible endpoint that answers with the best of n rera
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+    from sandbox import BACKENDS, DEFAULT_BACKEND
     from sandbox.base import Limits
 
     p.add_argument("--model", required=True, help="model path or hub id (a local path on offline machines)")
@@ -48,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request, queueing included; then 503")
     g.add_argument("--max-concurrent", type=int, default=64, help="requests worked on at once")
     g.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond --max-concurrent; more get 429")
+    g.add_argument("--sandbox", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="sandbox backend for request tests and a reranker's example feedback "
+                        f"(default {DEFAULT_BACKEND}; docker needs a reachable dockerd)")
     g.add_argument("--sandbox-timeout", type=float, default=Limits.timeout_s,
                    help=f"seconds per candidate when a request carries tests (default {Limits.timeout_s:g})")
     g.add_argument("--sandbox-workers", type=int, default=None, help="sandbox processes in parallel (default: the CPU count)")
@@ -75,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         default_max_tokens=args.default_max_tokens, max_candidates=args.max_candidates,
         max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
         request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
-        sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
+        sandbox=args.sandbox, sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
         max_model_len=args.max_model_len, dtype=args.dtype, seed=args.seed,
     )
     if args.no_default_stop:
@@ -95,11 +99,18 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from codegen.server.app import create_app
+    from codegen.server.ranking import TestRunner
 
-    app = create_app(cfg)
+    tests = TestRunner.for_config(cfg)
+    try:
+        tests.start()  # before the model loads: a sandbox that cannot run fails in seconds, with its fix
+    except ValueError as e:  # DockerUnavailable is one
+        tests.close()
+        raise UserError(f"--sandbox {cfg.sandbox}: {e}") from None
+    app = create_app(cfg, tests=tests)
     print(f"itercode serve: {cfg.backend} engine on {cfg.model}, scorer "
           f"{'reranker ' + cfg.reranker if cfg.reranker else 'mean log-prob'}, "
-          f"{cfg.n_candidates} candidates; loading, then listening on http://{args.host}:{args.port}/v1", flush=True)
+          f"{cfg.n_candidates} candidates, {cfg.sandbox} sandbox; loading, then listening on http://{args.host}:{args.port}/v1", flush=True)
     # One process, one event loop: the engine is shared by every request, which is the point.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0

@@ -114,7 +114,7 @@ class Server:
         self.config = config
         self.engine = engine
         self.scorer = scorer
-        self.tests = tests or TestRunner(workers=config.sandbox_workers, timeout_s=config.sandbox_timeout_s, memory_mb=config.sandbox_memory_mb)
+        self.tests = tests or TestRunner.for_config(config)
         self.metrics = metrics_mod.Metrics()
         self.admitted = 0  # working + waiting
         self.slots: asyncio.Semaphore | None = None
@@ -126,8 +126,10 @@ class Server:
             self.engine = make_engine(c.backend, c.model, max_model_len=c.max_model_len, seed=c.seed, dtype=c.dtype)
         if not self.engine.alive:
             await self.engine.start()
+        await asyncio.to_thread(self.tests.start)
         if self.scorer is None:
-            self.scorer = await asyncio.to_thread(RerankerScorer, c.reranker) if c.reranker else LogprobScorer()
+            self.scorer = (await asyncio.to_thread(RerankerScorer, c.reranker, c.sandbox, c.sandbox_workers)
+                           if c.reranker else LogprobScorer())
         self.metrics.info.labels(backend=self.engine.backend, model=c.model_id, scorer=self.scorer.name).set(1)
 
     async def stop(self) -> None:
@@ -224,6 +226,7 @@ class Server:
                 "scorer": self.scorer.name,
                 "n_candidates": len(ranked),
                 "tests_run": problem is not None,
+                "sandbox": self.tests.judge.describe() if problem is not None else None,
                 "candidates": [
                     {"index": c.index, "rank": c.rank, "text": c.text, "score": _finite(c.score),
                      "mean_logprob": _finite(c.mean_logprob), "num_tokens": c.num_tokens,
@@ -326,6 +329,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
         ok = server.engine is not None and server.engine.alive
         body = {"status": "ok" if ok else "engine_down", "backend": server.engine.backend if server.engine else None,
                 "model": config.model_id, "scorer": server.scorer.name if server.scorer else None,
+                "sandbox": server.tests.judge.describe(),
                 "requests_in_flight": server.admitted}
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from codegen.errors import UserError
 from codegen.samplers import HUMANEVAL_STOP, LOCAL_BACKENDS, SamplingParams
+from sandbox import BACKENDS, DEFAULT_BACKEND
 from sandbox.base import Limits
 
 
@@ -33,7 +34,8 @@ class ServerConfig:
     max_concurrent: int = 64  # requests being worked on at once (all share the engine)
     max_queue: int = 256  # requests allowed to wait for a slot; beyond that -> 429
     retry_after_s: int = 1
-    # Sandbox for request-carried tests.
+    # Sandbox for request-carried tests and a reranker's example feedback.
+    sandbox: str = DEFAULT_BACKEND  # one of sandbox.BACKENDS
     sandbox_timeout_s: float = Limits.timeout_s
     sandbox_memory_mb: int = Limits.memory_mb
     sandbox_workers: int | None = None
@@ -50,6 +52,8 @@ class ServerConfig:
         """Raise UserError naming the bad setting and the fix; return self."""
         if self.backend not in LOCAL_BACKENDS:
             raise UserError(f"unknown backend {self.backend!r}: use --backend " + " or --backend ".join(LOCAL_BACKENDS))
+        if self.sandbox not in BACKENDS:
+            raise UserError(f"unknown sandbox {self.sandbox!r}: use --sandbox " + " or --sandbox ".join(BACKENDS))
         positive = {
             "--n-candidates": self.n_candidates,
             "--max-candidates": self.max_candidates,

@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from codegen.judging import Judge
 from codegen.problems import Problem
-from codegen.samples import Sample
 from sandbox import DEFAULT_BACKEND
 from sandbox.base import Limits
 
@@ -81,11 +81,15 @@ class LogprobScorer:
 class RerankerScorer:
     """A trained reranker (`rerankers.Reranker`), called one batch at a time."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sandbox: str | None = None, sandbox_workers: int | None = None):
         from rerankers import Reranker
 
         self.name = f"reranker:{path}"
-        self.reranker = Reranker.load(path)
+        # The examples get a judge of their own, not the request tests' one: their limits
+        # differ, and a Docker pool restarts its containers whenever the limits change.
+        self.reranker = Reranker.load(path, sandbox=sandbox, sandbox_workers=sandbox_workers)
+        if self.reranker.examples is not None:  # a sandbox that cannot run fails at start-up
+            self.reranker.examples.judge.start()
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
 
     def _score(self, problem: Problem, texts: list[str]) -> list[float]:
@@ -105,44 +109,25 @@ class RerankerScorer:
 
 
 class TestRunner:
-    """Runs request-carried tests in the sandbox (`sandbox.make_executor`)."""
+    """Runs request-carried tests through a `codegen.judging.Judge` (cache and infra retry included)."""
 
     def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None,
                  timeout_s: float = Limits.timeout_s, memory_mb: int = Limits.memory_mb):
-        self.backend, self.workers = backend, workers
-        self.timeout_s, self.memory_mb = timeout_s, memory_mb
-        self._executor = None
-        self._lock = threading.Lock()  # one batch at a time; the executor parallelises inside a batch
+        self.judge = Judge(backend, workers)
+        self.limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb)
 
-    def _run(self, problem: Problem, candidates: list[Candidate]) -> list[dict[str, Any]]:
-        import sandbox
-        from codegen.evaluate import to_job
+    @classmethod
+    def for_config(cls, config) -> "TestRunner":
+        """The runner a `ServerConfig` asks for (``--sandbox``, ``--sandbox-workers``, ``--sandbox-timeout``)."""
+        return cls(config.sandbox, workers=config.sandbox_workers, timeout_s=config.sandbox_timeout_s,
+                   memory_mb=config.sandbox_memory_mb)
 
-        jobs = [
-            to_job(problem, Sample(task_id=problem.task_id, completion=c.code, sample_id=f"{problem.task_id}#{c.index}"))
-            for c in candidates
-        ]
-        limits = Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
-        with self._lock:
-            if self._executor is None:
-                self._executor = sandbox.make_executor(self.backend, workers=self.workers)
-            verdicts = self._executor.run(jobs, limits)
-        return [
-            {
-                "status": v.status,
-                "passed": v.passed,
-                "tests_passed": v.tests_passed,
-                "tests_total": v.tests_total,
-                "duration_s": round(v.duration_s, 4),
-            }
-            for v in verdicts
-        ]
+    def start(self) -> None:
+        """Start the sandbox now, so that a backend that cannot run fails at start-up, not on a request."""
+        self.judge.start()
 
     async def run(self, problem: Problem, candidates: list[Candidate]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._run, problem, candidates)
+        return await asyncio.to_thread(self.judge.run_pairs, [(problem, c.code) for c in candidates], self.limits)
 
     def close(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.close()
-                self._executor = None
+        self.judge.close()

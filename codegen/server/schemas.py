@@ -17,10 +17,13 @@ Extension fields (send them with the openai client's ``extra_body=``):
   candidate continues (completions: default the prompt; chat: default none).
 
 Responses carry ``itercode``: the scorer used, ``n_candidates``,
-``tests_run`` and every candidate (``index``, ``rank`` with 0 the answer,
+``tests_run``, ``sandbox`` (the backend and version that ran the tests, null
+without tests) and every candidate (``index``, ``rank`` with 0 the answer,
 ``text``, ``score``, ``mean_logprob``, ``num_tokens``, ``finish_reason`` and
-``verdict``: ``status``, ``passed``, ``tests_passed``, ``tests_total``,
-``duration_s``). ``usage.completion_tokens`` counts all candidates' tokens.
+``verdict``, as `codegen.judging.verdict_dict` writes it: ``status``,
+``passed``, ``tests_passed``, ``tests_total``, ``duration_s``, ``stderr``,
+``provoked``, ``cached``, ``attempts``). ``usage.completion_tokens`` counts
+all candidates' tokens.
 Responses are built as plain dicts in `codegen.server.app`.
 """
 from __future__ import annotations
