@@ -74,11 +74,6 @@ class Verdict:
     def passed(self) -> bool:
         return self.status == PASSED
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
-
 
 ProgressFn = Callable[[Verdict], None]
 

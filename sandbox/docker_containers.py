@@ -35,7 +35,7 @@ HOST_GRACE_S = 10.0  # the harness answers at its timeout; this backstop covers 
 HOW_TO_START = (
     "start one with `sudo dockerd --bridge=none --iptables=false &` "
     "(or `bash scripts/ensure-dockerd.sh`, which installs docker.io if needed), "
-    "set DOCKER_HOST if it listens elsewhere, or use the default backend (--backend process)"
+    "set DOCKER_HOST if it listens elsewhere, or use the process backend (the default: `--backend process` for eval, `--sandbox process` for serve)"
 )
 
 
