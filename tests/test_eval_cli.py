@@ -159,6 +159,7 @@ def test_cache_makes_second_run_near_instant_and_no_cache_bypasses(tmp_path, cac
     first = eval_json(*args)
     first_results = read_jsonl(f"{samples}_results.jsonl")
     assert first["cached"] == 0 and first["seconds"] >= 2.0
+    assert first["provoked_errors"] == 0 and first["infra_errors"] == 0  # hangs and crashes are the programs' own
     second = eval_json(*args)
     second_results = read_jsonl(f"{samples}_results.jsonl")
     assert second["cached"] == len(rows)
@@ -352,6 +353,20 @@ def test_infra_errors_get_their_own_line_in_the_table():
     assert infra and "count as not passed" in infra[0] and "run again" in infra[0]
     assert "infra_error" not in next(l for l in lines if l.startswith("status"))
     assert "pass@10, pass@100 not shown: only 2 samples per problem" in text
+
+
+def test_provoked_errors_get_their_own_line_in_the_table():
+    from codegen.commands.eval import format_summary
+
+    summary = {"problems": 1, "problems_in_set": 1, "samples": 2, "n_min": 2, "n_max": 2, "k": [1],
+               "pass_at_k": {"pass@1": 0.5}, "status_counts": {"passed": 1, "failed": 0, "error": 1, "timeout": 0,
+                                                               "oom": 0, "infra_error": 0},
+               "infra_errors": 0, "provoked_errors": 1, "cached": 0, "backend": "docker", "backend_version": "v",
+               "workers": 1, "limits": {"timeout_s": 3.0, "memory_mb": 1024}, "seconds": 1.0, "results_file": "r.jsonl"}
+    lines = format_summary(summary, skipped=[]).splitlines()
+    provoked = [l for l in lines if l.startswith("provoked  1 error(s)")]
+    assert provoked and "programs' own errors" in provoked[0]
+    assert not any(l.startswith("infra_error") for l in lines)
 
 
 def test_sigterm_becomes_keyboard_interrupt_and_handler_is_restored():
