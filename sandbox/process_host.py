@@ -7,9 +7,9 @@ import functools
 import hashlib
 import json
 import os
-import signal
-import time
 from pathlib import Path
+
+from sandbox.harness.isolation import kill_cgroup_procs
 
 CGROUP_ROOTS = ("/sys/fs/cgroup/memory/itercode", "/sys/fs/cgroup/pids/itercode")
 
@@ -51,19 +51,7 @@ def remove_cgroups(name: str) -> None:
     cannot: after its chroot the parent groups are out of its sight)."""
     for root in CGROUP_ROOTS:
         path = os.path.join(root, name)
-        for _ in range(20):
-            try:
-                pids = Path(path, "cgroup.procs").read_text().split()
-            except OSError:
-                break
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.02)
+        kill_cgroup_procs(path)
         try:
             os.rmdir(path)
         except OSError:

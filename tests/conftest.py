@@ -77,6 +77,18 @@ def require_docker() -> None:
     pytest.skip("no dockerd answers `docker info`")
 
 
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def backend(request):
+    """A sandbox executor with two workers (an attack and its canary run side by side), on each backend."""
+    from sandbox import make_executor
+
+    if request.param == "docker":
+        require_docker()
+    executor = make_executor(request.param, workers=2)
+    yield executor
+    executor.close()
+
+
 def uid_processes(uids) -> list[str]:
     """Pids of the host's processes running as any of ``uids`` (the sandbox's slot uids)."""
     import os

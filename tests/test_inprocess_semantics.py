@@ -13,9 +13,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import require_docker
 
-from sandbox import PASSED, Job, Limits, make_executor
+from sandbox import PASSED, Job, Limits
 from sandbox.harness.judge import bind_solution_imports, solution_imports
 
 LIMITS = Limits(timeout_s=10, memory_mb=1024)
@@ -465,15 +464,6 @@ def test_the_problems_are_what_they_claim_in_process():
     for (name, *_), right_ok, wrong_ok in zip(PROBLEMS, expected[::2], expected[1::2]):
         assert right_ok == (name != "import_inside_def_is_not_the_tests"), name
         assert not wrong_ok, name
-
-
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request):
-    if request.param == "docker":
-        require_docker()
-    executor = make_executor(request.param, workers=2)
-    yield executor
-    executor.close()
 
 
 def test_verdicts_equal_in_process_evaluation(backend):

@@ -18,17 +18,15 @@ import hashlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import require_docker, uid_processes
+from conftest import uid_processes
 
-from sandbox import ERROR, FAILED, INFRA_ERROR, OOM, PASSED, TIMEOUT, Job, Limits, make_executor
+from sandbox import ERROR, FAILED, OOM, PASSED, TIMEOUT, Job, Limits
 
 # Planted in this process's environment before any executor starts: no run may see it.
 DECOY_SECRET = "decoy-" + uuid.uuid4().hex
@@ -39,17 +37,6 @@ HARNESS = Path(__file__).resolve().parents[1] / "sandbox" / "harness"  # the pac
 SITE_PACKAGES = Path(shutil.__file__).parent  # the stdlib dir; site-packages of the venv below
 VENV_SITE = Path(pytest.__file__).resolve().parents[1]
 NOT_PASSED = {FAILED, ERROR, TIMEOUT, OOM}
-
-
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request):
-    """An executor with two workers (attack and canary run side by side)."""
-    name = request.param
-    if name == "docker":
-        require_docker()
-    executor = make_executor(name, workers=2)
-    yield executor
-    executor.close()
 
 
 CANARY = Job(

@@ -20,7 +20,6 @@ import tempfile
 import textwrap
 
 import pytest
-from conftest import require_docker
 from test_sandbox_attacks import LIMITS, attack
 
 from sandbox import ERROR, PASSED, Job, make_executor
@@ -58,22 +57,16 @@ def refused(nr, *args):
 '''
 
 
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request):
-    """An executor with two workers whose candidates run under the filter
-    (skips where this machine has none: the stated fallback)."""
-    if request.param == "docker":
-        require_docker()
-    executor = make_executor(request.param, workers=2)
-    try:
-        # The docker backend learns its isolation from the first container.
-        assert executor.run([CANONICAL], LIMITS)[0].status == PASSED
-        state = executor.isolation.get("seccomp", "")
-        if not state.startswith("on:"):
-            pytest.skip(f"no syscall filter here: {state}")
-        yield executor
-    finally:
-        executor.close()
+@pytest.fixture(scope="module")
+def backend(backend):
+    """conftest's executor, whose candidates run under the filter (skips
+    where this machine has none: the stated fallback)."""
+    # The docker backend learns its isolation from the first container.
+    assert backend.run([CANONICAL], LIMITS)[0].status == PASSED
+    state = backend.isolation.get("seccomp", "")
+    if not state.startswith("on:"):
+        pytest.skip(f"no syscall filter here: {state}")
+    return backend
 
 
 def _seccomp_in_kernel() -> bool:

@@ -30,15 +30,6 @@ os.environ["ITERCODE_SECRETS_TEST_DECOY"] = SECRET  # before any executor starts
 CANARY = Job("canary", "def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n", "add")
 
 
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request):
-    if request.param == "docker":
-        require_docker()
-    executor = make_executor(request.param, workers=2)
-    yield executor
-    executor.close()
-
-
 def hunt(backend, program: str, token: str) -> None:
     """Run ``program`` (its ``f()`` returns everything it found) beside the
     canary; the tests check that ``token`` is among it, so the hunt must
@@ -127,7 +118,7 @@ def test_earlier_jobs_tests_are_not_in_memory_either(backend):
     """Tests of jobs the worker ran before are not in a later candidate's memory."""
     earlier = _token()
     backend.run([Job("earlier", "def g():\n    return 1\n", f"assert g() == 1, {earlier!r}\n", "g")] * 2, LIMITS)
-    program = SCAN_MEMORY.format(pattern=rb"tok-[0-9a-f]{32}") + textwrap.dedent(f"""
+    program = SCAN_MEMORY.format(pattern=rb"tok-[0-9a-f]{32}") + textwrap.dedent("""
     def f():
         hits = scan()
         return hits

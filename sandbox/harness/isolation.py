@@ -162,24 +162,7 @@ class Isolation:
 
     def kill_cgroups(self, spare: set[int]) -> int:
         """SIGKILL whatever of a run is left in the slot's cgroups (not the ``spare`` pids)."""
-        killed = 0
-        for path in self.cgroups.values():
-            for _ in range(50):
-                try:
-                    with open(os.path.join(path, "cgroup.procs")) as f:
-                        pids = [int(p) for p in f.read().split() if int(p) not in spare]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                        killed += 1
-                    except OSError:
-                        pass
-                time.sleep(0.01)
-        return killed
+        return sum(kill_cgroup_procs(path, spare) for path in self.cgroups.values())
 
     def apply_limits(self, limits: dict) -> None:
         key = (limits["memory_mb"], limits["max_processes"])
@@ -214,6 +197,28 @@ class Isolation:
     def describe(self) -> dict:
         return {"netns": self.netns, "mountns": self.mountns, "pidns": self.pidns, "readonly_host": self.readonly,
                 "minimal_root": self.minimal_root, "cgroups": sorted(self.cgroups), "notes": self.notes}
+
+
+def kill_cgroup_procs(path: str, spare=frozenset()) -> int:
+    """SIGKILL every process in the cgroup at ``path`` but ``spare``, until none
+    is left (a fork bomb refills it for a while); return how many were killed."""
+    killed = 0
+    for _ in range(50):
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split() if int(p) not in spare]
+        except OSError:
+            break
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
 
 
 def _link(new: str, name: str, real: str) -> None:
