@@ -271,7 +271,7 @@ def test_reranker_directories_that_do_not_load_get_a_clear_error(tmp_path, start
 
 
 def test_cli_refuses_a_missing_reranker_before_any_work(tmp_path, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     missing = str(tmp_path / "nope")
     assert main(["eval", "--problems", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--rerank", missing]) == 2
@@ -298,7 +298,7 @@ def _synthetic_candidates(problems):
 
 @pytest.mark.slow
 def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_path, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
     from codegen.evaluate import evaluate_samples
     from codegen.io import read_jsonl, write_jsonl_atomic
     from codegen.synthetic import load_split
@@ -349,7 +349,7 @@ def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_p
 @pytest.mark.slow
 def test_the_reranker_never_trains_on_heldout_problems(starter_model, tmp_path, capsys):
     """Held-out candidates are refused in round 1 and in a hard-negative round, before any training."""
-    from codegen.cli import main
+    from codegen.app.cli import main
     from codegen.io import write_jsonl_atomic
     from codegen.synthetic import load_split
     from rerankers.hard_negatives import train_rounds

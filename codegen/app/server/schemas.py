@@ -21,7 +21,7 @@ Responses carry ``itercode``: the scorer used, ``n_candidates``,
 ``text``, ``score``, ``mean_logprob``, ``num_tokens``, ``finish_reason`` and
 ``verdict``: ``status``, ``passed``, ``tests_passed``, ``tests_total``,
 ``duration_s``). ``usage.completion_tokens`` counts all candidates' tokens.
-Responses are built as plain dicts in `codegen.server.app`.
+Responses are built as plain dicts in `codegen.app.server.app`.
 """
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """The ServerConfig for parsed arguments, checked (UserError on a bad value)."""
     from codegen.samplers import check_model_reference
-    from codegen.server.config import ServerConfig
+    from codegen.app.server.config import ServerConfig
     from rerankers.model import check_reranker_dir
 
     check_model_reference(args.model)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import uvicorn
 
-    from codegen.server.app import create_app
+    from codegen.app.server.app import create_app
 
     app = create_app(cfg)
     print(f"itercode serve: {cfg.backend} engine on {cfg.model}, scorer "
