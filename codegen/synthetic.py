@@ -37,6 +37,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from codegen.errors import UserError
 from codegen.problems import Problem
 
 SPLITS = ("reference", "unlabeled", "heldout")
@@ -451,7 +452,5 @@ def load_split(split: str, seed: int = 0) -> list[Problem]:
     elif split in SPLITS:
         dicts = _generate(int(seed)).splits[split]
     else:
-        from codegen.errors import UserError
-
         raise UserError(f"unknown synthetic split {split!r}: use one of {', '.join(SPLITS + ('practice',))}")
     return [Problem.from_dict(copy.deepcopy(d)) for d in dicts]

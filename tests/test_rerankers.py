@@ -12,13 +12,14 @@ import re
 
 import pytest
 
+from codegen.decoding import best_index
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.baselines import mean_logprob_scores, random_scores
 from rerankers.data import HeldOutLeakError, build_pairs, split_by_verdict
 from rerankers.hard_negatives import mine_hard_negatives
-from rerankers.report import format_report, rerank_report, top_index
+from rerankers.report import format_report, rerank_report
 
 
 # ---------------------------------------------------------------- helpers
@@ -143,7 +144,7 @@ def test_baselines():
     assert random_scores(p, ["a", "b", "c"], seed=1) == random_scores(p, ["a", "b", "c"], seed=1)
     assert random_scores(p, ["a", "b", "c"], seed=1) != random_scores(p, ["a", "b", "c"], seed=2)
     assert mean_logprob_scores([Sample("t", "a", mean_logprob=-0.5), Sample("t", "b")]) == [-0.5, -math.inf]
-    assert top_index([1.0, 3.0, 3.0, 2.0]) == 1  # the first of a tie wins
+    assert best_index([1.0, 3.0, 3.0, 2.0]) == 1  # the first of a tie wins
 
 
 # ---------------------------------------------------------------- hard_negatives.py (logic)

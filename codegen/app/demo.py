@@ -25,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from codegen.errors import UserError
 from codegen.problems import Problem
+from loops.config import load_config
+from loops.itertl import run_itertl
 
 # --- the HumanEval mixture (the first demo; eval and sandbox tests use it)
 KINDS = ("wrong", "crash", "syntax", "slow")
@@ -79,11 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete the demo's run directory first and start over")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=1")
     args = parser.parse_args(argv)
-
-    from codegen.errors import UserError
-    from loops.config import load_config
-    from loops.itertl import run_itertl
-
     try:
         cfg = load_config(args.config, args.overrides)
         if args.fresh and cfg.run_dir.exists():
