@@ -18,13 +18,19 @@ tests_total, duration_s, stderr, plus ``cached`` and ``attempts``.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+import sys
 import threading
 from collections import defaultdict
 from typing import Callable, Sequence
 
+from tqdm import tqdm
+
+import sandbox
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
+from codegen.verdict_cache import VerdictCache, verdict_key
 from sandbox import DEFAULT_BACKEND
 from sandbox.base import INFRA_ERROR, Executor, Job, Limits, Verdict
 
@@ -123,8 +129,6 @@ def evaluate_samples(
 
     own_executor = executor is None
     if own_executor:
-        import sandbox
-
         executor = sandbox.make_executor(backend, workers=workers)
     try:
         return _evaluate(jobs, samples, ids, executor, limits, cache, progress, on_result, cache_dir)
@@ -134,10 +138,6 @@ def evaluate_samples(
 
 
 def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_result, cache_dir) -> list[dict]:
-    from tqdm import tqdm
-
-    from codegen.verdict_cache import verdict_key
-
     backend_name = getattr(executor, "name", type(executor).__name__)
     version = str(getattr(executor, "version", "unknown"))
     keys = [verdict_key(j, limits, backend_name, version) for j in jobs]
@@ -185,11 +185,6 @@ def _evaluate(jobs, samples, ids, executor, limits, use_cache, progress, on_resu
 
 def _open_cache(directory):
     """The verdict cache, or None (with a warning) where it cannot be opened."""
-    import sqlite3
-    import sys
-
-    from codegen.verdict_cache import VerdictCache
-
     try:
         return VerdictCache(directory)
     except (OSError, sqlite3.Error) as e:

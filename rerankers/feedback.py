@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import sandbox
 from codegen.doctests import example_tests, prompt_function
 from codegen.errors import UserError
+from codegen.evaluate import evaluate_samples
 from codegen.problems import Problem
 from codegen.samples import Sample
 from sandbox import DEFAULT_BACKEND
@@ -87,8 +89,6 @@ class ExampleRunner:
 
     def lines(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """One feedback line per (prompt, completion)."""
-        from codegen.evaluate import evaluate_samples
-
         problems: dict[str, Problem] = {}
         samples, where = [], []
         for i, (prompt, completion) in enumerate(zip(prompts, completions)):
@@ -106,8 +106,6 @@ class ExampleRunner:
         out = [NO_EXAMPLES] * len(prompts)
         if samples:
             if self.executor is None:
-                import sandbox
-
                 self.executor = sandbox.make_executor(self.backend, workers=self.workers)
             results = evaluate_samples([p for p in problems.values() if p is not None], samples,
                                        executor=self.executor, limits=EXAMPLE_LIMITS, progress=False)
