@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import codegen.problems
 import codegen.synthetic
+import codegen.synthetic_pipelines
 from codegen.hardware import torch_threads
 from codegen.io import atomic_dir, publish_dir, write_json_atomic
 from codegen.synthetic import load_split
@@ -251,7 +252,7 @@ def build_key(seed: int = 0, quick: bool = False, family_seed: int = 0) -> str:
     the arguments: two builds with the same key are the same model.
     """
     h = hashlib.sha256()
-    for module in (codegen.problems, codegen.synthetic):
+    for module in (codegen.problems, codegen.synthetic, codegen.synthetic_pipelines):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     for dist in ("torch", "transformers", "tokenizers"):
