@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/python -m codegen.demo
+	$(BIN)/python -m codegen.app.demo
 
 test: setup
 	bash scripts/ensure-dockerd.sh

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from codegen.server.process import stop_server
+from codegen.app.server.process import stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERCODE = str(Path(sys.executable).with_name("itercode"))

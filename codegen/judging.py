@@ -21,13 +21,18 @@ tests_passed, tests_total, duration_s, stderr, provoked), plus ``cached`` and
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 import threading
 from collections import defaultdict
 from typing import Callable, Sequence
 
+from tqdm import tqdm
+
+import sandbox
 from codegen.problems import Problem
 from codegen.samples import Sample
+from codegen.verdict_cache import VerdictCache, verdict_key
 from sandbox import DEFAULT_BACKEND
 from sandbox.base import INFRA_ERROR, Executor, Job, Limits, Verdict
 
@@ -98,8 +103,6 @@ class Judge:
         """The sandbox, started now if it is not running (a wrong backend fails here)."""
         with self._lock:
             if self._executor is None:
-                import sandbox  # looked up at call time, so a test can stand in for the factory
-
                 self._executor = sandbox.make_executor(self.backend_name, workers=self.workers)
             return self._executor
 
@@ -147,8 +150,6 @@ class Judge:
         ``jobs``) as its verdict becomes final, in completion order, e.g. to
         stream results to a file.
         """
-        from tqdm import tqdm
-
         with self._lock:
             executor = self.start()
             bar = tqdm(total=len(jobs), disable=not progress, unit="sample", desc=desc, dynamic_ncols=True)
@@ -160,10 +161,6 @@ class Judge:
     def _cache(self):
         """The verdict cache, or None (with a warning, once) where it cannot be opened."""
         if self.use_cache and not self._store_opened:
-            import sqlite3
-
-            from codegen.verdict_cache import VerdictCache
-
             self._store_opened = True
             try:
                 self._store = VerdictCache(self.cache_dir)
@@ -177,8 +174,6 @@ class _Batch:
     """One `Judge.run` call: cache look-up, de-duplication, the run and its one retry."""
 
     def __init__(self, jobs, limits: Limits, executor: Executor, store, on_result: ResultFn | None, bar):
-        from codegen.verdict_cache import verdict_key
-
         self.jobs, self.limits, self.executor, self.store = list(jobs), limits, executor, store
         self.on_result, self.bar = on_result, bar
         self.backend = getattr(executor, "name", type(executor).__name__)

@@ -21,6 +21,8 @@ Design choices that matter downstream:
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import math
 import shutil
 import tempfile
@@ -28,7 +30,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+import codegen.problems
+import codegen.synthetic
+import codegen.synthetic_pipelines
+from codegen.hardware import torch_threads
 from codegen.io import atomic_dir, publish_dir, write_json_atomic
+from codegen.synthetic import load_split
 
 EOS = "<|endoftext|>"
 
@@ -62,6 +71,7 @@ QUICK = StarterConfig(
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer (HF fast tokenizer) whose only special token is EOS."""
+    # heavy: tokenizers and transformers load only when a starter is built
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -108,7 +118,7 @@ def _examples(tokenizer, problems, max_len: int):
 
 def _batches(examples, batch_size: int, steps: int, generator, pad_id: int):
     """``steps`` padded batches, shuffling the examples each epoch."""
-    import torch
+    import torch  # heavy: only when a starter is built
 
     if not examples:
         raise ValueError("no training examples: nothing fits the context, or the data set is empty")
@@ -148,8 +158,6 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
     for both to be scheduled). The directory is written elsewhere and
     renamed into place, so it is never half-written. Returns ``out_dir``.
     """
-    from codegen.hardware import torch_threads
-
     cfg = config or (QUICK if quick else FULL)
     with torch_threads(1 if threads is None else threads):
         return _build(Path(out_dir), seed, quick, family_seed, progress, cfg, device)
@@ -157,11 +165,9 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
 
 def _build(out_dir: Path, seed: int, quick: bool, family_seed: int, progress: bool,
            cfg: StarterConfig, device: str) -> Path:
+    # heavy: torch and transformers load only when a starter is built
     import torch
-    from tqdm import tqdm
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    from codegen.synthetic import load_split
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -245,18 +251,12 @@ def build_key(seed: int = 0, quick: bool = False, family_seed: int = 0) -> str:
     The code of the builder and of the task family, the library versions and
     the arguments: two builds with the same key are the same model.
     """
-    import hashlib
-    import importlib.metadata as md
-
-    import codegen.problems
-    import codegen.synthetic
-
     h = hashlib.sha256()
-    for module in (codegen.problems, codegen.synthetic):
+    for module in (codegen.problems, codegen.synthetic, codegen.synthetic_pipelines):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     for dist in ("torch", "transformers", "tokenizers"):
-        h.update(f"{dist}={md.version(dist)};".encode())
+        h.update(f"{dist}={importlib.metadata.version(dist)};".encode())
     h.update(f"seed={seed};quick={quick};family_seed={family_seed}".encode())
     return h.hexdigest()[:16]
 

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codegen.io import write_jsonl_atomic
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
-from loops.itertl import Log, SamplerPool, evaluate_stage, load_splits, model_for_round, train_model
+from loops.itertl import evaluate_stage, load_splits, model_for_round
 from loops.rundir import RunDir
+from loops.sampler_pool import Log, SamplerPool
+from loops.trainers import train_sft
 
 
 def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print) -> dict[str, Any]:
@@ -25,8 +28,6 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
 
     Returns the evaluate stage's metrics (``heldout_pass@k`` ...).
     """
-    from codegen.io import write_jsonl_atomic
-
     root = Path(cfg.runs_dir) / f"{cfg.name}-baseline"
     run = RunDir.open(root, {**cfg.to_dict(), "baseline_of": cfg.name, "base_model_path": base_model},
                       RESUMABLE_KEYS - {"rounds"})
@@ -39,8 +40,8 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
 
         def train(d: Path) -> dict:
             write_jsonl_atomic(d / "train.jsonl", rows)
-            info = train_model(base_model, rows, d / "model", steps=steps, cfg=cfg,
-                               learning_rate=cfg.learning_rate, seed=cfg.seed + 99, scratch=d / ".tmp-trainer")
+            info = train_sft(base_model, rows, d / "model", steps=steps, cfg=cfg,
+                             learning_rate=cfg.learning_rate, seed=cfg.seed + 99, scratch=d / ".tmp-trainer")
             return {"model": "model", **info}
 
         t0 = time.monotonic()

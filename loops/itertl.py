@@ -6,46 +6,52 @@ function that can be called on its own:
 
     sample   -> n completions per unlabeled problem from the round k-1 model
     execute  -> run them in the sandbox (codegen.evaluate.evaluate_samples)
-    select   -> keep passing ones, deduplicated by syntax tree, capped per problem,
+    select   -> keep passing ones (a pass reward of 1, `codegen.rewards`),
+                deduplicated by syntax tree, capped per problem,
                 plus a replay share of reference solutions (curated self-consuming
                 loops: real data in every round keeps the loop stable)
     train    -> TRL SFTTrainer from the round k-1 model, a fresh warmup each round
+                (`loops.trainers.train_sft`, which the baseline trains with too)
     evaluate -> held-out pass@k, plus forgetting probes: the reference split and
                 the problems earlier rounds learned
 
 `run_itertl` strings them together in a `RunDir`, so a killed run resumes at
-the first unfinished stage. Only one sampling engine is alive at a time: the
-engine that evaluated model k also samples round k+1 (same weights), and it is
-shut down before training, because a vLLM engine holds its own processes and
-memory.
+the first unfinished stage. Only one sampling engine is alive at a time
+(`loops.sampler_pool`): the engine that evaluated model k also samples round
+k+1 (same weights), and it is shut down before training.
 """
 from __future__ import annotations
 
 import ast
-import gc
 import os
 import random
-import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from codegen.datasets import load_problems
 from codegen.errors import UserError
-from codegen.io import atomic_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
+from codegen.evaluate import evaluate_samples
+from codegen.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from codegen.passk import pass_at_k_table
 from codegen.problems import Problem
+from codegen.rewards import pass_reward
+from codegen.samplers import SamplingParams
 from codegen.samples import Sample, read_samples
+from codegen.sampling import sample_problems
+from codegen.starter import build_starter
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
+from loops.plot import plot_metrics
 from loops.rundir import RunDir
-
-Log = Callable[[str], None]
+from loops.sampler_pool import Log, SamplerPool
+from loops.table import format_table
+from loops.trainers import train_sft
+from sandbox.base import Limits
 
 
 # --------------------------------------------------------------------------- data
 def load_splits(cfg: ITERTLConfig) -> dict[str, list[Problem]]:
     """The three problem sets, each capped at ``max_problems`` (the first ones, a fixed choice)."""
-    from codegen.datasets import load_problems
-
     splits = {}
     for key in ("unlabeled", "reference", "heldout"):
         problems = load_problems(getattr(cfg, key))
@@ -64,42 +70,6 @@ def load_splits(cfg: ITERTLConfig) -> dict[str, list[Problem]]:
     return splits
 
 
-# --------------------------------------------------------------------------- sampling engines
-class SamplerPool:
-    """At most one live sampler, for one model. Ask for another model and the old one is shut down."""
-
-    def __init__(self, cfg: ITERTLConfig, log: Log = print):
-        self.cfg = cfg
-        self.log = log
-        self.model: str | None = None
-        self.sampler = None
-        self.loads = 0  # engines created (tests check that evaluate k and sample k+1 share one)
-
-    def get(self, model: str):
-        if self.sampler is not None and self.model == model:
-            return self.sampler
-        self.close()
-        from codegen.samplers import make_sampler
-
-        options: dict[str, Any] = {"seed": self.cfg.seed}
-        if self.cfg.sampler == "vllm":
-            # A step budget of 16k tokens batches hundreds of prompts x n (the sampler keeps
-            # prefills whole on the CPU: see vllm_backend.cpu_scheduling_options).
-            options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32", max_num_batched_tokens=16384)
-        t0 = time.monotonic()
-        self.sampler = make_sampler(self.cfg.sampler, model, **options)
-        self.model = model
-        self.loads += 1
-        self.log(f"  loaded {self.cfg.sampler} sampler on {model} in {time.monotonic() - t0:.1f}s")
-        return self.sampler
-
-    def close(self) -> None:
-        if self.sampler is not None:
-            self.sampler.close()
-            self.sampler, self.model = None, None
-            gc.collect()
-
-
 def _stage_seed(cfg: ITERTLConfig, round_: int, offset: int) -> int:
     return cfg.seed * 1_000_003 + round_ * 101 + offset
 
@@ -108,9 +78,6 @@ def _stage_seed(cfg: ITERTLConfig, round_: int, offset: int) -> int:
 def sample_stage(sampler, problems: Sequence[Problem], cfg: ITERTLConfig, out_dir: Path, *,
                  model_name: str, round_: int) -> dict[str, Any]:
     """Draw ``n_samples`` completions per problem; write ``samples.jsonl``."""
-    from codegen.samplers import SamplingParams
-    from codegen.sampling import sample_problems
-
     params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, 1))
     t0 = time.monotonic()
@@ -122,9 +89,6 @@ def sample_stage(sampler, problems: Sequence[Problem], cfg: ITERTLConfig, out_di
 def execute_stage(problems: Sequence[Problem], samples: Sequence[Sample], cfg: ITERTLConfig,
                   out_dir: Path) -> dict[str, Any]:
     """Run every sample against its tests in the sandbox; write ``results.jsonl``."""
-    from codegen.evaluate import evaluate_samples
-    from sandbox.base import Limits
-
     t0 = time.monotonic()
     results = evaluate_samples(list(problems), list(samples), backend=cfg.executor, workers=cfg.workers,
                                limits=Limits(timeout_s=cfg.timeout_s), progress=cfg.progress)
@@ -155,14 +119,17 @@ def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results:
     """Passing samples, deduplicated per problem, at most ``keep_per_problem`` each.
 
     Which duplicates survive is a seeded random choice, so no bias (say, towards
-    short or confident completions) creeps in unannounced. ``infra_error`` is not
-    a pass and never kept.
+    short or confident completions) creeps in unannounced. ``infra_error`` earns
+    no reward (None) and is never kept.
     """
     by_id = {p.task_id: p for p in problems}
-    passed = {r["sample_id"] for r in results if r["passed"]}
+    verdicts = {r["sample_id"]: r for r in results}
+    judged = [s for s in samples if s.task_id in by_id and s.sample_id in verdicts]
+    rewards = pass_reward([by_id[s.task_id].prompt for s in judged], [s.completion for s in judged],
+                          verdict=[verdicts[s.sample_id] for s in judged])
     groups: dict[str, dict[str, Sample]] = {}
-    for s in samples:
-        if s.sample_id not in passed or s.task_id not in by_id:
+    for s, reward in zip(judged, rewards):
+        if reward != 1.0:  # failed (0.0) or an infra error (None)
             continue
         key = normalized_program(by_id[s.task_id], s.completion)
         groups.setdefault(s.task_id, {}).setdefault(key, s)
@@ -209,76 +176,6 @@ def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results
     return {"kept": len(kept), "replay": len(replay), "learned_task_ids": learned, "learned_problems": len(learned)}
 
 
-def train_model(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
-                learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
-    """Fine-tune ``parent`` on prompt/completion ``rows`` for ``steps`` optimizer steps with TRL's SFTTrainer.
-
-    Loss is on the completion only. The schedule starts afresh (warmup then
-    decay, new optimizer state): each round is a new fine-tuning run from the
-    last checkpoint, which is how continual training re-warms the learning rate.
-    The model is saved (with its tokenizer) into ``out_model`` atomically.
-    """
-    from transformers.utils import logging as hf_logging
-
-    from codegen.hardware import torch_threads
-
-    hf_logging.set_verbosity_error()
-    # One thread by default: a tiny model's matrices gain nothing from more, and
-    # OpenMP threads spinning on shared cores made a step 15x slower here.
-    with torch_threads(cfg.train_threads):
-        return _train(parent, rows, out_model, steps=steps, cfg=cfg, learning_rate=learning_rate, seed=seed,
-                      scratch=scratch)
-
-
-def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
-           learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    from codegen.hardware import trainer_precision
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(parent)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    args = SFTConfig(
-        output_dir=str(scratch),
-        max_steps=steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a share of the steps
-        weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
-        completion_only_loss=True,
-        save_strategy="no",
-        logging_steps=max(1, steps // 10),
-        seed=seed,
-        data_seed=seed,
-        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
-        report_to=[],
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    t0 = time.monotonic()
-    output = trainer.train()
-    seconds = time.monotonic() - t0
-    with atomic_dir(out_model) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    del trainer, model
-    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
-    gc.collect()
-    return {"train_loss": output.training_loss, "final_loss": losses[-1] if losses else None,
-            "steps": steps, "learning_rate": learning_rate, "examples": len(rows), "seconds": round(seconds, 2)}
-
-
 def round_learning_rate(cfg: ITERTLConfig, round_: int) -> float:
     return cfg.learning_rate * cfg.round_lr_decay ** (round_ - 1)
 
@@ -289,15 +186,13 @@ def train_stage(parent: str, train_path: Path, cfg: ITERTLConfig, out_dir: Path,
     if not any(r["source"] == "self" for r in rows):
         # Nothing passed: training on replay alone would not be self-training. Keep the model.
         return {"model": None, "skipped": "no passing samples to train on", "examples": len(rows)}
-    info = train_model(parent, rows, out_dir / "model", steps=cfg.train_steps, cfg=cfg,
-                       learning_rate=round_learning_rate(cfg, round_), seed=_stage_seed(cfg, round_, 5),
-                       scratch=out_dir / ".tmp-trainer")
+    info = train_sft(parent, rows, out_dir / "model", steps=cfg.train_steps, cfg=cfg,
+                     learning_rate=round_learning_rate(cfg, round_), seed=_stage_seed(cfg, round_, 5),
+                     scratch=out_dir / ".tmp-trainer")
     return {"model": "model", **info}
 
 
 def _pass_at(results: list[dict], ks: Sequence[int]) -> dict[str, float]:
-    from codegen.passk import pass_at_k_table
-
     return pass_at_k_table(results, list(ks))
 
 
@@ -310,11 +205,6 @@ def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]
     pass@1 only (the forgetting probes). All sets go through one sampling call
     and one sandbox batch.
     """
-    from codegen.evaluate import evaluate_samples
-    from codegen.samplers import SamplingParams
-    from codegen.sampling import sample_problems
-    from sandbox.base import Limits
-
     probes = {name: list(ps) for name, ps in probes.items() if ps}
     everything: dict[str, Problem] = {}
     for ps in probes.values():
@@ -355,8 +245,6 @@ def _probe_subset(problems: Sequence[Problem], cap: int, seed: int) -> list[Prob
 
 def _starter_stage(cfg: ITERTLConfig, out_dir: Path) -> dict[str, Any]:
     """Build codegen.starter's model into ``out_dir/model`` (build_starter writes atomically itself)."""
-    from codegen.starter import build_starter
-
     build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress)
     return {"model": "model"}
 
@@ -397,9 +285,6 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
 
     >>> run_itertl(load_config("configs/demo.yaml"))   # doctest: +SKIP
     """
-    from loops.plot import plot_metrics
-    from loops.table import format_table
-
     if cfg.sampler == "vllm":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.vllm_kv_cache_gb))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury the loop's own

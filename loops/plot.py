@@ -13,10 +13,10 @@ def plot_metrics(rows: list[dict[str, Any]], out_path: str | Path, title: str = 
 
     Written to a temporary file and renamed, like every other artifact.
     """
-    import matplotlib
+    import matplotlib  # heavy: loads only when a plot is drawn
 
     matplotlib.use("Agg")  # no display here; Agg renders straight to PNG
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: after the Agg backend is chosen
 
     out_path = Path(out_path)
     rows = sorted(rows, key=lambda r: r["round"])

@@ -5,7 +5,8 @@ reward model learns to score the passing one higher. Rules that keep the data
 honest:
 
 - ``infra_error`` verdicts are masked: a sandbox hiccup says nothing about the
-  program, so such a candidate is neither a positive nor a negative.
+  program, so such a candidate is neither a positive nor a negative (the
+  reward layer, `codegen.rewards`, gives it no reward).
 - Held-out problems are refused outright: a reranker evaluated on problems it
   trained on measures memory, not ranking. `build_pairs` raises
   `HeldOutLeakError` if any sample belongs to a held-out problem.
@@ -23,10 +24,9 @@ from typing import Any, Iterable, Sequence
 
 from codegen.errors import UserError
 from codegen.problems import Problem
+from codegen.rewards import reward
 from codegen.samples import Sample
 
-# Statuses that carry no signal about the program (see sandbox.base).
-MASKED_STATUSES = frozenset({"infra_error"})
 HELDOUT_SPLITS = ("heldout", "held-out", "held_out")
 HELDOUT_ID_PREFIXES = ("synthetic/heldout/",)
 
@@ -128,14 +128,14 @@ def split_by_verdict(
     groups: dict[str, tuple[list[Sample], list[Sample]]] = defaultdict(lambda: ([], []))
     seen: set[tuple[str, str]] = set()
     for sample, row in join_verdicts(samples, results):
-        if row.get("status") in MASKED_STATUSES:
+        score = reward(row)
+        if score is None:  # an infra error: no signal about the program
             continue
         key = (sample.task_id, sample.completion.rstrip())
         if key in seen:
             continue
         seen.add(key)
-        passed = bool(row.get("passed", row.get("status") == "passed"))
-        groups[sample.task_id][0 if passed else 1].append(sample)
+        groups[sample.task_id][0 if score == 1.0 else 1].append(sample)
     return dict(groups)
 
 

@@ -27,6 +27,7 @@ from codegen.io import TMP_PREFIX, replace_dir
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.data import Pair, build_pairs, refuse_heldout, split_by_verdict
+from rerankers.model import Reranker
 from rerankers.train import TrainConfig, TrainResult, train_reranker
 
 
@@ -132,8 +133,6 @@ def train_rounds(
     ``out_dir``; earlier rounds to ``out_dir/rounds/round-<k>``.
     ``on_round(RoundResult)`` is called after each round (e.g. to evaluate it).
     """
-    from rerankers.model import Reranker
-
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     if not candidate_sets:

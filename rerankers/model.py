@@ -15,8 +15,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
 from codegen.errors import UserError
 from codegen.problems import Problem
+from rerankers.feedback import ExampleRunner, check_kind, with_feedback
+from sandbox import DEFAULT_BACKEND
 
 META_FILE = "reranker.json"
 FORMAT_VERSION = 1
@@ -86,9 +90,6 @@ class Reranker:
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
                  batch_size: int = 16, sandbox: str | None = None, sandbox_workers: int | None = None):
-        from rerankers.feedback import ExampleRunner, check_kind
-        from sandbox import DEFAULT_BACKEND
-
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -114,6 +115,7 @@ class Reranker:
         """
         path = check_reranker_dir(path, parse=False)  # a config.json that does not parse: the load error below
         meta = read_meta(path)
+        # heavy: torch and transformers load only when a reranker is loaded
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -138,10 +140,7 @@ class Reranker:
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""
-        import torch
-        from tqdm import tqdm
-
-        from rerankers.feedback import with_feedback
+        import torch  # heavy: loaded by load() already
 
         if self.examples is not None:
             lines = self.examples.lines(prompts, completions)

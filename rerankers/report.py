@@ -4,7 +4,8 @@ For n candidates per problem and their verdicts:
 
 - ``pass@1``: the unbiased estimate (share of passing candidates, averaged
   over problems) = what one random sample scores on average;
-- ``reranked_pass@1``: the share of problems whose top-scored candidate passes;
+- ``reranked_pass@1``: the share of problems whose top-scored candidate passes
+  (best-of-n as `codegen.decoding` chooses: the first of a tie);
 - ``oracle_pass@n``: the share of problems with any passing candidate, the
   ceiling of every picker;
 - ``random_pick``: one seeded random pick per problem (its expectation is
@@ -24,21 +25,15 @@ import contextlib
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
+from codegen.decoding import best_index
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.baselines import mean_logprob_scores, random_scores
+from rerankers.feedback import ExampleRunner, example_share
+from rerankers.model import Reranker
 
 METRICS = ("pass@1", "reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick", "examples_logprob_pick")
-
-
-def top_index(scores: Sequence[float]) -> int:
-    """Index of the highest score; the first one wins a tie (stable, reproducible)."""
-    best = 0
-    for i, s in enumerate(scores):
-        if s > scores[best]:
-            best = i
-    return best
 
 
 def group_candidates(
@@ -81,7 +76,7 @@ def pick_rate(groups, scorer: Callable[[Problem, list[Sample]], Sequence[float]]
     hits = 0
     for problem, samples, passed in groups:
         scores = scorer(problem, samples)
-        hits += passed[top_index(scores)]
+        hits += passed[best_index(scores)]
     return hits / len(groups)
 
 
@@ -141,8 +136,6 @@ def _examples_logprob_pick(groups, runner=None) -> float:
 
     ``runner``: a running `ExampleRunner` to reuse (a feedback reranker's own), else one is made here.
     """
-    from rerankers.feedback import ExampleRunner, example_share
-
     with contextlib.nullcontext(runner) if runner is not None else ExampleRunner() as runner:
         lines = runner.lines([p.prompt for p, ss, _ in groups for _ in ss],
                              [s.completion for _, ss, _ in groups for s in ss])
@@ -181,8 +174,6 @@ def eval_rerank_report(problems: Sequence[Problem], samples: Sequence[Sample], r
     ``results`` are `evaluate_samples`' results in the order of ``samples``
     (whose ``mean_logprob``, when the file had it, feeds the log-prob pick).
     """
-    from rerankers.model import Reranker
-
     reranker = Reranker.load(reranker_dir)
     try:
         report = rerank_report(problems, samples, results, reranker, seed=seed, examples=True,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codegen.errors import UserError
+from codegen.hardware import trainer_precision
 from codegen.io import TMP_PREFIX, replace_dir
 from rerankers.data import Pair, pair_stats
 from rerankers.feedback import ExampleRunner, check_kind, with_feedback
@@ -73,6 +74,7 @@ class TrainResult:
 
 def load_base(base: str, lora: bool = False):
     """(model, tokenizer) for ``base``: a one-output classifier with its pad token set."""
+    # heavy: torch and transformers load only when a reranker is trained
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -106,7 +108,7 @@ def _with_feedback(pairs: Sequence[Pair], config: TrainConfig) -> list[tuple[str
 
 def _dataset(pairs: Sequence[Pair], tokenizer: Any, config: TrainConfig):
     """A tokenized `datasets.Dataset` in TRL's ``chosen_ids``/``rejected_ids`` layout."""
-    from datasets import Dataset
+    from datasets import Dataset  # heavy: only when a reranker is trained
 
     rows = [
         {
@@ -143,21 +145,19 @@ def train_reranker(
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    # heavy: torch, transformers and TRL load only when a reranker is trained
     import torch
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, set_seed
     from trl import RewardConfig, RewardTrainer
-    from codegen.hardware import trainer_precision
 
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    from transformers import set_seed
-
     set_seed(config.seed)  # the new score head is random: seed it, so a rerun gives the same reranker
     model, tokenizer = load_base(base)
     peft_config = None
     if config.lora:
-        from peft import LoraConfig
+        from peft import LoraConfig  # heavy, and optional: only for --lora
 
         # SEQ_CLS keeps the new score head trainable next to the adapters.
         peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha,

@@ -70,12 +70,9 @@ def test_problem_jsonl_round_trip(tmp_path):
 
 
 def test_synthetic_spec_dispatches_to_load_split(monkeypatch):
-    import types, sys
-
     calls = []
-    fake = types.ModuleType("codegen.synthetic")
-    fake.load_split = lambda split, seed=0: calls.append(split) or [Problem("s/0", "p", "t", "f")]
-    monkeypatch.setitem(sys.modules, "codegen.synthetic", fake)
+    fake = lambda split, seed=0: calls.append(split) or [Problem("s/0", "p", "t", "f")]  # noqa: E731
+    monkeypatch.setattr("codegen.datasets.load_split", fake)
     assert load_problems("synthetic:heldout")[0].task_id == "s/0" and calls == ["heldout"]
     with pytest.raises(UserError, match="unknown synthetic split 'nope'.*reference"):
         load_problems("synthetic:nope")

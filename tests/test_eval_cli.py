@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import require_docker
 
-from codegen.cli import main as cli_main
+from codegen.app.cli import main as cli_main
 from codegen.datasets import load_problems
-from codegen.demo import mixture
+from codegen.app.demo import mixture
 from codegen.io import read_jsonl, write_jsonl_atomic
 
 DATA = Path(__file__).parent / "data"
@@ -340,7 +340,7 @@ def test_missing_files_and_specs_are_clear_errors(tmp_path, humaneval_samples, c
 
 
 def test_infra_errors_get_their_own_line_in_the_table():
-    from codegen.commands.eval import format_summary
+    from codegen.app.commands.eval import format_summary
 
     summary = {"problems": 2, "problems_in_set": 2, "samples": 4, "n_min": 2, "n_max": 2, "k": [1],
                "pass_at_k": {"pass@1": 0.25}, "status_counts": {"passed": 1, "failed": 1, "error": 0, "timeout": 0,
@@ -370,7 +370,7 @@ def test_provoked_errors_get_their_own_line_in_the_table():
 
 
 def test_sigterm_becomes_keyboard_interrupt_and_handler_is_restored():
-    from codegen.commands.eval import sigterm_as_interrupt
+    from codegen.app.commands.eval import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):

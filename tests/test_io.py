@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from codegen.cli import build_parser
-from codegen.cli import main as cli_main
+from codegen.app.cli import build_parser
+from codegen.app.cli import main as cli_main
 from codegen.errors import UserError
 from codegen.io import (TMP_PREFIX, atomic_dir, atomic_path, publish_dir, read_jsonl, write_json_atomic,
                         write_jsonl_atomic)
@@ -123,7 +123,7 @@ def _defaults(command: str) -> dict:
 def test_every_entry_point_reads_the_same_defaults():
     import sandbox
     from codegen.samplers import LOCAL_BACKENDS, SamplingParams
-    from codegen.server.config import ServerConfig
+    from codegen.app.server.config import ServerConfig
     from loops.config import ITERTLConfig
     from sandbox.base import Limits
 

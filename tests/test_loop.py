@@ -272,7 +272,7 @@ def quick_overrides(runs_dir: Path, problem_files: Path, starter_model, **extra)
 
 
 def loop_command(overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "codegen.cli", "loop", "itertl", *overrides]
+    return [sys.executable, "-m", "codegen.app.cli", "loop", "itertl", *overrides]
 
 
 def read_state(root: Path) -> dict:
@@ -388,7 +388,7 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
     parent = load_file(str(Path(starter_model) / "model.safetensors"))
     child = load_file(str(root / "round-1" / "train" / "model" / "model.safetensors"))
     assert any(not (parent[k] == child[k]).all() for k in parent)
-    show = subprocess.run([sys.executable, "-m", "codegen.cli", "runs", "show", str(root)], cwd=REPO,
+    show = subprocess.run([sys.executable, "-m", "codegen.app.cli", "runs", "show", str(root)], cwd=REPO,
                           capture_output=True, text=True)
     assert show.returncode == 0 and "heldout pass@1" in show.stdout and "plot.png" in show.stdout
     table_rounds = [line.split()[0] for line in show.stdout.splitlines()[2:] if line[:1].isdigit()]

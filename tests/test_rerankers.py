@@ -12,13 +12,14 @@ import re
 
 import pytest
 
+from codegen.decoding import best_index
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.baselines import mean_logprob_scores, random_scores
 from rerankers.data import HeldOutLeakError, build_pairs, split_by_verdict
 from rerankers.hard_negatives import mine_hard_negatives
-from rerankers.report import format_report, rerank_report, top_index
+from rerankers.report import format_report, rerank_report
 
 
 # ---------------------------------------------------------------- helpers
@@ -143,7 +144,7 @@ def test_baselines():
     assert random_scores(p, ["a", "b", "c"], seed=1) == random_scores(p, ["a", "b", "c"], seed=1)
     assert random_scores(p, ["a", "b", "c"], seed=1) != random_scores(p, ["a", "b", "c"], seed=2)
     assert mean_logprob_scores([Sample("t", "a", mean_logprob=-0.5), Sample("t", "b")]) == [-0.5, -math.inf]
-    assert top_index([1.0, 3.0, 3.0, 2.0]) == 1  # the first of a tie wins
+    assert best_index([1.0, 3.0, 3.0, 2.0]) == 1  # the first of a tie wins
 
 
 # ---------------------------------------------------------------- hard_negatives.py (logic)
@@ -271,7 +272,7 @@ def test_reranker_directories_that_do_not_load_get_a_clear_error(tmp_path, start
 
 
 def test_cli_refuses_a_missing_reranker_before_any_work(tmp_path, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     missing = str(tmp_path / "nope")
     assert main(["eval", "--problems", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--rerank", missing]) == 2
@@ -298,7 +299,7 @@ def _synthetic_candidates(problems):
 
 @pytest.mark.slow
 def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_path, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
     from codegen.evaluate import evaluate_samples
     from codegen.io import read_jsonl, write_jsonl_atomic
     from codegen.synthetic import load_split
@@ -349,7 +350,7 @@ def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_p
 @pytest.mark.slow
 def test_the_reranker_never_trains_on_heldout_problems(starter_model, tmp_path, capsys):
     """Held-out candidates are refused in round 1 and in a hard-negative round, before any training."""
-    from codegen.cli import main
+    from codegen.app.cli import main
     from codegen.io import write_jsonl_atomic
     from codegen.synthetic import load_split
     from rerankers.hard_negatives import train_rounds

@@ -370,7 +370,7 @@ def test_openai_backend_unreachable_server_is_a_user_error():
 # --- `itercode sample` ---------------------------------------------------------
 
 def itercode(*argv):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     return main(list(argv))
 

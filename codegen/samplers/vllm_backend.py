@@ -12,11 +12,13 @@ rerun is reproducible whatever the batch composition.
 """
 from __future__ import annotations
 
+import gc
 import os
 from typing import Sequence
 
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
+from codegen.samplers.chat import apply_chat_template
 
 
 def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict) -> dict:
@@ -36,7 +38,7 @@ def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict)
     if "max_num_batched_tokens" not in options:
         context = max_model_len
         if context is None:
-            from transformers import AutoConfig
+            from transformers import AutoConfig  # heavy: only to size vLLM's step budget
 
             try:
                 context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
@@ -61,14 +63,14 @@ class VLLMSampler:
         progress: bool = False,
         **engine_options,
     ):
-        import torch
+        import torch  # heavy: only when a vLLM sampler is made
 
         if kv_cache_gib is not None:
             if int(kv_cache_gib) != kv_cache_gib or kv_cache_gib < 1:
                 raise UserError(f"kv_cache_gib must be a whole number of GiB, at least 1 (got {kv_cache_gib})")
             # vLLM parses this variable as an integer ("2.0" is refused).
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
-        from vllm import LLM
+        from vllm import LLM  # heavy: only when a vLLM sampler is made
 
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
@@ -98,13 +100,11 @@ class VLLMSampler:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
 
     def apply_chat_template(self, prompt: str) -> str:
-        from codegen.samplers.chat import apply_chat_template
-
         return apply_chat_template(self.tokenizer, prompt, self.model_name)
 
     def vllm_params(self, params: SamplingParams, index: int = 0):
         """vLLM's SamplingParams for prompt number ``index`` (its own seed, see the module doc)."""
-        from vllm import SamplingParams as VSamplingParams
+        from vllm import SamplingParams as VSamplingParams  # heavy: loaded by the constructor already
 
         greedy = params.temperature == 0
         base_seed = self.seed if params.seed is None else params.seed
@@ -147,6 +147,4 @@ class VLLMSampler:
         if callable(shutdown):
             shutdown()
         del llm
-        import gc
-
         gc.collect()

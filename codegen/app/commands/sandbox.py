@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 
 from codegen.errors import UserError
+from sandbox import docker_containers, image
+from sandbox.docker_containers import DockerUnavailable, connect
 
 HELP = "manage the Docker sandbox: build its image offline, remove orphaned containers, show status"
 
@@ -29,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _client():
-    from sandbox.docker_containers import DockerUnavailable, connect
-
     try:
         return connect()
     except DockerUnavailable as e:
@@ -38,8 +38,6 @@ def _client():
 
 
 def run(args: argparse.Namespace) -> int:
-    from sandbox import docker_containers, image
-
     client = _client()
     if args.sandbox_command == "build-image":
         try:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from loops.rundir import RunDir
+from loops.table import format_table
+
 HELP = "inspect run directories: `runs show RUN` prints the per-round table"
 
 
@@ -15,9 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loops.rundir import RunDir
-    from loops.table import format_table
-
     run_dir = RunDir.find(args.run, args.runs_dir)
     root, rows = run_dir.root, run_dir.metrics()
     if rows:

@@ -40,6 +40,7 @@ def parse(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    # optional: the loop needs the train extra (its config is pydantic); `itercode eval` starts without it
     from loops.config import load_config
     from loops.itertl import run_itertl
 

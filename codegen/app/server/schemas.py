@@ -24,7 +24,7 @@ without tests) and every candidate (``index``, ``rank`` with 0 the answer,
 ``passed``, ``tests_passed``, ``tests_total``, ``duration_s``, ``stderr``,
 ``provoked``, ``cached``, ``attempts``). ``usage.completion_tokens`` counts
 all candidates' tokens.
-Responses are built as plain dicts in `codegen.server.app`.
+Responses are built as plain dicts in `codegen.app.server.app`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The `itercode` command line.
 
-Each subcommand lives in its own module under `codegen.commands` and exposes
+Each subcommand lives in its own module under `codegen.app.commands` and exposes
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules import heavy libraries (torch, vllm, trl, docker) inside ``run`` only,
 so `itercode eval` starts fast on a machine without a GPU stack.
@@ -16,14 +16,14 @@ from codegen.errors import UserError
 
 # name -> module; a module that does not exist yet is simply not offered.
 COMMANDS = {
-    "eval": "codegen.commands.eval",
-    "sample": "codegen.commands.sample",
-    "starter": "codegen.commands.starter",
-    "sandbox": "codegen.commands.sandbox",
-    "reranker": "codegen.commands.reranker",
-    "loop": "codegen.commands.loop",
-    "runs": "codegen.commands.runs",
-    "serve": "codegen.commands.serve",
+    "eval": "codegen.app.commands.eval",
+    "sample": "codegen.app.commands.sample",
+    "starter": "codegen.app.commands.starter",
+    "sandbox": "codegen.app.commands.sandbox",
+    "reranker": "codegen.app.commands.reranker",
+    "loop": "codegen.app.commands.loop",
+    "runs": "codegen.app.commands.runs",
+    "serve": "codegen.app.commands.serve",
 }
 
 

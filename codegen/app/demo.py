@@ -11,7 +11,7 @@
 
 The run directory resumes: stop it at any time and run `make demo` again.
 ``--fresh`` starts over. Any config key can be overridden: ``python -m
-codegen.demo rounds=1 sampler=hf``.
+codegen.app.demo rounds=1 sampler=hf``.
 
 Also here: `mixture`, HumanEval's canonical solutions mixed with broken
 variants (wrong, crash, syntax, slow, hang). It was the first demo; tests of
@@ -25,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from codegen.errors import UserError
 from codegen.problems import Problem
+from loops.config import load_config
+from loops.itertl import run_itertl
 
 # --- the HumanEval mixture (the first demo; eval and sandbox tests use it)
 KINDS = ("wrong", "crash", "syntax", "slow")
@@ -70,20 +73,15 @@ def mixture(problems: list[Problem]) -> list[dict]:
     return rows
 
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codegen.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m codegen.app.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="the loop's YAML config (default: configs/demo.yaml)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo's run directory first and start over")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=1")
     args = parser.parse_args(argv)
-
-    from codegen.errors import UserError
-    from loops.config import load_config
-    from loops.itertl import run_itertl
-
     try:
         cfg = load_config(args.config, args.overrides)
         if args.fresh and cfg.run_dir.exists():

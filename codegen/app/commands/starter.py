@@ -7,10 +7,12 @@ and TRL from that path (see `codegen.starter`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from codegen.errors import UserError
+from codegen.starter import FULL, QUICK, build_starter
 
 HELP = "train the starter model (tokenizer + tiny Llama) on the synthetic reference split; save it in HF format"
 
@@ -28,10 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from codegen.starter import FULL, QUICK, build_starter
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; pass a directory path")

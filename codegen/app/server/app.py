@@ -32,11 +32,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codegen.problems import Problem
-from codegen.server import metrics as metrics_mod
-from codegen.server.config import ServerConfig
-from codegen.server.engine import CandidateEngine, EngineUnavailable, GenParams, make_engine
-from codegen.server.ranking import Candidate, LogprobScorer, RerankerScorer, TestRunner, extract_code, order
-from codegen.server.schemas import ChatCompletionRequest, CompletionRequest, ParamError
+from codegen.app.server import metrics as metrics_mod
+from codegen.app.server.config import ServerConfig
+from codegen.app.server.engine import CandidateEngine, EngineUnavailable, GenParams, make_engine
+from codegen.app.server.ranking import Candidate, LogprobScorer, RerankerScorer, TestRunner, extract_code, order
+from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest, ParamError
 
 log = logging.getLogger("itercode.server")
 

@@ -16,8 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from codegen.decoding import best_first, verdict_key
 from codegen.judging import Judge
 from codegen.problems import Problem
+from rerankers import Reranker
 from sandbox import DEFAULT_BACKEND
 from sandbox.base import Limits
 
@@ -48,7 +50,7 @@ def extract_code(text: str) -> str:
 
 
 def order(candidates: list[Candidate]) -> list[Candidate]:
-    """Sort best first and set each candidate's ``rank``.
+    """Sort best first (best-of-n, `codegen.decoding`) and set each candidate's ``rank``.
 
     >>> a = Candidate(0, "a", "a", -0.1, 1, "stop", score=-0.1, verdict={"passed": False, "tests_passed": 0, "tests_total": 1})
     >>> b = Candidate(1, "b", "b", -3.0, 1, "stop", score=-3.0, verdict={"passed": True, "tests_passed": 1, "tests_total": 1})
@@ -56,14 +58,8 @@ def order(candidates: list[Candidate]) -> list[Candidate]:
     [1, 0]
     """
 
-    def key(c: Candidate):
-        v = c.verdict
-        passed = bool(v and v.get("passed"))
-        share = (v["tests_passed"] / v["tests_total"]) if v and v.get("tests_total") else 0.0
-        score = c.score if c.score is not None and not math.isnan(c.score) else -math.inf
-        return (not passed, -share, -score, c.index)
-
-    ranked = sorted(candidates, key=key)
+    in_generation_order = sorted(candidates, key=lambda c: c.index)  # ties go to the earlier candidate
+    ranked = best_first(in_generation_order, [verdict_key(c.score, c.verdict) for c in in_generation_order])
     for r, c in enumerate(ranked):
         c.rank = r
     return ranked
@@ -82,8 +78,6 @@ class RerankerScorer:
     """A trained reranker (`rerankers.Reranker`), called one batch at a time."""
 
     def __init__(self, path: str, sandbox: str | None = None, sandbox_workers: int | None = None):
-        from rerankers import Reranker
-
         self.name = f"reranker:{path}"
         # The examples get a judge of their own, not the request tests' one: their limits
         # differ, and a Docker pool restarts its containers whenever the limits change.

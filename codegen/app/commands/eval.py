@@ -18,17 +18,23 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from codegen.datasets import SYNTHETIC_SPEC
+import sandbox
+from codegen.datasets import SYNTHETIC_SPEC, load_problems
 from codegen.errors import UserError
+from codegen.evaluate import check_task_ids, evaluate_samples
+from codegen.io import JsonlAppender, write_jsonl_atomic
+from codegen.passk import counts_by_problem, pass_at_k_table
+from codegen.samples import read_samples
+from rerankers.model import check_reranker_dir
+from rerankers.report import eval_rerank_report, format_eval_rerank
+from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox.base import Limits
 
 HELP = "run samples against the problems' tests in a sandbox; write per-sample verdicts and print pass@k"
 DEFAULT_KS = (1, 10, 100)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sandbox import BACKENDS, DEFAULT_BACKEND
-    from sandbox.base import Limits
-
     d = Limits()
     p.add_argument("--problems", required=True, metavar="SPEC",
                    help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file (MBPP layout, HumanEval layout or itercode JSONL)")
@@ -93,13 +99,6 @@ def sigterm_as_interrupt():
 
 
 def run(args: argparse.Namespace) -> int:
-    from codegen.datasets import load_problems
-    from codegen.evaluate import check_task_ids, evaluate_samples
-    from codegen.io import JsonlAppender, write_jsonl_atomic
-    from codegen.passk import counts_by_problem, pass_at_k_table
-    from codegen.samples import read_samples
-    from sandbox.base import Limits
-
     if args.timeout <= 0:
         raise UserError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
     if args.memory < 16:
@@ -109,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
 
     if args.rerank:  # a reranker that cannot load fails before the sandbox runs
-        from rerankers.model import check_reranker_dir
-
         check_reranker_dir(args.rerank)
     problems = load_problems(args.problems)
     samples, rows = read_samples(args.samples)
@@ -171,24 +168,18 @@ def run(args: argparse.Namespace) -> int:
         "results_file": str(out),
     }
     if args.rerank:
-        from rerankers.report import eval_rerank_report
-
         summary["rerank"] = eval_rerank_report(problems, samples, results, args.rerank, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(summary))
     else:
         print(format_summary(summary, skipped))
         if args.rerank:
-            from rerankers.report import format_eval_rerank
-
             print(format_eval_rerank(summary["rerank"]))
     return 0
 
 
 def make_executor(backend: str, workers: int | None):
     """The sandbox, or a `UserError` that names the backends on offer."""
-    import sandbox
-
     try:
         return sandbox.make_executor(backend, workers=workers)
     except (ValueError, KeyError) as e:

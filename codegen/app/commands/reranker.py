@@ -19,16 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from codegen.datasets import load_problems
+from codegen.decoding import best_index, ranking
 from codegen.errors import UserError
+from codegen.io import read_jsonl, write_jsonl_atomic
 from codegen.samples import read_samples
+from rerankers.hard_negatives import train_rounds
+from rerankers.model import Reranker, check_reranker_dir
+from rerankers.report import format_report, n_label, rerank_report
+from rerankers.train import TrainConfig
+from sandbox import BACKENDS, DEFAULT_BACKEND
 
 HELP = "train a reranker (reward model) on execution verdicts, with hard-negative rounds; score candidates with it"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sandbox import BACKENDS, DEFAULT_BACKEND
-
     sub = p.add_subparsers(dest="reranker_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a reranker from samples and their verdicts",
                        description="Pair passing and failing candidates of each problem and train a reward model "
@@ -87,8 +94,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_problem_specs(specs: list[str]):
     """Problems of every ``--problems`` value (repeatable and comma-separated), ids unique."""
-    from codegen.datasets import load_problems
-
     problems, seen = [], set()
     for spec in [part.strip() for value in specs for part in value.split(",") if part.strip()]:
         for p in load_problems(spec):
@@ -99,8 +104,6 @@ def load_problem_specs(specs: list[str]):
 
 
 def _read_results(path: str) -> list[dict]:
-    from codegen.io import read_jsonl
-
     rows = read_jsonl(path)
     for i, row in enumerate(rows, 1):
         if "passed" not in row and "status" not in row:
@@ -117,9 +120,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rerankers.hard_negatives import train_rounds
-    from rerankers.train import TrainConfig
-
     if len(args.fresh_samples) != len(args.fresh_results):
         raise UserError(
             f"{len(args.fresh_samples)} --fresh-samples but {len(args.fresh_results)} --fresh-results: give one "
@@ -157,13 +157,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from codegen.io import write_jsonl_atomic
-    from rerankers.model import Reranker
-    from rerankers.model import check_reranker_dir
-    from rerankers.report import format_report, n_label, rerank_report, top_index
-
     check_reranker_dir(args.reranker)  # before minutes of loading problems
     problems = load_problem_specs(args.problems)
     samples, rows = read_samples(args.samples)
@@ -185,11 +178,10 @@ def run_score(args: argparse.Namespace) -> int:
         reranker.close()
     score_of, rank_of, best = {}, {}, set()
     for t, scores in zip(tasks, scored):
-        ranked = sorted(range(len(scores)), key=lambda j: -scores[j])
-        for rank, j in enumerate(ranked):
+        for rank, j in enumerate(ranking(scores)):
             score_of[order[t][j]] = scores[j]
             rank_of[order[t][j]] = rank
-        best.add(order[t][top_index(scores)])
+        best.add(order[t][best_index(scores)])
     out_rows = [
         {**row, "rerank_score": score_of[i], "rerank_rank": rank_of[i]}
         for i, row in enumerate(rows) if not args.best_only or i in best

@@ -8,19 +8,21 @@ temporary name and renamed, so a crash never leaves half a file.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 
-from codegen.datasets import SYNTHETIC_SPEC
+from codegen.datasets import SYNTHETIC_SPEC, load_problems
 from codegen.errors import UserError
+from codegen.io import write_jsonl_atomic
+from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, make_sampler
+from codegen.sampling import sample_problems
 
 HELP = "sample n completions per problem with vLLM, HF or an OpenAI-compatible server; write samples JSONL"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from codegen.samplers import BACKENDS, SamplingParams
-
     d = SamplingParams
     p.add_argument("--model", required=True, metavar="PATH_OR_ID",
                    help="local model directory or hub id (for --backend openai: the model name the server serves)")
@@ -51,8 +53,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def default_backend() -> str:
     """vllm where it is installed, else hf."""
-    import importlib.util
-
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
@@ -74,11 +74,6 @@ def sampler_options(args: argparse.Namespace, backend: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from codegen.datasets import load_problems
-    from codegen.io import write_jsonl_atomic
-    from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, make_sampler
-    from codegen.sampling import sample_problems
-
     backend = args.backend or default_backend()
     if backend not in BACKENDS:
         raise UserError(f"unknown --backend {backend!r}: choose one of {', '.join(BACKENDS)}")
