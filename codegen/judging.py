@@ -2,7 +2,7 @@
 
 `Judge` is the one path every part of itercode runs candidates through:
 `evaluate_samples` (eval, the demo, the loops), the server's request tests
-(`codegen.server.ranking.TestRunner`) and a reranker's docstring-example
+(`codegen.app.server.ranking.TestRunner`) and a reranker's docstring-example
 feedback (`rerankers.feedback.ExampleRunner`). A judge holds, for its life:
 
 - the sandbox: any backend of `sandbox.BACKENDS`, made by

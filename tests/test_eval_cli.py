@@ -356,7 +356,7 @@ def test_infra_errors_get_their_own_line_in_the_table():
 
 
 def test_provoked_errors_get_their_own_line_in_the_table():
-    from codegen.commands.eval import format_summary
+    from codegen.app.commands.eval import format_summary
 
     summary = {"problems": 1, "problems_in_set": 1, "samples": 2, "n_min": 2, "n_max": 2, "k": [1],
                "pass_at_k": {"pass@1": 0.5}, "status_counts": {"passed": 1, "failed": 0, "error": 1, "timeout": 0,

@@ -135,7 +135,7 @@ def test_serve_command_rejects_a_model_dir_without_config(tmp_path):
 
 
 def test_serve_with_an_unreachable_docker_sandbox_fails_before_loading_and_names_the_flag(starter_model, monkeypatch, capsys):
-    from codegen.cli import main
+    from codegen.app.cli import main
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     t0 = time.monotonic()
