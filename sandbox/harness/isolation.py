@@ -85,25 +85,30 @@ class Isolation:
             self.readonly = True
         except OSError as exc:
             self._fail(False, f"could not make the host's mounts read-only ({exc})")
+        # Everything to show is opened now, before the root's tmpfs covers
+        # NEW_ROOT (where a venv or the project itself may live); the binds
+        # then come from these handles.
+        exe_real = os.path.realpath(sys.executable)
+        wanted = [(os.path.realpath(p), False, ("site-packages", "dist-packages")) for p in root]
+        wanted += [(f"/dev/{name}", True, ()) for name in DEVICES]
+        wanted += [(path, True, ()) for path in self.cgroups.values()]  # the worker still writes its own cgroups
+        opened = [(os.open(src, os.O_PATH), src, writable, hide) for src, writable, hide in wanted if os.path.exists(src)]
+        links = [(name, os.path.realpath(name)) for name in [*root, sys.executable]]
         new = NEW_ROOT
         mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=4096")
         for link in MERGED_USR_LINKS:  # /lib -> usr/lib and friends, as on the host
             if os.path.islink(link):
                 os.symlink(os.readlink(link), new + link)
-        for path in root:  # directories (the stdlib) and single files (the interpreter, its libraries)
-            real = os.path.realpath(path)
-            self._bind(real, new + real, hide=("site-packages", "dist-packages"))
-            _link(new, path, real)
-        _link(new, sys.executable, os.path.realpath(sys.executable))  # a venv's python: the same name works
-        for name in DEVICES:
-            self._bind(f"/dev/{name}", f"{new}/dev/{name}", writable=True)
+        for fd, src, writable, hide in opened:  # the stdlib, the interpreter and its library files, devices
+            self._bind(f"/proc/self/fd/{fd}", new + src, writable=writable, hide=hide)
+            os.close(fd)
+        for name, real in links:  # a library's soname, a venv's python: the same names work
+            _link(new, name, real)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
             os.symlink(target, f"{new}/dev/{name}")
         with _mkfile(f"{new}/etc/passwd") as f:
             f.write("root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/tmp:/bin/false\n")
-        for controller, path in self.cgroups.items():  # the worker still writes its own cgroups
-            self._bind(path, new + path, writable=True)
         # The candidates' /tmp (their work dir) and /dev/shm: private to this
         # worker, size- and inode-capped, wiped after every run.
         owner = "mode=1777" if self.candidate_uid is None else f"mode=0700,uid={self.candidate_uid},gid={self.candidate_uid}"
@@ -121,10 +126,10 @@ class Isolation:
         os.chroot(new)
         os.chdir("/")
         self.minimal_root = True
+        if not os.path.exists(sys.executable):  # e.g. a venv under /tmp, which is the scratch mount in here
+            sys.executable = exe_real
 
     def _bind(self, source: str, target: str, writable: bool = False, hide: tuple = ()) -> None:
-        if not os.path.exists(source):
-            return
         if os.path.isdir(source):
             os.makedirs(target, exist_ok=True)
         else:
