@@ -58,7 +58,7 @@ SAFE_ENV = {
 # (Not `random`: its at-fork hook reseeds in every child, ~40 page faults and
 # ~0.15 ms per run; programs that want it import it.)
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "copy", "operator", "resource", "fcntl", "socket", "shutil", "tempfile")
+           "copy", "operator", "resource", "fcntl", "socket")
 
 
 class HostFault(Exception):
