@@ -233,11 +233,15 @@ def test_a_run_that_breaks_its_worker_twice_is_its_own_error():
 
 
 @pytest.mark.docker
-def test_killing_the_judge_in_a_container_is_the_runs_error():
-    """In a container the candidate shares the judge's uid and can kill it:
-    that is its own (provoked) error, confirmed on another container."""
+@pytest.mark.parametrize("program", [
+    "import os, signal\ndef f():\n    os.kill(-1, signal.SIGKILL)\n    return 1\n",
+    "import os, signal\nos.kill(-1, signal.SIGKILL)\ndef f():\n    return 1\n",
+], ids=["during-the-call", "at-load"])
+def test_killing_the_judge_in_a_container_is_the_runs_error(program):
+    """In a container the candidate shares the judge's uid and can kill it (even
+    before the judge got the job): that is its own (provoked) error,
+    confirmed on another container, never an infra_error."""
     require_docker()
-    program = "import os, signal\ndef f():\n    os.kill(-1, signal.SIGKILL)\n    return 1\n"
     with make_executor("docker", workers=1) as ex:
         [v] = ex.run([Job("killer", program, "assert f() == 1\n", "f")], LIMITS)
         assert v.status == ERROR and v.provoked, (v.status, v.stderr)

@@ -190,7 +190,10 @@ class Worker:
         try:
             judge_job = {k: job[k] for k in ("job_id", "tests", "entry_point", "trusted_prefix") if k in job}
             judge_job["solution_imports"] = solution_imports(job["program"], job["tests"])  # modules the tests may use
-            self.judge.send(judge_job, req_w, resp_r)
+            try:
+                self.judge.send(judge_job, req_w, resp_r)
+            except OSError as exc:  # the candidate already runs: in a container it can kill the judge at load
+                raise Provoked(f"the test process could not be reached: {exc}") from None
             os.close(req_w)
             os.close(resp_r)
             req_w = resp_r = -1
