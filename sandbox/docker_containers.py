@@ -211,7 +211,8 @@ def container_settings(image: str, command: list[str], limits: Limits, cpus: flo
         user=SANDBOX_USER,
         working_dir="/work",
         hostname="sandbox",
-        environment={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+        environment={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                     "LD_BIND_NOW": "1"},  # no lazy PLT fix-ups (copy-on-write faults) in each forked run
         labels=owner_labels(),
         stdin_open=True,
         detach=False,  # with stdin_open: StdinOnce, so our closing the stream stops the container

@@ -139,6 +139,11 @@ from sandbox.harness.wire import read_frame, write_frame
 from sandbox.syscall_filter import candidate_filter, filter_tag
 
 SANDBOX_DIR = str(Path(__file__).resolve().parent)
+# The worker's own environment: SAFE_ENV, plus eager symbol binding so that
+# no run pays for the dynamic linker's lazy PLT fix-ups (each one a
+# copy-on-write fault in the forked candidate); the worker hands its
+# children SAFE_ENV alone.
+WORKER_ENV = {**SAFE_ENV, "LD_BIND_NOW": "1"}
 # The worker runs the harness package from this directory, in isolated mode (-I).
 WORKER_MAIN = f"import sys; sys.path.insert(0, {SANDBOX_DIR!r}); from harness.worker import main; sys.exit(main())"
 VERSION = "process-1"
@@ -166,7 +171,7 @@ class _WorkerProc:
         self.proc = subprocess.Popen(
             [python, "-I", "-c", WORKER_MAIN, "--config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
-            env=SAFE_ENV,  # the caller's environment (its secrets) never enters the worker's memory
+            env=WORKER_ENV,  # the caller's environment (its secrets) never enters the worker's memory
         )
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()

@@ -94,8 +94,9 @@ class Worker:
                 pass
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # Work done once here rather than in every run: the environment is
-        # scrubbed (the host already started us with SAFE_ENV alone, so the
-        # process's environment block holds no secret either), the worker
+        # scrubbed (the host already started us with SAFE_ENV and eager
+        # symbol binding alone, so the process's environment block holds no
+        # secret either), the worker
         # leads its own session (no controlling terminal for any run), the
         # libc entry points are resolved.
         os.environ.clear()
@@ -112,6 +113,7 @@ class Worker:
                                     guarded_host=self.iso.readonly and bool(self.iso.cgroups), seccomp_bpf=seccomp_bpf)
         self.judge = JudgeProcess(self.judge_uid)
         self._own_workdir = False
+        self._scratch_clean = False  # known empty: our own wipe after the last run emptied it
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
         self.zygote = Zygote(self.setup, self.iso.pidns_fd)  # before any job reaches this process
@@ -163,8 +165,12 @@ class Worker:
             if self.candidate_uid is not None:
                 os.chown(workdir, self.candidate_uid, self.candidate_uid)
             return workdir
-        if not all(is_empty(top) for top in self.iso.scratch):  # a worker takes a job only when clean
+        # A worker takes a job only when clean: checked before its first job;
+        # after that its own wipe (of a run whose processes were all dead)
+        # either emptied the dirs or retired the worker.
+        if not self._scratch_clean and not all(is_empty(top) for top in self.iso.scratch):
             raise HostFault(f"the scratch dirs {self.iso.scratch} were not clean before the run")
+        self._scratch_clean = False
         return self.iso.scratch[0]
 
     def _run(self, job: dict, limits: dict, t0: float, control_fd: int | None) -> dict:
@@ -279,6 +285,7 @@ class Worker:
                 os.chmod(top, 0o700 if self.candidate_uid is not None else 0o1777)
             except OSError as exc:
                 failed.append(f"{top} (chmod: {exc.strerror})")
+        self._scratch_clean = not failed
         return failed
 
     def _wait(self, out_r: int, deadline: float, cap: int, control_fd: int | None):
