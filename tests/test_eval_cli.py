@@ -22,7 +22,7 @@ from conftest import require_docker
 
 from codegen.app.cli import main as cli_main
 from codegen.datasets import load_problems
-from codegen.app.demo import mixture
+from mixture import mixture
 from codegen.io import read_jsonl, write_jsonl_atomic
 
 DATA = Path(__file__).parent / "data"

@@ -337,7 +337,7 @@ def test_all_164_canonical_humaneval_solutions_pass(executor, humaneval):
 
 @pytest.mark.slow
 def test_docker_and_process_backends_agree_on_the_mixed_file(executor, humaneval):
-    from codegen.app.demo import mixture
+    from mixture import mixture
     from codegen.evaluate import to_job
     from codegen.samples import Sample
     from sandbox.process import ProcessExecutor
