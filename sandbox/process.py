@@ -144,7 +144,8 @@ SANDBOX_DIR = str(Path(__file__).resolve().parent)
 # copy-on-write fault in the forked candidate); the worker hands its
 # children SAFE_ENV alone.
 WORKER_ENV = {**SAFE_ENV, "LD_BIND_NOW": "1"}
-# The worker runs the harness package from this directory, in isolated mode (-I).
+# The worker runs the harness package from this directory, in isolated mode (-I)
+# and without site (-S): see harness.worker.main.
 WORKER_MAIN = f"import sys; sys.path.insert(0, {SANDBOX_DIR!r}); from harness.worker import main; sys.exit(main())"
 VERSION = "process-1"
 # Jobs queued in each worker ahead of the one running, so it never waits for the host.
@@ -169,7 +170,7 @@ class _WorkerProc:
         self.slot = slot
         self.config = config
         self.proc = subprocess.Popen(
-            [python, "-I", "-c", WORKER_MAIN, "--config", json.dumps(config)],
+            [python, "-I", "-S", "-c", WORKER_MAIN, "--config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
             env=WORKER_ENV,  # the caller's environment (its secrets) never enters the worker's memory
         )

@@ -22,6 +22,7 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 
 from .candidate import MAX_PROGRAM, SETUP_FAILED, CandidateSetup
@@ -377,15 +378,23 @@ def serve(in_fd: int, out_fd: int, config: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """``python -I -S -c ... --config JSON``: the host starts the worker
+    without site (no site-packages, no .pth hooks: fewer modules in the heap
+    every run is forked from), so the builtins site would add come from here."""
+    import site
 
-    parser = argparse.ArgumentParser(description="itercode's in-sandbox harness (a warm worker).")
-    parser.add_argument("--config", default="{}", help="JSON worker config (see Worker)")
-    args = parser.parse_args(argv)
+    site.setquit()  # exit() and quit(), as a program run by `python` has them
+    site.setcopyright()
+    site.sethelper()
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--help"] or (args and (len(args) != 2 or args[0] != "--config")):
+        print("usage: worker --config JSON  (itercode's in-sandbox harness: a warm worker; see Worker)")
+        return 0 if args[:1] == ["--help"] else 2
+    config = json.loads(args[1]) if args else {}
     # Keep the protocol off fds 0/1 so that nothing a child inherits can touch it.
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    return serve(in_fd, out_fd, json.loads(args.config))
+    return serve(in_fd, out_fd, config)
