@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import gc
-import os
 import random
 import shutil
 import time
@@ -83,8 +82,8 @@ class SamplerPool:
 
         options: dict[str, Any] = {"seed": self.cfg.seed}
         if self.cfg.sampler == "vllm":
-            # A step budget of 16k tokens batches hundreds of prompts x n (the sampler keeps
-            # prefills whole on the CPU: see vllm_backend.cpu_scheduling_options).
+            # A step budget of 16k tokens batches hundreds of prompts x n (the engine keeps
+            # prefills whole on the CPU: see vllm_engine.cpu_scheduling_options).
             options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32", max_num_batched_tokens=16384)
         t0 = time.monotonic()
         self.sampler = make_sampler(self.cfg.sampler, model, **options)
@@ -404,9 +403,6 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
     from loops.plot import plot_metrics
     from loops.table import format_table
 
-    if cfg.sampler == "vllm":
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.vllm_kv_cache_gb))
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury the loop's own
     run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())

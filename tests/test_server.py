@@ -33,7 +33,8 @@ from codegen.errors import UserError
 from codegen.samplers import HUMANEVAL_STOP
 from codegen.server.app import ApiError, create_app, parse
 from codegen.server.config import ServerConfig
-from codegen.server.engine import CandidateEngine, EngineCompletion, first_stop
+from codegen.samplers import Completion
+from codegen.samplers.engine import GenerationEngine
 from codegen.server.metrics import Metrics
 from codegen.server.process import stop_server
 from codegen.server.ranking import Candidate, extract_code, order
@@ -92,11 +93,9 @@ def test_order_without_tests_is_by_score_and_missing_scores_go_last():
     assert [c.index for c in ranked] == [2, 1, 0, 3]
 
 
-def test_extract_code_and_first_stop():
+def test_extract_code():
     assert extract_code("Sure:\n```py\ndef f():\n    return 2\n```\nand ```x\ny```") == "def f():\n    return 2\n"
     assert extract_code("no fence") == "no fence"
-    assert first_stop("    return 1\n\ndef g():", HUMANEVAL_STOP) == (13, "\ndef ")
-    assert first_stop("    return 1", HUMANEVAL_STOP) is None
 
 
 def test_metrics_text_parses_as_prometheus():
@@ -134,7 +133,7 @@ def test_serve_command_rejects_a_model_dir_without_config(tmp_path):
 # ---- the app in-process, with a scripted engine ------------------------------
 
 
-class ScriptedEngine(CandidateEngine):
+class ScriptedEngine(GenerationEngine):
     """Returns fixed candidates (text, mean log-prob); optionally waits on a gate first."""
 
     backend = "scripted"
@@ -151,8 +150,8 @@ class ScriptedEngine(CandidateEngine):
     def alive(self):
         return self.started
 
-    def count_tokens(self, text):
-        return len(text.split())
+    def count_tokens(self, prompts):
+        return [len(text.split()) for text in prompts]
 
     def render_chat(self, messages):
         return "\n".join(m["content"] for m in messages), False
@@ -164,7 +163,7 @@ class ScriptedEngine(CandidateEngine):
                     await asyncio.sleep(0.01)
             await asyncio.sleep(self.delay_s)
         outs = (self.outputs * params.n)[: params.n]
-        return [EngineCompletion(text=t, mean_logprob=lp, num_tokens=3, finish_reason="stop") for t, lp in outs]
+        return [Completion(text=t, mean_logprob=lp, num_tokens=3, finish_reason="stop") for t, lp in outs]
 
 
 PROMPT = 'def inc(x):\n    """x plus one."""\n'

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file")
     p.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write")
     p.add_argument("--backend", default=None,
-                   help="vllm (default where installed), hf, or openai (needs --base-url)")
+                   help="vllm, hf, or openai (needs --base-url); default: the faster for the job "
+                        "(vllm on a GPU or for 4,000+ samples where installed, else hf)")
     p.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
@@ -42,14 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
     p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
     p.add_argument("--kv-cache-gib", type=int, default=None,
-                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or vLLM's own)")
-
-
-def default_backend() -> str:
-    """vllm where it is installed, else hf."""
-    import importlib.util
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or 1)")
 
 
 def sampler_options(args: argparse.Namespace, backend: str) -> dict:
@@ -72,12 +66,11 @@ def sampler_options(args: argparse.Namespace, backend: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from codegen.datasets import load_problems
     from codegen.io import write_jsonl_atomic
-    from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, make_sampler
+    from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, default_backend, make_sampler
     from codegen.sampling import sample_problems
 
-    backend = args.backend or default_backend()
-    if backend not in BACKENDS:
-        raise UserError(f"unknown --backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise UserError(f"unknown --backend {args.backend!r}: choose one of {', '.join(BACKENDS)}")
     params = SamplingParams(
         n=args.n,
         temperature=args.temperature,
@@ -92,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     problems = load_problems(args.problems)
     if args.limit is not None:
         problems = problems[: args.limit]
+    backend = args.backend or default_backend(len(problems) * params.n)
+    if args.backend is None:
+        print(f"backend {backend} for {len(problems) * params.n} samples (the faster here; --backend chooses)",
+              file=sys.stderr)
 
     started = time.perf_counter()
     sampler = make_sampler(backend, args.model, **sampler_options(args, backend))
