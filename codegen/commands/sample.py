@@ -86,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         problems = problems[: args.limit]
     backend = args.backend or default_backend(len(problems) * params.n)
-    if args.backend is None:
-        print(f"backend {backend} for {len(problems) * params.n} samples (the faster here; --backend chooses)",
-              file=sys.stderr)
+    why = "" if args.backend else f", the faster for {len(problems) * params.n} samples here (--backend chooses)"
+    print(f"sampling with {backend}{why}; starting...", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
     sampler = make_sampler(backend, args.model, **sampler_options(args, backend))
