@@ -3,9 +3,10 @@
 - the reaper alone (no vLLM): an owner that started a process ignoring SIGTERM,
   with a grandchild under it, is killed with SIGKILL; both are gone soon after;
   a normal stop kills nothing;
-- the real thing: `itercode sample --backend vllm` and `itercode serve` are
-  killed with SIGKILL mid-run; no EngineCore, Worker or resource tracker is
-  left a few seconds later;
+- the real thing: `itercode sample --backend vllm` (without
+  VLLM_CPU_KVCACHE_SPACE, and showing none of vLLM's log lines) and `itercode
+  serve` are killed with SIGKILL mid-run; no EngineCore, Worker or resource
+  tracker is left a few seconds later;
 - the engine cache: two samplers on one model share one engine, which stops
   with the last close.
 """
@@ -26,6 +27,8 @@ psutil = pytest.importorskip("psutil")
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+# The engines below must start on the factory's own memory budget, as a user's would.
+ENV.pop("VLLM_CPU_KVCACHE_SPACE", None)
 
 OWNER = textwrap.dedent('''
     import multiprocessing, signal, subprocess, sys, time
@@ -167,10 +170,14 @@ def test_sample_killed_mid_run_leaves_no_engine_process(starter_model, tmp_path)
     try:
         procs = _engine_processes(owner, 400)
         # Sampling has begun when the progress bar shows (stderr is the terminal's again after the start).
+        before = []
         for line in iter(owner.stderr.readline, ""):
             if "vllm generate" in line:
                 break
+            before.append(line)
         procs = _descendants(owner.pid) or procs
+        # vLLM's own lines (Triton, NUMA binding, tcmalloc, chunked prefill...) stayed in its log file.
+        assert [line.split()[0] for line in before] == ["sampling"], before
     except BaseException:
         os.killpg(owner.pid, signal.SIGKILL)
         raise

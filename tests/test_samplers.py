@@ -125,6 +125,38 @@ def test_chat_template_needs_a_backend_that_has_one():
         sample_problems(FakeSampler(), [problem("a", "w")], SamplingParams(), model_name="m", chat_template=True)
 
 
+def test_default_backend_is_the_faster_for_the_job():
+    import importlib.util
+
+    from codegen.hardware import cuda_available
+    from codegen.samplers import VLLM_MIN_SAMPLES_ON_CPU, default_backend
+
+    if importlib.util.find_spec("vllm") is None:
+        assert {default_backend(None), default_backend(10**6)} == {"hf"}
+        return
+    assert default_backend(None) == "vllm"  # long-lived: the server
+    assert default_backend(VLLM_MIN_SAMPLES_ON_CPU) == "vllm"
+    assert default_backend(100) == ("vllm" if cuda_available() else "hf")
+
+
+def test_vllm_cpu_kv_cache_budget_and_its_errors(monkeypatch):
+    from codegen.samplers import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert vllm_engine.set_cpu_kv_cache(None) == 1 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert vllm_engine.set_cpu_kv_cache(2) == 2 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "3")  # the user's own setting wins over the default
+    assert vllm_engine.set_cpu_kv_cache(None) == 3
+    with pytest.raises(UserError, match="whole number of GiB"):
+        vllm_engine.set_cpu_kv_cache(1.5)
+    with pytest.raises(UserError, match=r"does not fit in the .* GiB of free memory: lower --kv-cache-gib"):
+        vllm_engine.set_cpu_kv_cache(100_000)
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "2.0")
+    with pytest.raises(UserError, match="VLLM_CPU_KVCACHE_SPACE='2.0' is not a whole number"):
+        vllm_engine.set_cpu_kv_cache(None)
+
+
 def test_unknown_backend_and_missing_model_path_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="unknown sampler backend 'tgi'.*vllm, hf, openai"):
         make_sampler("tgi", "x")

@@ -262,7 +262,7 @@ class RealServer:
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen([ITERCODE, "serve", *args, "--port", str(self.port), "--log-level", "warning"],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None})
         deadline = time.monotonic() + ready_s
         while True:
             if self.proc.poll() is not None:
@@ -440,7 +440,8 @@ def test_vllm_server_batches_concurrent_requests_in_one_engine(starter_model, tm
 
     server = RealServer(["--model", str(starter_model), "--backend", "vllm", "--n-candidates", "4", "--default-max-tokens", "48",
                          "--max-candidates", "8"],
-                        tmp_path / "server.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_s=400)
+                        # No VLLM_CPU_KVCACHE_SPACE: the engine factory's own memory budget must do.
+                        tmp_path / "server.log", env={"VLLM_CPU_KVCACHE_SPACE": None}, ready_s=400)
     try:
         async def burst():
             client = openai.AsyncOpenAI(base_url=server.base + "/v1", api_key="unused", max_retries=0, timeout=120)

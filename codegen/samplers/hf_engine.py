@@ -11,6 +11,7 @@ and batch size give the same samples.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Sequence
 
@@ -40,13 +41,21 @@ class HFEngine(GenerationEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float32 if self.dtype == "auto" else getattr(torch, self.dtype)
+        bars = hf_logging.is_progress_bar_enabled()
+        if os.environ.get("ITERCODE_VERBOSE") != "1":
+            hf_logging.disable_progress_bar()  # "Loading weights" bars, as vLLM's lines, only with --verbose
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype, trust_remote_code=self.trust_remote_code)
         except OSError as e:
             raise UserError(f"could not load model {self.model!r} with transformers: {e}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         model.to(device).eval()
         # Left padding keeps every prompt's last token at the end of the row,
         # where generation continues from.
