@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) == 2:
         peer_r = results["vllm serve (peer, no rerank)"]
         ratio = ours_r["rps"] / peer_r["rps"] if peer_r["rps"] else float("nan")
-        print(f"\nthroughput ratio itercode/vllm-serve: {ratio:.2f} (same generation work per request)")
+        work = "vLLM's defaults, no log-probs" if args.peer_stock else "the same generation work per request"
+        print(f"\nthroughput ratio itercode/vllm-serve: {ratio:.2f} (peer: {work})")
         results["ratio_rps"] = round(ratio, 3)
     for name, r in results.items():
         if isinstance(r, dict) and r.get("errors"):
