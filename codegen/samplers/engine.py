@@ -145,7 +145,7 @@ class GenerationEngine:
 # ---- the engines of this process --------------------------------------------
 
 _ENGINES: dict[tuple, GenerationEngine] = {}
-_LOCK = threading.Lock()  # held while a synchronous open starts an engine: one start at a time
+_LOCK = threading.Lock()  # held while a synchronous open starts an engine: one such start at a time
 _LOOP: asyncio.AbstractEventLoop | None = None
 _LOOP_LOCK = threading.Lock()
 
@@ -170,7 +170,7 @@ def open_engine(backend: str, model: str, **options) -> GenerationEngine:
         engine = _live(key)
         if engine is None:
             engine = new_engine(backend, model, **options)
-            _start_registered(key, engine, lambda: run_sync(engine.start()))
+            _start(engine, run_sync, key)
         engine.users += 1
         return engine
 
@@ -178,18 +178,17 @@ def open_engine(backend: str, model: str, **options) -> GenerationEngine:
 async def open_engine_async(backend: str, model: str, **options) -> GenerationEngine:
     """`open_engine` for a caller on an event loop: a new engine starts on that loop."""
     key = _key(backend, model, options)
-    with _LOCK:
-        engine = _live(key)
-        if engine is not None:
-            engine.users += 1
-            return engine
+    engine = _live(key)
+    if engine is None:
+        # Not under _LOCK: the start awaits. Two concurrent first opens would start
+        # two engines; a server opens its engine once, at start-up.
         engine = new_engine(backend, model, **options)
-        _ENGINES[key] = engine  # registered before the start so that a second open shares it
-    try:
-        await engine.start()
-    except BaseException:
-        engine.close()
-        raise
+        try:
+            await engine.start()
+        except BaseException:
+            engine.close()  # whatever the start left behind (processes, the reaper)
+            raise
+        _ENGINES[key] = engine
     engine.users += 1
     return engine
 
@@ -222,20 +221,19 @@ def _live(key: tuple) -> GenerationEngine | None:
     return engine if engine is not None and engine.alive else None
 
 
-def _start_registered(key: tuple, engine: GenerationEngine, start) -> None:
-    _ENGINES[key] = engine
+def _start(engine: GenerationEngine, run, key: tuple) -> None:
     try:
-        start()
+        run(engine.start())
     except BaseException:
-        engine.close()
+        engine.close()  # whatever the start left behind (processes, the reaper)
         raise
+    _ENGINES[key] = engine
 
 
 def _forget(engine: GenerationEngine) -> None:
-    with contextlib.suppress(ValueError):
-        for key, value in list(_ENGINES.items()):
-            if value is engine:
-                del _ENGINES[key]
+    for key, value in list(_ENGINES.items()):
+        if value is engine:
+            del _ENGINES[key]
 
 
 def _engine_loop() -> asyncio.AbstractEventLoop:

@@ -98,6 +98,7 @@ class VLLMEngine(GenerationEngine):
         finally:
             if self.llm is None:
                 self.reaper.stop()
+                self.reaper = None
         self.reaper.ready()
 
     def _log_note(self) -> str:
