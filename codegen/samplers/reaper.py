@@ -23,12 +23,14 @@ it reads "ready" and "stop" lines on stdin.
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 POLL_S = 0.2  # how often the owner is checked: it is cheap
 NOTE_S = 1.0  # how often its children are listed while the engine starts: a scan of /proc costs ~10 ms
@@ -46,12 +48,19 @@ class Reaper:
         import psutil
 
         known = [str(p.pid) for p in psutil.Process().children()]
+        # The watcher imports this module: give it the directory codegen was imported from.
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "codegen.samplers.reaper", str(os.getpid()), *known],
-                                stdin=subprocess.PIPE, start_new_session=True, text=True)
+                                stdin=subprocess.PIPE, start_new_session=True, text=True, env=env)
         return cls(proc)
 
     def ready(self) -> None:
         """The engine is up: the processes started so far are its own."""
+        if self.proc.poll() is not None:
+            logging.getLogger("itercode").warning(
+                "the engine's watcher exited early (code %s): its processes may outlive this one if it is killed",
+                self.proc.returncode)
         self._say("ready")
 
     def stop(self) -> None:
