@@ -31,7 +31,7 @@ import itertools
 import threading
 from typing import Any, Coroutine, Sequence, TypeVar
 
-from codegen.samplers import Completion, SamplingParams
+from codegen.samplers import LOCAL_BACKENDS, Completion, SamplingParams
 from codegen.samplers import chat
 
 T = TypeVar("T")
@@ -153,14 +153,15 @@ _LOOP_LOCK = threading.Lock()
 def new_engine(backend: str, model: str, **options) -> GenerationEngine:
     """An engine object, not started; use `open_engine` unless you manage its life yourself."""
     if backend == "vllm":
+        # heavy: loaded when chosen, its start loads vLLM (and it imports this module: no top-level import)
         from codegen.samplers.vllm_engine import VLLMEngine
 
         return VLLMEngine(model, **options)
     if backend == "hf":
-        from codegen.samplers.hf_engine import HFEngine
+        from codegen.samplers.hf_engine import HFEngine  # heavy: loaded when chosen, its start loads torch (as above)
 
         return HFEngine(model, **options)
-    raise ValueError(f"unknown engine backend {backend!r}: use 'vllm' or 'hf'")
+    raise ValueError(f"unknown engine backend {backend!r}: use one of {', '.join(LOCAL_BACKENDS)}")
 
 
 def open_engine(backend: str, model: str, **options) -> GenerationEngine:

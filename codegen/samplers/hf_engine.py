@@ -15,6 +15,8 @@ import os
 import time
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams, mean_logprob
 from codegen.samplers._stops import cut_completion
@@ -38,9 +40,9 @@ class HFEngine(GenerationEngine):
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
+        # heavy: torch and transformers load only when an HF engine starts
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from transformers.utils import logging as hf_logging
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,8 +105,7 @@ class HFEngine(GenerationEngine):
 
     def _generate_all(self, prompts: list[str], params: SamplingParams, per_batch: int,
                       progress: bool) -> list[list[Completion]]:
-        import torch
-        from tqdm.auto import tqdm
+        import torch  # heavy: loaded by _load() already
 
         batches = [prompts[i : i + per_batch] for i in range(0, len(prompts), per_batch)]
         # One seed per call: reruns with the same prompts and batch size repeat exactly.
@@ -117,6 +118,7 @@ class HFEngine(GenerationEngine):
     def _generate_rows(self, prompts: Sequence[str], params: SamplingParams, seed: int | None,
                        max_time: float | None) -> list[list[Completion]]:
         """``params.n`` completions for each of ``prompts``, in one ``generate`` call."""
+        # heavy: loaded by _load() already
         import torch
         from transformers import GenerationConfig
 

@@ -45,7 +45,7 @@ class Reaper:
     @classmethod
     def start(cls) -> "Reaper":
         """Start watching this process; call before the engine starts its processes."""
-        import psutil
+        import psutil  # optional: it comes with vLLM, whose engines are the ones watched
 
         known = [str(p.pid) for p in psutil.Process().children()]
         # The watcher imports this module: give it the directory codegen was imported from.
@@ -82,7 +82,7 @@ class Reaper:
 
 def watch(owner_pid: int, known: set[int]) -> int:
     """The watcher's loop: note the owner's new children until "ready"; kill them if the owner dies first."""
-    import psutil
+    import psutil  # optional: it comes with vLLM, whose engines are the ones watched
 
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
@@ -110,7 +110,7 @@ def watch(owner_pid: int, known: set[int]) -> int:
 
 def _alive(proc) -> bool:
     """Running and not a zombie: a killed owner stays a zombie until its parent reaps it."""
-    import psutil
+    import psutil  # optional: it comes with vLLM, whose engines are the ones watched
 
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -119,7 +119,7 @@ def _alive(proc) -> bool:
 
 
 def _note_children(owner, known: set[int], noted: dict) -> None:
-    import psutil
+    import psutil  # optional: it comes with vLLM, whose engines are the ones watched
 
     try:
         for child in owner.children():
@@ -130,7 +130,7 @@ def _note_children(owner, known: set[int], noted: dict) -> None:
 
 
 def _kill_trees(roots) -> None:
-    import psutil
+    import psutil  # optional: it comes with vLLM, whose engines are the ones watched
 
     victims = []
     for root in roots:

