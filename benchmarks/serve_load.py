@@ -1,7 +1,7 @@
 """Load on the reranked server: 32 concurrent clients for 60 s on loopback.
 
     .venv/bin/python benchmarks/serve_load.py [--model PATH] [--backend vllm|hf] [--clients 32]
-        [--duration 60] [--n-candidates 4] [--max-tokens 64] [--no-peer] [--json]
+        [--duration 60] [--n-candidates 4] [--max-tokens 64] [--no-peer] [--peer-stock] [--json]
 
 Each client sends /v1/completions requests one after another (a held-out
 synthetic prompt each time) until the time is up; the load is bounded: at most
@@ -11,10 +11,13 @@ table gives requests/s (answered with 200), p50 and p99 latency.
 
 The peer, in the same run, is vLLM's own OpenAI server (`vllm serve`) on the
 same model with the same generation work per request (``n`` = our
-``n_candidates``, same max_tokens, temperature and stop), which returns the
-candidates without scoring or choosing; the ratio shows what reranking and
-the extra bookkeeping cost. Without --model the quick starter model is built
-once into .itercode-cache/bench/.
+``n_candidates``, same max_tokens, temperature and stop, the sampled token's
+log-prob that itercode's ranking needs, and on the CPU the whole-prefill
+scheduling itercode's engine uses), which returns the candidates without
+scoring or choosing; the ratio shows what reranking and the extra bookkeeping
+cost. --peer-stock runs the peer with vLLM's defaults and no log-probs
+instead (then the ratio also holds those differences). Without --model the
+quick starter model is built once into .itercode-cache/bench/.
 """
 from __future__ import annotations
 
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=SamplingParams.temperature)
     p.add_argument("--timeout", type=float, default=120.0, help="client timeout and the server's --request-timeout")
     p.add_argument("--no-peer", action="store_true", help="skip the `vllm serve` peer")
+    p.add_argument("--peer-stock", action="store_true",
+                   help="peer with vLLM's default scheduling and no log-probs (not the same generation work)")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = p.parse_args(argv)
 
@@ -103,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return {"model": "served", "prompt": prompts[i % len(prompts)], "n_candidates": args.n_candidates, **gen}
 
     def peer(i: int) -> dict:
-        return {"model": "served", "prompt": prompts[i % len(prompts)], "n": args.n_candidates, **gen}
+        body = {"model": "served", "prompt": prompts[i % len(prompts)], "n": args.n_candidates, **gen}
+        return body if args.peer_stock else {**body, "logprobs": 0}
 
     setting = (f"{args.clients} clients x {args.duration:g} s, {args.n_candidates} candidates x {args.max_tokens} tokens, "
-               f"T={args.temperature}, model={model}, backend={args.backend}")
+               f"T={args.temperature}, model={model}, backend={args.backend}, "
+               f"peer={'stock vLLM settings' if args.peer_stock else 'same generation work'}")
     print(f"serve_load: {setting}", flush=True)
     results = {}
     cmd = [ITERCODE, "serve", "--model", model, "--served-model-name", "served", "--backend", args.backend,
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_peer:
         peer_cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name",
                     "served", "--host", "127.0.0.1", "--dtype", "float32", "--seed", "0"]
+        if not args.peer_stock:
+            peer_cmd += peer_scheduling_flags(model)
         with Served(peer_cmd, label="vllm-serve") as s:
             print(f"vllm serve ready in {s.startup_s:.0f} s; loading...", flush=True)
             results["vllm serve (peer, no rerank)"] = asyncio.run(load(s.base, peer, args.clients, args.duration, args.timeout))
@@ -130,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) == 2:
         peer_r = results["vllm serve (peer, no rerank)"]
         ratio = ours_r["rps"] / peer_r["rps"] if peer_r["rps"] else float("nan")
-        print(f"\nthroughput ratio itercode/vllm-serve: {ratio:.2f} (same generation work per request)")
+        work = "vLLM's defaults, no log-probs" if args.peer_stock else "the same generation work per request"
+        print(f"\nthroughput ratio itercode/vllm-serve: {ratio:.2f} (peer: {work})")
         results["ratio_rps"] = round(ratio, 3)
     for name, r in results.items():
         if isinstance(r, dict) and r.get("errors"):
@@ -145,6 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         print("FAIL: the peer answered no request, so there is no comparison (its errors are above)")
         return 1
     return 1 if failed else 0
+
+
+def peer_scheduling_flags(model: str) -> list[str]:
+    """`vllm serve` flags for the scheduling itercode's engine uses here (whole prefills on the CPU)."""
+    import torch
+
+    from codegen.samplers.vllm_engine import cpu_scheduling_options
+
+    if torch.cuda.is_available():
+        return []
+    options = cpu_scheduling_options(model, None, {})
+    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(options["max_num_batched_tokens"])]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ k+1 (same weights), and it is shut down before training.
 from __future__ import annotations
 
 import ast
-import os
 import random
 import time
 from pathlib import Path
@@ -285,9 +284,6 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
 
     >>> run_itertl(load_config("configs/demo.yaml"))   # doctest: +SKIP
     """
-    if cfg.sampler == "vllm":
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.vllm_kv_cache_gb))
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury the loop's own
     run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())

@@ -33,8 +33,8 @@ class SamplerPool:
         self.close()
         options: dict[str, Any] = {"seed": self.cfg.seed}
         if self.cfg.sampler == "vllm":
-            # A step budget of 16k tokens batches hundreds of prompts x n (the sampler keeps
-            # prefills whole on the CPU: see vllm_backend.cpu_scheduling_options).
+            # A step budget of 16k tokens batches hundreds of prompts x n (the engine keeps
+            # prefills whole on the CPU: see vllm_engine.cpu_scheduling_options).
             options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32", max_num_batched_tokens=16384)
         t0 = time.monotonic()
         self.sampler = make_sampler(self.cfg.sampler, model, **options)

@@ -33,19 +33,27 @@ def fake_decode(ids):
 
 
 def test_cut_keeps_tokens_through_the_one_that_completes_a_stop_string():
-    text, kept = cut_completion([1, 2, 3, 4, 5], fake_decode, ["\ndef"], eos_ids={0})
-    assert (text, kept) == ("    return x", 4)
+    assert cut_completion([1, 2, 3, 4, 5], fake_decode, ["\ndef"], eos_ids={0}) == ("    return x", 4, "stop")
 
 
 def test_cut_picks_the_earliest_stop_and_counts_eos():
-    assert cut_completion([1, 6, 7, 3, 4], fake_decode, ["\ndef", "\n#"], eos_ids={0}) == ("    return", 2)
-    assert cut_completion([1, 2, 0, 0, 0], fake_decode, ["\ndef"], eos_ids={0}) == ("    return x", 3)
-    assert cut_completion([1, 2, 3], fake_decode, [], eos_ids={0}) == ("    return x\n", 3)
+    assert cut_completion([1, 6, 7, 3, 4], fake_decode, ["\ndef", "\n#"], eos_ids={0}) == ("    return", 2, "stop")
+    assert cut_completion([1, 2, 0, 0, 0], fake_decode, ["\ndef"], eos_ids={0}) == ("    return x", 3, "stop")
+    assert cut_completion([1, 2, 3], fake_decode, [], eos_ids={0}) == ("    return x\n", 3, "length")
 
 
 def test_cut_drops_a_trailing_partial_utf8_character_like_vllm():
     decode = lambda ids: "ab" + "\ufffd" * len(ids[2:])  # noqa: E731
-    assert cut_completion([1, 2, 3], decode, [], eos_ids=set()) == ("ab", 3)
+    assert cut_completion([1, 2, 3], decode, [], eos_ids=set()) == ("ab", 3, "length")
+
+
+def test_first_stop_finds_the_earliest_stop_string():
+    from codegen.samplers import HUMANEVAL_STOP
+    from codegen.samplers._stops import first_stop
+
+    assert first_stop("    return 1\n\ndef g():", HUMANEVAL_STOP) == 13
+    assert first_stop("    return 1\n#x\ndef g():", HUMANEVAL_STOP) == 12
+    assert first_stop("    return 1", HUMANEVAL_STOP) == -1
 
 
 class FakeSampler:
@@ -115,6 +123,38 @@ def test_duplicate_task_ids_and_empty_problem_sets_are_user_errors():
 def test_chat_template_needs_a_backend_that_has_one():
     with pytest.raises(UserError, match="--chat-template is not available"):
         sample_problems(FakeSampler(), [problem("a", "w")], SamplingParams(), model_name="m", chat_template=True)
+
+
+def test_default_backend_is_the_faster_for_the_job():
+    import importlib.util
+
+    from codegen.hardware import cuda_available
+    from codegen.samplers import VLLM_MIN_SAMPLES_ON_CPU, default_backend
+
+    if importlib.util.find_spec("vllm") is None:
+        assert {default_backend(None), default_backend(10**6)} == {"hf"}
+        return
+    assert default_backend(None) == "vllm"  # long-lived: the server
+    assert default_backend(VLLM_MIN_SAMPLES_ON_CPU) == "vllm"
+    assert default_backend(100) == ("vllm" if cuda_available() else "hf")
+
+
+def test_vllm_cpu_kv_cache_budget_and_its_errors(monkeypatch):
+    from codegen.samplers import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert vllm_engine.set_cpu_kv_cache(None) == 1 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert vllm_engine.set_cpu_kv_cache(2) == 2 and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "3")  # the user's own setting wins over the default
+    assert vllm_engine.set_cpu_kv_cache(None) == 3
+    with pytest.raises(UserError, match="whole number of GiB"):
+        vllm_engine.set_cpu_kv_cache(1.5)
+    with pytest.raises(UserError, match=r"does not fit in the .* GiB of free memory: lower --kv-cache-gib"):
+        vllm_engine.set_cpu_kv_cache(100_000)
+    monkeypatch.setattr(vllm_engine, "_USER_KV_CACHE", "2.0")
+    with pytest.raises(UserError, match="VLLM_CPU_KVCACHE_SPACE='2.0' is not a whole number"):
+        vllm_engine.set_cpu_kv_cache(None)
 
 
 def test_unknown_backend_and_missing_model_path_are_user_errors(tmp_path):
@@ -195,14 +235,19 @@ def test_chat_template_is_applied_only_when_the_tokenizer_has_one(starter_model,
     sampler = make_sampler("hf", str(starter_model))
     with pytest.raises(UserError, match="has no chat template.*drop --chat-template"):
         build_prompts(sampler, heldout[:1], chat_template=True)
+    # The tokenizer is the shared engine's: give it a template for this test only.
     sampler.tokenizer.chat_template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
-    [text] = build_prompts(sampler, heldout[:1], chat_template=True)
-    assert text.startswith("<|user|>Complete the following Python function")
-    assert text.endswith("<|assistant|>```python\n" + heldout[0].prompt)
-    assert build_prompts(sampler, heldout[:1]) == [heldout[0].prompt]
+    try:
+        [text] = build_prompts(sampler, heldout[:1], chat_template=True)
+        assert text.startswith("<|user|>Complete the following Python function")
+        assert text.endswith("<|assistant|>```python\n" + heldout[0].prompt)
+        assert build_prompts(sampler, heldout[:1]) == [heldout[0].prompt]
+    finally:
+        sampler.tokenizer.chat_template = None
+        sampler.close()
 
 
 def test_hf_prompt_longer_than_the_context_names_the_problem(hf_sampler):

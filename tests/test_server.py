@@ -30,15 +30,16 @@ import httpx
 import pytest
 from conftest import require_docker
 
-from codegen.errors import UserError
-from codegen.samplers import HUMANEVAL_STOP
-from codegen.app.server.app import ApiError, create_app, parse
+from codegen.app.server.app import create_app
 from codegen.app.server.config import ServerConfig
-from codegen.app.server.engine import CandidateEngine, EngineCompletion, first_stop
 from codegen.app.server.metrics import Metrics
+from codegen.app.server.parsing import ApiError, parse
 from codegen.app.server.process import stop_server
 from codegen.app.server.ranking import Candidate, extract_code, order
 from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest
+from codegen.errors import UserError
+from codegen.samplers import HUMANEVAL_STOP, Completion
+from codegen.samplers.engine import GenerationEngine
 from sandbox.base import STATUSES
 
 ITERCODE = str(Path(sys.executable).with_name("itercode"))
@@ -93,11 +94,9 @@ def test_order_without_tests_is_by_score_and_missing_scores_go_last():
     assert [c.index for c in ranked] == [2, 1, 0, 3]
 
 
-def test_extract_code_and_first_stop():
+def test_extract_code():
     assert extract_code("Sure:\n```py\ndef f():\n    return 2\n```\nand ```x\ny```") == "def f():\n    return 2\n"
     assert extract_code("no fence") == "no fence"
-    assert first_stop("    return 1\n\ndef g():", HUMANEVAL_STOP) == (13, "\ndef ")
-    assert first_stop("    return 1", HUMANEVAL_STOP) is None
 
 
 def test_metrics_text_parses_as_prometheus():
@@ -148,7 +147,7 @@ def test_serve_with_an_unreachable_docker_sandbox_fails_before_loading_and_names
 # ---- the app in-process, with a scripted engine ------------------------------
 
 
-class ScriptedEngine(CandidateEngine):
+class ScriptedEngine(GenerationEngine):
     """Returns fixed candidates (text, mean log-prob); optionally waits on a gate first."""
 
     backend = "scripted"
@@ -165,8 +164,8 @@ class ScriptedEngine(CandidateEngine):
     def alive(self):
         return self.started
 
-    def count_tokens(self, text):
-        return len(text.split())
+    def count_tokens(self, prompts):
+        return [len(text.split()) for text in prompts]
 
     def render_chat(self, messages):
         return "\n".join(m["content"] for m in messages), False
@@ -178,7 +177,7 @@ class ScriptedEngine(CandidateEngine):
                     await asyncio.sleep(0.01)
             await asyncio.sleep(self.delay_s)
         outs = (self.outputs * params.n)[: params.n]
-        return [EngineCompletion(text=t, mean_logprob=lp, num_tokens=3, finish_reason="stop") for t, lp in outs]
+        return [Completion(text=t, mean_logprob=lp, num_tokens=3, finish_reason="stop") for t, lp in outs]
 
 
 PROMPT = 'def inc(x):\n    """x plus one."""\n'
@@ -283,7 +282,7 @@ class RealServer:
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen([ITERCODE, "serve", *args, "--port", str(self.port), "--log-level", "warning"],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None})
         deadline = time.monotonic() + ready_s
         while True:
             if self.proc.poll() is not None:
@@ -493,7 +492,8 @@ def test_vllm_server_batches_concurrent_requests_in_one_engine(starter_model, tm
 
     server = RealServer(["--model", str(starter_model), "--backend", "vllm", "--n-candidates", "4", "--default-max-tokens", "48",
                          "--max-candidates", "8"],
-                        tmp_path / "server.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_s=400)
+                        # No VLLM_CPU_KVCACHE_SPACE: the engine factory's own memory budget must do.
+                        tmp_path / "server.log", env={"VLLM_CPU_KVCACHE_SPACE": None}, ready_s=400)
     try:
         async def burst():
             client = openai.AsyncOpenAI(base_url=server.base + "/v1", api_key="unused", max_retries=0, timeout=120)

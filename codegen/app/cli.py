@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from codegen.errors import UserError
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        p.add_argument("--verbose", action="store_true",
+                       help="also show the engines' own log lines (vLLM's warnings and progress bars)")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if args.verbose:
+        os.environ["ITERCODE_VERBOSE"] = "1"  # read where engines start (codegen.samplers.vllm_engine)
     try:
         return int(args._run(args) or 0)
     except UserError as e:

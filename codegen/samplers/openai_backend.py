@@ -17,7 +17,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from codegen.errors import UserError
-from codegen.samplers import Completion, SamplingParams
+from codegen.samplers import Completion, SamplingParams, mean_logprob
 from codegen.samplers._stops import first_stop
 
 # The completions API accepts at most 4 stop strings (vLLM's server enforces it);
@@ -133,4 +133,5 @@ def _completion(choice, stops: Sequence[str]) -> Completion:
         text = text[:cut]
     token_logprobs = [lp for lp in token_logprobs if lp is not None]
     n_tok = len(token_logprobs)
-    return Completion(text=text, mean_logprob=sum(token_logprobs) / n_tok if n_tok else None, num_tokens=n_tok)
+    finish = "length" if cut < 0 and getattr(choice, "finish_reason", None) == "length" else "stop"
+    return Completion(text=text, mean_logprob=mean_logprob(sum(token_logprobs), n_tok), num_tokens=n_tok, finish_reason=finish)

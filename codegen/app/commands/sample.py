@@ -8,7 +8,6 @@ temporary name and renamed, so a crash never leaves half a file.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -16,7 +15,8 @@ import time
 from codegen.datasets import SYNTHETIC_SPEC, load_problems
 from codegen.errors import UserError
 from codegen.io import write_jsonl_atomic
-from codegen.samplers import BACKENDS, HUMANEVAL_STOP, SamplingParams, make_sampler
+from codegen.samplers import (BACKENDS, HUMANEVAL_STOP, VLLM_MIN_SAMPLES_ON_CPU, SamplingParams, default_backend,
+                              make_sampler)
 from codegen.sampling import sample_problems
 
 HELP = "sample n completions per problem with vLLM, HF or an OpenAI-compatible server; write samples JSONL"
@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"humaneval, {SYNTHETIC_SPEC}, or a problems file")
     p.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write")
     p.add_argument("--backend", default=None, metavar="|".join(BACKENDS),
-                   help="the sampling engine (default: vllm where installed, else hf; openai needs --base-url)")
+                   help="the sampling engine (openai needs --base-url); default: the faster for the job "
+                        f"(vllm on a GPU or for {VLLM_MIN_SAMPLES_ON_CPU:,}+ samples where installed, else hf)")
     p.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"0 is greedy (default {d.temperature:g})")
     p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (default {d.top_p:g})")
@@ -48,12 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
     p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
     p.add_argument("--kv-cache-gib", type=int, default=None,
-                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or vLLM's own)")
-
-
-def default_backend() -> str:
-    """vllm where it is installed, else hf."""
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or 1)")
 
 
 def sampler_options(args: argparse.Namespace, backend: str) -> dict:
@@ -74,9 +70,8 @@ def sampler_options(args: argparse.Namespace, backend: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend = args.backend or default_backend()
-    if backend not in BACKENDS:
-        raise UserError(f"unknown --backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise UserError(f"unknown --backend {args.backend!r}: choose one of {', '.join(BACKENDS)}")
     params = SamplingParams(
         n=args.n,
         temperature=args.temperature,
@@ -91,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     problems = load_problems(args.problems)
     if args.limit is not None:
         problems = problems[: args.limit]
+    backend = args.backend or default_backend(len(problems) * params.n)
+    why = "" if args.backend else f", the faster for {len(problems) * params.n} samples here (--backend chooses)"
+    print(f"sampling with {backend}{why}; starting...", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
     sampler = make_sampler(backend, args.model, **sampler_options(args, backend))

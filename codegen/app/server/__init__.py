@@ -10,7 +10,9 @@ choice 0 with every candidate's score and verdict in the ``itercode`` extension
 field of the response.
 
 Modules: `config` (limits and defaults), `schemas` (request/response models),
-`engine` (candidate generation), `ranking` (scoring, sandbox, ordering),
-`metrics` (Prometheus text), `app` (the FastAPI app factory).
+`parsing` (reading a request, the error body),
+`ranking` (scoring, sandbox, ordering), `metrics` (Prometheus text), `app`
+(the FastAPI app factory). Candidates come from the generation engine the
+offline samplers use too (`codegen.samplers.engine`).
 Nothing heavy is imported here.
 """

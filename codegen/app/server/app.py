@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -28,80 +27,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from codegen.problems import Problem
 from codegen.app.server import metrics as metrics_mod
 from codegen.app.server.config import ServerConfig
-from codegen.app.server.engine import CandidateEngine, EngineUnavailable, GenParams, make_engine
+from codegen.app.server.parsing import ApiError, parse, read_json
 from codegen.app.server.ranking import Candidate, LogprobScorer, RerankerScorer, TestRunner, extract_code, order
-from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest, ParamError
+from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest
+from codegen.problems import Problem
+from codegen.samplers import SamplingParams
+from codegen.samplers.engine import EngineUnavailable, GenerationEngine, open_engine_async
 
 log = logging.getLogger("itercode.server")
-
-
-class ApiError(Exception):
-    """An error that leaves as an OpenAI-style body with ``status``."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
-# ---- request parsing -----------------------------------------------------
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body; 413 above ``limit`` bytes (checked while reading), 400 if not JSON."""
-    declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"request body is larger than the server's limit of {limit} bytes; send a smaller body "
-                            "or start the server with a larger --max-body-kb", code="body_too_large")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # a lying or missing Content-Length must not let a huge body in
-            raise too_big
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the request body is not valid JSON ({e}); send a JSON object", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
-    return body
-
-
-def parse(model: type[BaseModel], body: dict) -> Any:
-    """Validate ``body``; the first problem becomes a 400 naming its field."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        err = e.errors()[0]
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, ParamError):
-            return_param, message = cause.param, str(cause)
-        else:
-            return_param = ".".join(str(p) for p in err["loc"]) or None
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = f"unrecognized request argument: {return_param}; remove it (itercode's extensions are n_candidates, best_of and tests)"
-            elif err["type"] == "missing":
-                message = f"missing required argument: {return_param}"
-            elif return_param:
-                message = f"{return_param}: {message}"
-        raise ApiError(400, message, param=return_param, code="invalid_value") from None
 
 
 # ---- the app ---------------------------------------------------------------
@@ -110,7 +47,7 @@ def parse(model: type[BaseModel], body: dict) -> Any:
 class Server:
     """State shared by the handlers: engine, scorer, sandbox, admission, metrics."""
 
-    def __init__(self, config: ServerConfig, engine: CandidateEngine | None = None, scorer=None, tests: TestRunner | None = None):
+    def __init__(self, config: ServerConfig, engine: GenerationEngine | None = None, scorer=None, tests: TestRunner | None = None):
         self.config = config
         self.engine = engine
         self.scorer = scorer
@@ -123,8 +60,9 @@ class Server:
         c = self.config
         self.slots = asyncio.Semaphore(c.max_concurrent)
         if self.engine is None:
-            self.engine = make_engine(c.backend, c.model, max_model_len=c.max_model_len, seed=c.seed, dtype=c.dtype)
-        if not self.engine.alive:
+            # The process's engine for this model (started here, on the server's event loop, unless running already).
+            self.engine = await open_engine_async(c.backend, c.model, **c.engine_options())
+        elif not self.engine.alive:
             await self.engine.start()
         await asyncio.to_thread(self.tests.start)
         if self.scorer is None:
@@ -137,11 +75,11 @@ class Server:
         if hasattr(self.scorer, "close"):
             await asyncio.to_thread(self.scorer.close)
         if self.engine is not None:
-            await self.engine.close()
+            self.engine.release()
 
     # -- the two completion endpoints share everything below --------------
 
-    def gen_params(self, req, max_tokens: int | None) -> GenParams:
+    def gen_params(self, req, max_tokens: int | None) -> SamplingParams:
         c = self.config
         n_cands = req.requested_candidates() or c.n_candidates
         param = "n_candidates" if req.n_candidates is not None else "best_of"
@@ -155,7 +93,7 @@ class Server:
         if max_tokens > c.max_tokens_limit:
             raise ApiError(400, f"max_tokens={max_tokens} is above this server's limit of {c.max_tokens_limit}; ask for fewer",
                            param="max_tokens", code="limit_exceeded")
-        return GenParams(
+        return SamplingParams(
             n=n_cands,
             max_tokens=max_tokens,
             temperature=c.temperature if req.temperature is None else req.temperature,
@@ -183,9 +121,9 @@ class Server:
                                 "retry after the Retry-After seconds", type="rate_limit_error", code="server_busy",
                            headers={"Retry-After": str(c.retry_after_s)})
 
-    async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: GenParams) -> dict:
+    async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: SamplingParams) -> dict:
         """Generate, score, test and order the candidates; the response body."""
-        prompt_tokens = self.engine.count_tokens(prompt)
+        [prompt_tokens] = self.engine.count_tokens([prompt])
         self.check_context(prompt_tokens, params.max_tokens)
         self.admit()
         deadline = time.monotonic() + self.config.request_timeout_s
@@ -236,7 +174,7 @@ class Server:
             },
         }
 
-    async def _work(self, prompt: str, problem: Problem | None, params: GenParams, extract: bool, deadline: float) -> list[Candidate]:
+    async def _work(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float) -> list[Candidate]:
         self.metrics.waiting.inc()
         try:
             await self.slots.acquire()
@@ -282,7 +220,7 @@ def _problem(req, prompt: str, continuation: bool) -> Problem | None:
                    entry_point=t.entry_point, code_prefix=prefix)
 
 
-def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, scorer=None, tests: TestRunner | None = None) -> FastAPI:
+def create_app(config: ServerConfig, *, engine: GenerationEngine | None = None, scorer=None, tests: TestRunner | None = None) -> FastAPI:
     """The server app. ``engine``/``scorer``/``tests`` default to what ``config`` names
     (pass ready-made ones to embed the server or to test its logic)."""
     config.check()
@@ -300,11 +238,7 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
     app.state.server = server
     m = server.metrics
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        m.requests.labels(endpoint=_endpoint_label(request), code=str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests, metrics=m)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -384,9 +318,35 @@ def create_app(config: ServerConfig, *, engine: CandidateEngine | None = None, s
 _KNOWN = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
 
 
-def _endpoint_label(request: Request) -> str:
+class CountRequests:
+    """Counts responses by endpoint and status code.
+
+    A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` would run
+    every request through an extra task and memory stream.
+    """
+
+    def __init__(self, app, metrics: metrics_mod.Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # an exception that escapes becomes a 500 further out
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(endpoint=_endpoint_label(scope["path"]), code=str(status)).inc()
+
+
+def _endpoint_label(path: str) -> str:
     # Unknown paths share one label so a scanner cannot blow up the metric's cardinality.
-    path = request.url.path
     return path if path in _KNOWN else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
 
 

