@@ -1,67 +1,68 @@
-"""ITERTL against its non-iterative baseline, from the same starter model.
+"""ITERTL against its non-iterative baseline, from the same starter model, over seeds.
 
-    .venv/bin/python benchmarks/itertl.py --config configs/demo.yaml [key=value ...]
+    .venv/bin/python benchmarks/itertl.py --config configs/demo.yaml --seeds 3 --json itertl.json [key=value ...]
 
-1. Runs (or resumes) the ITERTL loop: round 0 = the base model, then `rounds`
-   rounds of sample -> execute -> select -> train -> evaluate.
-2. Trains the round-0 model once on the reference solutions alone for the same
-   total number of optimizer steps (rounds * train_steps), and evaluates it the
-   same way (held-out split, eval_n samples per problem, same temperature).
-3. Prints the per-round table and the comparison.
+For each seed (``seed``, ``seed + 1``, ...; the sampling and training randomness):
 
-Both runs keep resumable directories (runs/<name>, runs/<name>-baseline), so a
-second invocation only prints.
+1. runs (or resumes) the ITERTL loop: round 0 = the base model, then `rounds`
+   rounds of sample -> execute -> select -> train -> evaluate; the test
+   splits are scored at round 0 and the last round;
+2. trains the round-0 model once on the reference solutions alone for the same
+   total number of optimizer steps (rounds * train_steps), and scores it the
+   same way (validation and test splits, eval_n samples per problem, same
+   temperature).
+
+The starter is built once, by the first seed's run (`runs/<name>`, the
+demo's own run with configs/demo.yaml); the other seeds (`runs/<name>-seed<S>`)
+start from it. Then it prints the first seed's per-round tables and the
+summary: pass@1 and pass@10 per test split and on validation, mean ± sd over
+seeds, for the starter, the baseline and ITERTL (`loops.seeds`); ``--json``
+writes the same figures as JSON. Every run directory resumes, so a second
+invocation only prints.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--seeds", type=int, default=3, help="loop seeds, one starter (default 3)")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
 
     from codegen.errors import UserError
-    from loops.baseline import baseline_for_run
+    from codegen.io import write_json_atomic
     from loops.config import load_config
-    from loops.itertl import run_itertl
-    from loops.table import format_table, heldout_ks
+    from loops.seeds import format_summary, run_seeds, summarize
+    from loops.table import format_table
 
     try:
         cfg = load_config(args.config, args.overrides)
+        t0 = time.monotonic()
+        results = run_seeds(cfg, args.seeds)
+        summary = summarize(results, cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    t0 = time.monotonic()
-    run = run_itertl(cfg)
-    loop_s = time.monotonic() - t0
-    t1 = time.monotonic()
-    base = baseline_for_run(cfg)
-    base_s = time.monotonic() - t1
-
-    rows = run.metrics()
+    first = results[0]
     print()
-    print(format_table(rows, title=f"ITERTL per round ({cfg.name}; pass rates in %, n={cfg.eval_n}, "
-                                   f"T={cfg.eval_temperature}, sampler={cfg.sampler}, executor={cfg.executor})"))
-    last = max(rows, key=lambda r: r["round"])
-    first = min(rows, key=lambda r: r["round"])
+    print(format_table(first["rows"], title=f"ITERTL per round, seed {first['seed']} ({cfg.name}; pass rates in %, "
+                                            f"n={cfg.eval_n}, T={cfg.eval_temperature}, sampler={cfg.sampler}, "
+                                            f"executor={cfg.executor})"))
     print()
-    print(f"{'held-out':<46}" + "".join(f"{f'pass@{k}':>9}" for k in heldout_ks(rows)))
-    for label, row in [("round 0 (base model)", first),
-                       (f"non-iterative: {cfg.rounds * cfg.train_steps} steps on reference only", base),
-                       (f"ITERTL: {last['round']} rounds x {cfg.train_steps} steps", last)]:
-        print(f"{label:<46}" + "".join(f"{100 * row.get(f'heldout_pass@{k}', float('nan')):>9.1f}"
-                                       for k in heldout_ks(rows)))
-    gain = 100 * (last["heldout_pass@1"] - first["heldout_pass@1"])
-    margin = 100 * (last["heldout_pass@1"] - base["heldout_pass@1"])
-    print(f"\nITERTL round 0 -> {last['round']}: {gain:+.1f} points held-out pass@1; "
-          f"vs the non-iterative baseline: {margin:+.1f} points")
-    print(f"wall time: loop {loop_s:.0f}s (this invocation; a resumed run skips finished stages), baseline {base_s:.0f}s")
-    print(f"plot: {run.root / 'plot.png'}")
+    print(format_summary(summary, cfg, results))
+    print(f"\nwall time of this invocation: {time.monotonic() - t0:.0f}s (finished stages of earlier runs are skipped)")
+    if args.json:
+        write_json_atomic(Path(args.json), summary)
+        print(f"summary JSON: {args.json}")
+    print(json.dumps(summary))
     return 0
 
 

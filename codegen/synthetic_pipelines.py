@@ -164,15 +164,16 @@ class Pipeline:
     def function_name(self) -> str:
         return "_".join(p.name.removeprefix("ret_") for p, _ in self.steps + (self.final,))
 
-    def compile(self):
+    def compile(self, start: int = 0):
         """The solution as a Python callable (trusted: we wrote it).
 
         Built by chaining one compiled function per step, so the thousands of
         mutants checked during generation cost no compilation of their own.
+        ``start`` skips the first steps: the callable then takes the value
+        those steps made (a mutant reuses its parent's prefix that way).
         """
-        arg = DOMAINS[self.domain]["arg"]
-        steps = [_compile_line(arg, p.render(k)[1], p.kind) for p, k in self.steps]
-        final = _compile_line(arg, self.final[0].render(self.final[1])[1], "final")
+        steps = [self._compiled_step(p, k) for p, k in self.steps[start:]]
+        final = _compile_line(DOMAINS[self.domain]["arg"], self.final[0].render(self.final[1])[1], "final")
 
         def run(value):
             for step in steps:
@@ -180,6 +181,17 @@ class Pipeline:
             return final(value)
 
         return run
+
+    def prefix_values(self, value) -> list:
+        """The value before each step and after the last one: ``len(steps) + 1`` values."""
+        out = [value]
+        for p, k in self.steps:
+            value = self._compiled_step(p, k)(value)
+            out.append(value)
+        return out
+
+    def _compiled_step(self, p: Primitive, k):
+        return _compile_line(DOMAINS[self.domain]["arg"], p.render(k)[1], p.kind)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -221,6 +233,16 @@ def _mutants(pipe: Pipeline) -> list[Pipeline]:
     return out
 
 
+def _shared_steps(pipe: Pipeline, mutant: Pipeline) -> int:
+    """How many leading steps ``mutant`` has exactly as ``pipe`` has them."""
+    shared = 0
+    for (p, k), (q, j) in zip(pipe.steps, mutant.steps):
+        if p.name != q.name or k != j:
+            break
+        shared += 1
+    return shared
+
+
 def pick_tests(pipe: Pipeline, rng: random.Random) -> list[tuple[Any, Any]] | None:
     """Inputs and expected outputs that reject every mutant, or None if none found."""
     fn = pipe.compile()
@@ -228,11 +250,22 @@ def pick_tests(pipe: Pipeline, rng: random.Random) -> list[tuple[Any, Any]] | No
     outcomes = [_safe_call(fn, x) for x in inputs]
     if any(status != "ok" for status, _ in outcomes):
         return None
+    if len({repr(r) for _, r in outcomes}) < 3:  # the chosen tests would be nearly constant too (see below)
+        return None
     # One row per mutant: does its outcome differ from the solution's on input i?
+    # A mutant shares its first steps with the solution, whose values after
+    # them are computed once here (the solution ran on every input without an
+    # error, and no step mutates its input, so the shared values are exactly
+    # what the mutant would compute): the same rows at a fraction of the calls.
+    prefixes = [pipe.prefix_values(x) for x in inputs]
     differs = []
     for mutant in _mutants(pipe):
-        m = mutant.compile()
-        differs.append([_safe_call(m, x) != outcomes[i] for i, x in enumerate(inputs)])
+        start = _shared_steps(pipe, mutant)
+        m = mutant.compile(start)
+        row = [_safe_call(m, prefix[start]) != outcomes[i] for i, prefix in enumerate(prefixes)]
+        if not any(row):  # no input tells this mutant apart: no choice of tests would (and it is common)
+            return None
+        differs.append(row)
     # Greedy: the edge case first, then inputs that reject the most surviving mutants.
     chosen = [0]
     alive = [row for row in differs if not row[0]]
@@ -293,7 +326,7 @@ def _example(cases: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     return cases[1]
 
 
-def to_problem(pipe: Pipeline, cases, split: str, index: int, with_solution: bool) -> dict:
+def to_problem(pipe: Pipeline, cases, split: str, index: int | str, with_solution: bool) -> dict:
     return Problem(
         task_id=f"synthetic/{split}/{index}",
         prompt=_prompt(pipe, _example(cases)),

@@ -5,9 +5,13 @@ all the loop's rounds together (``rounds * train_steps``), but trained once,
 on the reference solutions alone: no self-generated data, no rounds. ITERTL's
 claim is that iterating on its own passing samples beats this.
 
+It is scored on the loop's own validation and test splits, with the same
+sampling settings, so every figure has the baseline beside it.
+
 The baseline keeps its own resumable run directory, ``<runs_dir>/<name>-baseline``,
-with stages ``round-<rounds>/train`` and ``round-<rounds>/evaluate`` (the round
-number says "as many steps as that many rounds").
+with stages ``round-<rounds>/train``, ``round-<rounds>/evaluate`` (validation)
+and ``round-<rounds>/test`` (the test splits; the round number says "as many
+steps as that many rounds").
 """
 from __future__ import annotations
 
@@ -17,16 +21,17 @@ from typing import Any
 
 from codegen.io import write_jsonl_atomic
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
-from loops.itertl import evaluate_stage, load_splits, model_for_round
+from loops.itertl import evaluate_stage, load_splits, model_for_round, score_test_splits, scores_of_test_stage
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
 from loops.trainers import train_sft
 
 
 def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print) -> dict[str, Any]:
-    """Train ``base_model`` on the reference split for ``rounds * train_steps`` steps; evaluate on held-out.
+    """Train ``base_model`` on the reference split for ``rounds * train_steps`` steps; score it.
 
-    Returns the evaluate stage's metrics (``heldout_pass@k`` ...).
+    Returns one metrics row: the validation scores (``validation_pass@k`` ...)
+    and every test split's (``test_fresh_pass@k``, ``heldout_pass@k`` ...).
     """
     root = Path(cfg.runs_dir) / f"{cfg.name}-baseline"
     run = RunDir.open(root, {**cfg.to_dict(), "baseline_of": cfg.name, "base_model_path": base_model},
@@ -48,10 +53,14 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
         log(f"baseline: {steps} steps on {len(rows)} reference solutions from {base_model}")
         run.run_stage(cfg.rounds, "train", train)
         model = str(run.stage_dir(cfg.rounds, "train") / "model")
-        reference_probe = []  # the baseline trains on all of reference: probing it says nothing
-        probes = {"heldout": splits["heldout"], "reference": reference_probe}
-        metrics = run.run_stage(cfg.rounds, "evaluate",
-                                lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, cfg.rounds))
+        # No reference probe: the baseline trains on all of reference, so probing it says nothing.
+        probes = {"validation": splits["validation"]}
+        metrics = dict(run.run_stage(cfg.rounds, "evaluate",
+                                     lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, cfg.rounds)))
+        if cfg.test:
+            metrics.update(scores_of_test_stage(run.run_stage(
+                cfg.rounds, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d,
+                                                                cfg.rounds))))
         run.write_metrics([metrics])  # so `itercode runs show NAME-baseline` prints it too
         log(f"baseline: done in {time.monotonic() - t0:.1f}s")
         return metrics

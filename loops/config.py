@@ -10,6 +10,12 @@ override is ``key=value``; the value is read as YAML (``eval_ks=[1,5]``,
 values. Every error is reported at once, each naming the key and the fix.
 Sampling, sandbox and engine defaults come from their owners
 (`SamplingParams`, `Limits`, the backend registries), not from here.
+
+The evaluation protocol (DESIGN.md, "Learning claims"): ``validation`` is
+evaluated every round and is the only split any setting may be chosen on;
+the ``test`` splits are evaluated at round 0 and the last round and only ever
+reported. The config refuses a test split where a validation or training
+split is expected, so no run tunes or trains on a test split by accident.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, Validat
 
 from codegen.errors import UserError
 from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+from codegen.synthetic import TEST_SPLITS
 from sandbox import BACKENDS, DEFAULT_BACKEND
 from sandbox.base import Limits
 
@@ -74,7 +81,9 @@ class ITERTLConfig(BaseModel):
     # --- data (any spec codegen.datasets.load_problems accepts)
     unlabeled: Text = "synthetic:unlabeled"  # the problems the model samples and learns from
     reference: Text = "synthetic:reference"  # labelled problems: replay data and a forgetting probe
-    heldout: Text = "synthetic:heldout"  # never trained on: the headline score
+    validation: Text = "synthetic:validation"  # evaluated every round: the only split settings are chosen on
+    test: list[Text] = ["synthetic:test-fresh", "synthetic:heldout"]  # only ever reported (round 0 and the last)
+    test_every_round: StrictBool = False  # evaluate the test splits every round too (costs sampling time)
     max_problems: Int | None = None  # cap each split (quick runs); None = all
 
     # --- sampling the unlabeled problems
@@ -119,15 +128,93 @@ class ITERTLConfig(BaseModel):
     def _one_k(cls, v: Any) -> Any:
         return [v] if isinstance(v, int) and not isinstance(v, bool) else v  # eval_ks=1
 
+    @field_validator("test", mode="before")
+    @classmethod
+    def _one_test(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # test=synthetic:heldout
+
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def test_names(self) -> dict[str, str]:
+        """``{metric name: spec}`` of the test splits, in order (``test_fresh``: ``synthetic:test-fresh``)."""
+        return {split_name(spec): spec for spec in self.test}
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
 
 FIELDS = ITERTLConfig.model_fields
+# Keys earlier configs had, with what to write instead.
+REPLACED_KEYS = {
+    "heldout": ("held-out is a test split now: list it under test, e.g. test=[synthetic:test-fresh,synthetic:heldout] "
+                "(or test=[PATH]); settings are chosen on validation (default synthetic:validation)"),
+}
+# Metric names a test split may not take: the per-round probes use them.
+RESERVED_NAMES = ("validation", "reference", "learned", "unlabeled")
+
+
+def split_name(spec: str) -> str:
+    """The name a problem set's metrics carry: ``synthetic:test-fresh`` -> ``test_fresh``,
+    ``data/heldout.jsonl`` -> ``heldout``, ``humaneval`` -> ``humaneval``.
+
+    >>> split_name("synthetic:test-fresh"), split_name("runs/x/fresh-2.jsonl.gz")
+    ('test_fresh', 'fresh_2')
+    """
+    if spec.startswith("synthetic:"):
+        base = spec.partition(":")[2]
+    else:
+        base = Path(spec).name
+        for suffix in (".gz", ".jsonl", ".json"):
+            base = base.removesuffix(suffix)
+    return re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_") or "test"
+
+
+def _same_set(a: str, b: str) -> bool:
+    """Do two specs name the same problem set? (Paths compare resolved.)"""
+    if a == b:
+        return True
+    if ":" in a or ":" in b or a.lower() == "humaneval" or b.lower() == "humaneval":
+        return a.lower() == b.lower()
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _synthetic_test(spec: str) -> bool:
+    return spec in {f"synthetic:{s}" for s in TEST_SPLITS}
+
+
+def _is_validation_set(cfg: ITERTLConfig, spec: str) -> bool:
+    return spec == "synthetic:validation" or _same_set(spec, cfg.validation)
+
+
+def protocol_errors(cfg: ITERTLConfig) -> list[str]:
+    """The evaluation protocol's rules: no test split where validation or training data is expected."""
+    errors = []
+    if _synthetic_test(cfg.validation):
+        errors.append(f"validation={cfg.validation} is a test split: test splits are only reported, never used to "
+                      "choose settings; use validation=synthetic:validation (or a problems file no test split holds)")
+    clash = [spec for spec in cfg.test if _is_validation_set(cfg, spec)]
+    if clash and not _synthetic_test(cfg.validation):
+        errors.append(f"test lists the validation split {clash[0]}: a split is either validation (settings are "
+                      f"chosen on it) or test (only reported); drop {clash[0]} from test, or choose another validation")
+    for key in ("unlabeled", "reference"):
+        spec = getattr(cfg, key)
+        if _synthetic_test(spec) or any(_same_set(spec, t) for t in cfg.test):
+            errors.append(f"{key}={spec} is a test split: the loop trains on {key}; use {key}=synthetic:{key}"
+                          + (" (or synthetic:practice)" if key == "unlabeled" else ""))
+        elif _is_validation_set(cfg, spec):
+            errors.append(f"{key}={spec} is the validation split: the loop trains on {key}, and a model trained on "
+                          f"its validation problems makes every choice on them biased; use {key}=synthetic:{key}")
+    names = [split_name(spec) for spec in cfg.test if spec not in clash]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(f"test lists two problem sets named {name!r} ({', '.join(s for s in cfg.test if split_name(s) == name)}): "
+                      "each test split needs its own name in the metrics; list a set once, or rename one file")
+    for name in sorted(set(names) & set(RESERVED_NAMES)):
+        errors.append(f"test split name {name!r} is taken by the per-round probes; rename the file "
+                      f"(e.g. {name}-test.jsonl)")
+    return errors
 
 
 def _type_name(annotation: Any) -> str:
@@ -162,6 +249,8 @@ def _type_errors(error: ValidationError, values: dict[str, Any]) -> dict[str, st
 
 
 def _unknown_key(key: str, where: str) -> str:
+    if key in REPLACED_KEYS:
+        return f"config key {key!r} in {where} is no longer used: {REPLACED_KEYS[key]}"
     close = difflib.get_close_matches(key, FIELDS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(FIELDS)}"
@@ -257,8 +346,10 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
          f"name {cfg.name!r} must be letters, digits, '.', '_' or '-' (it names a directory); e.g. name=demo")
     rule(cfg.rounds >= 0, f"rounds must be >= 0 (0 only evaluates the base model), got {cfg.rounds}")
     rule(bool(cfg.base_model), "base_model must be 'starter' or a model path / hub id")
-    for key in ("unlabeled", "reference", "heldout"):
+    for key in ("unlabeled", "reference", "validation"):
         rule(bool(getattr(cfg, key)), f"{key} must name a problem set, e.g. synthetic:{key}")
+    rule(all(cfg.test), "test must list problem sets, e.g. test=[synthetic:test-fresh,synthetic:heldout]")
+    errors.extend(protocol_errors(cfg))
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
     rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")

@@ -12,8 +12,16 @@ function that can be called on its own:
                 loops: real data in every round keeps the loop stable)
     train    -> TRL SFTTrainer from the round k-1 model, a fresh warmup each round
                 (`loops.trainers.train_sft`, which the baseline trains with too)
-    evaluate -> held-out pass@k, plus forgetting probes: the reference split and
+    evaluate -> validation pass@k, plus forgetting probes: the reference split and
                 the problems earlier rounds learned
+    test     -> (round 0 and the last round) pass@k on each test split: only ever
+                reported, no setting is chosen on it (`loops.config`, DESIGN.md
+                "Learning claims")
+
+The select stage also reports what the round learns from: how many distinct
+problems and programs it kept, the kept problems' share per difficulty, and
+how varied the samples were (`sample_diversity`); the evaluate stage reports
+the same diversity for the validation samples (`validation_diversity`).
 
 `run_itertl` strings them together in a `RunDir`, so a killed run resumes at
 the first unfinished stage. Only one sampling engine is alive at a time
@@ -39,6 +47,7 @@ from codegen.samplers import SamplingParams
 from codegen.samples import Sample, read_samples
 from codegen.sampling import sample_problems
 from codegen.starter import build_starter
+from codegen.synthetic import EVALUATION_SPLITS, TEST_SPLITS
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
 from loops.plot import plot_metrics
 from loops.rundir import RunDir
@@ -49,23 +58,65 @@ from sandbox.base import Limits
 
 
 # --------------------------------------------------------------------------- data
-def load_splits(cfg: ITERTLConfig) -> dict[str, list[Problem]]:
-    """The three problem sets, each capped at ``max_problems`` (the first ones, a fixed choice)."""
-    splits = {}
-    for key in ("unlabeled", "reference", "heldout"):
-        problems = load_problems(getattr(cfg, key))
-        if cfg.max_problems is not None:
-            problems = problems[: cfg.max_problems]
-        if not problems:
-            raise UserError(f"{key} set {getattr(cfg, key)!r} has no problems; point {key}= at a non-empty set")
-        splits[key] = problems
+TRAINING_KEYS = ("unlabeled", "reference")
+
+
+def _load(spec: str, key: str, cap: int | None) -> list[Problem]:
+    problems = load_problems(spec)
+    if cap is not None:
+        problems = problems[:cap]
+    if not problems:
+        raise UserError(f"{key} set {spec!r} has no problems; point {key}= at a non-empty set")
+    return problems
+
+
+def synthetic_split_of(problem: Problem) -> str | None:
+    """The synthetic split a problem came from (its meta, else its task id), or None."""
+    split = problem.meta.get("split")
+    if isinstance(split, str) and split:
+        return split
+    parts = problem.task_id.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "synthetic" else None
+
+
+def _refuse_evaluation_problems(key: str, spec: str, problems: Sequence[Problem], forbidden: Sequence[str],
+                                fix: str) -> None:
+    """The file-level twin of the config's protocol rules: a problems file cut from a test
+    (or validation) split is caught by what its problems say they are."""
+    bad = [(p.task_id, synthetic_split_of(p)) for p in problems if synthetic_split_of(p) in forbidden]
+    if bad:
+        task_id, split = bad[0]
+        raise UserError(f"{key} set {spec!r} holds problems of the synthetic {split} split (e.g. {task_id}): {fix}")
+
+
+def load_splits(cfg: ITERTLConfig) -> dict[str, Any]:
+    """The problem sets, each capped at ``max_problems`` (the first ones, a fixed choice).
+
+    Keys ``unlabeled``, ``reference``, ``validation`` (lists of problems) and
+    ``test`` (``{metric name: problems}``). Refuses a reference set without
+    solutions, shared task ids, and training or validation sets that hold
+    test problems (or training sets that hold validation problems).
+    """
+    splits: dict[str, Any] = {key: _load(getattr(cfg, key), key, cfg.max_problems)
+                              for key in (*TRAINING_KEYS, "validation")}
+    splits["test"] = {name: _load(spec, f"test split {name}", cfg.max_problems)
+                      for name, spec in cfg.test_names.items()}
     missing = [p.task_id for p in splits["reference"] if not p.canonical_solution]
     if missing:
         raise UserError(f"reference set {cfg.reference!r} has problems without canonical_solution "
                         f"(e.g. {missing[0]}); replay needs solutions: use a labelled set such as synthetic:reference")
-    ids = [p.task_id for ps in splits.values() for p in ps]
+    for key in TRAINING_KEYS:
+        _refuse_evaluation_problems(key, getattr(cfg, key), splits[key], EVALUATION_SPLITS,
+                                    f"the loop trains on {key}, never on evaluation problems; use {key}=synthetic:{key}")
+    _refuse_evaluation_problems("validation", cfg.validation, splits["validation"], TEST_SPLITS,
+                                "test problems are only reported, never used to choose settings; "
+                                "use validation=synthetic:validation")
+    sets = [splits[key] for key in (*TRAINING_KEYS, "validation")] + list(splits["test"].values())
+    ids = [p.task_id for ps in sets for p in ps]
     if len(ids) != len(set(ids)):
-        raise UserError("a task_id occurs in two of unlabeled/reference/heldout; the splits must be disjoint")
+        shared = next(t for t in ids if ids.count(t) > 1)
+        raise UserError(f"task {shared!r} occurs in two of unlabeled/reference/validation/test; "
+                        "the splits must be disjoint")
     return splits
 
 
@@ -113,13 +164,11 @@ def normalized_program(problem: Problem, completion: str) -> str:
         return "\n".join(line.rstrip() for line in completion.strip().splitlines() if line.strip())
 
 
-def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
-                keep_per_problem: int, seed: int) -> list[dict[str, Any]]:
-    """Passing samples, deduplicated per problem, at most ``keep_per_problem`` each.
+def passing_programs(problems: Sequence[Problem], samples: Sequence[Sample],
+                     results: Sequence[dict]) -> dict[str, dict[str, Sample]]:
+    """``{task_id: {program key: first sample}}`` of the passing samples (`normalized_program` keys).
 
-    Which duplicates survive is a seeded random choice, so no bias (say, towards
-    short or confident completions) creeps in unannounced. ``infra_error`` earns
-    no reward (None) and is never kept.
+    ``infra_error`` earns no reward (None) and never counts as a pass.
     """
     by_id = {p.task_id: p for p in problems}
     verdicts = {r["sample_id"]: r for r in results}
@@ -132,6 +181,19 @@ def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results:
             continue
         key = normalized_program(by_id[s.task_id], s.completion)
         groups.setdefault(s.task_id, {}).setdefault(key, s)
+    return groups
+
+
+def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
+                keep_per_problem: int, seed: int) -> list[dict[str, Any]]:
+    """Passing samples, deduplicated per problem, at most ``keep_per_problem`` each.
+
+    Which duplicates survive is a seeded random choice, so no bias (say, towards
+    short or confident completions) creeps in unannounced. ``infra_error`` earns
+    no reward (None) and is never kept.
+    """
+    by_id = {p.task_id: p for p in problems}
+    groups = passing_programs(problems, samples, results)
     rng = random.Random(seed)
     kept = []
     for task_id in sorted(groups, key=lambda t: list(by_id).index(t)):
@@ -141,6 +203,47 @@ def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results:
             kept.append({"prompt": by_id[task_id].prompt, "completion": s.completion, "task_id": task_id,
                          "source": "self", "sample_id": s.sample_id})
     return kept
+
+
+def normalized_text(completion: str) -> str:
+    """A completion with every run of whitespace made one space: the diversity measure's unit."""
+    return " ".join(completion.split())
+
+
+def sample_diversity(samples: Sequence[Sample]) -> float | None:
+    """Mean over problems of (distinct completions after whitespace normalisation) / (samples).
+
+    1.0: every sample of a problem differs; 1/n: the model wrote one program n
+    times. None without samples.
+    """
+    groups: dict[str, list[str]] = {}
+    for s in samples:
+        groups.setdefault(s.task_id, []).append(normalized_text(s.completion))
+    if not groups:
+        return None
+    return sum(len(set(texts)) / len(texts) for texts in groups.values()) / len(groups)
+
+
+def difficulty_shares(problems: Sequence[Problem], task_ids: set[str]) -> dict[str, float]:
+    """``{"kept_steps_<d>": share}``: the share of ``task_ids`` per difficulty (step count).
+
+    Every level the problems have gets a share, 0.0 included (a round that kept
+    no four-step problem says so). Empty when the problems carry no difficulty.
+    """
+    levels = sorted({p.meta["difficulty"] for p in problems if isinstance(p.meta.get("difficulty"), int)})
+    chosen = [p for p in problems if p.task_id in task_ids]
+    if not levels or not chosen:
+        return {}
+    return {f"kept_steps_{d}": sum(p.meta.get("difficulty") == d for p in chosen) / len(chosen) for d in levels}
+
+
+def data_report(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
+                kept: Sequence[dict]) -> dict[str, Any]:
+    """What a round learns from: distinct problems and programs kept, difficulty mix, sample diversity."""
+    groups = passing_programs(problems, samples, results)
+    kept_ids = {r["task_id"] for r in kept}
+    return {"kept_problems": len(kept_ids), "passing_programs": sum(len(g) for g in groups.values()),
+            **difficulty_shares(problems, kept_ids), "sample_diversity": sample_diversity(samples)}
 
 
 def replay_rows(reference: Sequence[Problem], n: int, seed: int) -> list[dict[str, Any]]:
@@ -172,7 +275,8 @@ def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results
     random.Random(_stage_seed(cfg, round_, 4)).shuffle(rows)
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     learned = sorted({r["task_id"] for r in kept})
-    return {"kept": len(kept), "replay": len(replay), "learned_task_ids": learned, "learned_problems": len(learned)}
+    return {"kept": len(kept), "replay": len(replay), "learned_task_ids": learned, "learned_problems": len(learned),
+            **data_report(problems, samples, results, kept)}
 
 
 def round_learning_rate(cfg: ITERTLConfig, round_: int) -> float:
@@ -195,14 +299,18 @@ def _pass_at(results: list[dict], ks: Sequence[int]) -> dict[str, float]:
     return pass_at_k_table(results, list(ks))
 
 
+PROBES = ("reference", "learned")  # forgetting probes: pass@1 only
+
+
 def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]], cfg: ITERTLConfig,
-                   out_dir: Path, round_: int) -> dict[str, Any]:
+                   out_dir: Path, round_: int, seed_offset: int = 6) -> dict[str, Any]:
     """Sample ``eval_n`` per problem of every probe set, execute, and score each set.
 
-    ``probes`` maps a name ("heldout", "reference", "learned") to its problems;
-    the result has ``<name>_pass@k`` for each k of ``eval_ks`` (held-out) or
-    pass@1 only (the forgetting probes). All sets go through one sampling call
-    and one sandbox batch.
+    ``probes`` maps a name ("validation", a test split's name, or the
+    forgetting probes "reference" and "learned") to its problems; the result
+    has ``<name>_pass@k`` for each k of ``eval_ks`` and ``<name>_diversity``
+    (`sample_diversity`), or pass@1 only for the forgetting probes. All sets
+    go through one sampling call and one sandbox batch.
     """
     probes = {name: list(ps) for name, ps in probes.items() if ps}
     everything: dict[str, Problem] = {}
@@ -211,7 +319,7 @@ def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]
             everything.setdefault(p.task_id, p)
     problems = list(everything.values())
     params = SamplingParams(n=cfg.eval_n, temperature=cfg.eval_temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, 6))
+                            max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, seed_offset))
     t0 = time.monotonic()
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
@@ -222,16 +330,29 @@ def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]
     for name, ps in probes.items():
         ids = {p.task_id for p in ps}
         subset = [r for r in results if r["task_id"] in ids]
-        ks = cfg.eval_ks if name == "heldout" else [1]
+        ks = [1] if name in PROBES else cfg.eval_ks
         for key, value in _pass_at(subset, ks).items():
             metrics[f"{name}_{key}"] = value
         if name == "learned":
             metrics["learned_problems"] = len(ps)
+        if name not in PROBES:
+            metrics[f"{name}_diversity"] = sample_diversity([s for s in samples if s.task_id in ids])
     metrics["eval_n"] = cfg.eval_n
     metrics["eval_temperature"] = cfg.eval_temperature
     metrics["seconds"] = round(time.monotonic() - t0, 2)
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def score_test_splits(sampler, model_name: str, tests: dict[str, Sequence[Problem]], cfg: ITERTLConfig,
+                      out_dir: Path, round_: int) -> dict[str, Any]:
+    """Score the test splits (only ever reported): `evaluate_stage` with its own sampling seed."""
+    return evaluate_stage(sampler, model_name, tests, cfg, out_dir, round_, seed_offset=7)
+
+
+def tests_due(cfg: ITERTLConfig, round_: int) -> bool:
+    """Whether round ``round_`` evaluates the test splits: round 0, the last round, or every round if asked."""
+    return bool(cfg.test) and (round_ in (0, cfg.rounds) or cfg.test_every_round)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -269,14 +390,27 @@ def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
         ev = run.info(k, "evaluate")
         if not ev:
             continue
-        row = dict(ev)
+        row = {**dict(ev), **scores_of_test_stage(run.info(k, "test"))}
         if k >= 1:
             row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
             sel = run.info(k, "select")
-            row["kept"], row["replay"] = sel.get("kept"), sel.get("replay")
+            row.update({key: sel.get(key) for key in ("kept", "replay", "kept_problems", "passing_programs",
+                                                       "sample_diversity")})
+            row.update({key: value for key, value in sel.items() if key.startswith("kept_steps_")})
             row["train_loss"] = run.info(k, "train").get("train_loss")
         rows.append(row)
     return rows
+
+
+TEST_BOOKKEEPING = ("round", "model", "eval_n", "eval_temperature", "seconds")
+
+
+def scores_of_test_stage(info: dict[str, Any]) -> dict[str, Any]:
+    """A test stage's scores for a metrics row (its bookkeeping is the evaluate stage's already)."""
+    out = {key: value for key, value in info.items() if key not in TEST_BOOKKEEPING}
+    if "seconds" in info:
+        out["test_seconds"] = info["seconds"]
+    return out
 
 
 def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
@@ -289,9 +423,10 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
     finished_before = set(run.finished_stages())
     try:
         splits = load_splits(cfg)
+        tests = ", ".join(f"{len(ps)} {name}" for name, ps in splits["test"].items()) or "none"
         log(f"run {run.root}: {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} reference, "
-            f"{len(splits['heldout'])} held-out problems; {cfg.rounds} rounds"
-            + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
+            f"{len(splits['validation'])} validation problems; test splits (reported only): {tests}; "
+            f"{cfg.rounds} rounds" + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
         reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
                            if cfg.eval_reference else [])
 
@@ -322,8 +457,10 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
                 ids = {t for j in range(1, k) for t in run.info(j, "select").get("learned_task_ids", [])}
                 learned = _probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
                                         cfg.probe_problems, cfg.seed + k)
-            probes = {"heldout": splits["heldout"], "reference": reference_probe, "learned": learned}
+            probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
             stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
+            if tests_due(cfg, k):
+                stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
             publish()
 
         evaluate(0)
@@ -345,7 +482,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             evaluate(k)
         rows = collect_metrics(run, cfg)
         log("")
-        log(format_table(rows, title=f"ITERTL run {run.root} (pass rates in %, held-out n={cfg.eval_n}, "
+        log(format_table(rows, title=f"ITERTL run {run.root} (pass rates in %, n={cfg.eval_n}, "
                                      f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
         log(f"plot: {run.plot_path}")
     finally:

@@ -1,20 +1,44 @@
-"""The per-round table of a run (from its metrics.jsonl); the plot is in loops.plot.
+"""The per-round tables of a run (from its metrics.jsonl); the plot is in loops.plot.
 
-Metric rows use plain keys: ``round``, ``heldout_pass@K`` for each K,
-``reference_pass@1``, ``learned_pass@1`` (problems earlier rounds trained on),
-``sampled_pass_rate`` (share of this round's samples that passed),
-``kept``/``replay`` (self-generated / reference training examples) and
-``train_loss``. A missing value prints as "-".
+Metric rows use plain keys: ``round``; ``validation_pass@K`` for each K (the
+split settings are chosen on); ``<test>_pass@K`` for each test split
+(``test_fresh``, ``heldout``: only ever reported, measured at round 0 and the
+last round); ``reference_pass@1`` and ``learned_pass@1`` (forgetting probes:
+the labelled split, and problems earlier rounds trained on); and what each
+round learned from: ``sampled_pass_rate`` (share of its samples that passed),
+``kept_problems``, ``kept`` (distinct kept programs), ``passing_programs``
+(distinct passing programs before the per-problem cap), ``kept_steps_<d>``
+(share of kept problems with d steps), ``sample_diversity`` and
+``validation_diversity`` (distinct completions per problem / n), ``replay``
+and ``train_loss``. A missing value prints as "-".
+
+`format_table` prints three blocks: validation and probes per round, the test
+splits apart from them, and the training data per round.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
+PROBES = ("reference", "learned")
+_PASS_KEY = re.compile(r"(.+)_pass@(\d+)")
 
-def heldout_ks(rows: list[dict[str, Any]]) -> list[int]:
-    ks = {int(m.group(1)) for r in rows for key in r if (m := re.fullmatch(r"heldout_pass@(\d+)", key))}
-    return sorted(ks)
+
+def split_ks(rows: list[dict[str, Any]], name: str) -> list[int]:
+    """The k of every ``<name>_pass@k`` in ``rows``, ascending."""
+    return sorted({int(m.group(2)) for r in rows for key in r
+                   if (m := _PASS_KEY.fullmatch(key)) and m.group(1) == name})
+
+
+def reported_split_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Names of the scored sets that are neither validation nor a probe, in the order rows first show them."""
+    names: list[str] = []
+    for r in rows:
+        for key in r:
+            m = _PASS_KEY.fullmatch(key)
+            if m and m.group(1) not in ("validation", *PROBES) and m.group(1) not in names:
+                names.append(m.group(1))
+    return names
 
 
 def _fmt(value: Any, pct: bool) -> str:
@@ -27,30 +51,62 @@ def _fmt(value: Any, pct: bool) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
-    """A fixed-width text table, one line per round; pass rates in percent.
+def _steps_cell(row: dict[str, Any]) -> str | None:
+    """``kept_steps_<d>`` shares as one cell: ``2:45 3:38 4:17`` (percent of kept problems)."""
+    shares = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in row.items()
+                    if key.startswith("kept_steps_") and value is not None)
+    return " ".join(f"{d}:{100 * v:.0f}" for d, v in shares) or None
 
-    >>> print(format_table([{"round": 0, "heldout_pass@1": 0.1}]))   # doctest: +NORMALIZE_WHITESPACE
-    round  heldout pass@1
-    0      10.0
-    """
-    columns: list[tuple[str, str, bool]] = [("round", "round", False)]
-    columns += [(f"heldout_pass@{k}", f"heldout pass@{k}", True) for k in heldout_ks(rows)]
-    optional = [
-        ("reference_pass@1", "reference pass@1", True),
-        ("learned_pass@1", "learned pass@1", True),
-        ("learned_problems", "learned", False),
-        ("sampled_pass_rate", "sampled pass%", True),
-        ("kept", "kept", False),
-        ("replay", "replay", False),
-        ("train_loss", "train loss", False),
-    ]
-    columns += [c for c in optional if any(r.get(c[0]) is not None for r in rows)]
+
+def _block(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]], title: str) -> list[str]:
+    """One fixed-width block: ``columns`` are (key, header, percent?); only columns with a value are shown."""
+    columns = [columns[0]] + [c for c in columns[1:] if any(r.get(c[0]) is not None for r in rows)]
+    if len(columns) == 1 or not rows:
+        return []
     cells = [[header for _, header, _ in columns]]
     for r in sorted(rows, key=lambda r: r["round"]):
         cells.append([_fmt(r.get(key), pct) for key, _, pct in columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    if title:
-        lines.insert(0, title)
+    return [title, *lines]
+
+
+def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
+    """Fixed-width text tables, one line per round; pass rates in percent.
+
+    >>> print(format_table([{"round": 0, "validation_pass@1": 0.1, "heldout_pass@1": 0.2}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    validation (every setting is chosen here) and forgetting probes, per round
+    round  validation pass@1
+    0      10.0
+    <BLANKLINE>
+    test splits (only reported: no setting is chosen on them)
+    round  heldout pass@1
+    0      20.0
+    """
+    round_col = ("round", "round", False)
+    scores = [round_col] + [(f"validation_pass@{k}", f"validation pass@{k}", True) for k in split_ks(rows, "validation")]
+    scores += [("reference_pass@1", "reference pass@1", True), ("learned_pass@1", "learned pass@1", True),
+               ("learned_problems", "learned", False)]
+    tests = [round_col]
+    for name in reported_split_names(rows):
+        ks = split_ks(rows, name)
+        tests += [(f"{name}_pass@{k}", f"{name} pass@{k}", True) for k in sorted({ks[0], ks[-1]})]
+    data_rows = [{**r, "kept_by_steps": _steps_cell(r)} for r in rows]
+    data = [round_col, ("sampled_pass_rate", "sampled pass%", True), ("kept_problems", "kept problems", False),
+            ("kept", "kept programs", False), ("passing_programs", "passing programs", False),
+            ("kept_by_steps", "kept by steps %", False), ("sample_diversity", "sample diversity", False),
+            ("validation_diversity", "validation diversity", False), ("replay", "replay", False),
+            ("train_loss", "train loss", False)]
+    blocks = [
+        _block(rows, scores, "validation (every setting is chosen here) and forgetting probes, per round"),
+        _block([r for r in rows if any(r.get(key) is not None for key, _, _ in tests[1:])], tests,
+               "test splits (only reported: no setting is chosen on them)"),
+        _block(data_rows, data, "what each round learned from (diversity: distinct samples per problem / n)"),
+    ]
+    lines = [title] if title else []
+    for block in filter(None, blocks):
+        if len(lines) > (1 if title else 0):
+            lines.append("")
+        lines += block
     return "\n".join(lines)

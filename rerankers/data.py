@@ -26,9 +26,12 @@ from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.rewards import reward
 from codegen.samples import Sample
+from codegen.synthetic import EVALUATION_SPLITS
 
-HELDOUT_SPLITS = ("heldout", "held-out", "held_out")
-HELDOUT_ID_PREFIXES = ("synthetic/heldout/",)
+# Evaluation-only splits: the synthetic family's validation and test splits (settings
+# are chosen on validation, so training on it would bias the choice), and other spellings.
+HELDOUT_SPLITS = ("held-out", "held_out") + EVALUATION_SPLITS
+HELDOUT_ID_PREFIXES = tuple(f"synthetic/{split}/" for split in EVALUATION_SPLITS)
 
 
 class HeldOutLeakError(UserError):
@@ -64,7 +67,7 @@ def is_heldout(problem: Problem) -> bool:
 
 
 def is_heldout_id(task_id: str) -> bool:
-    """True for task ids of the synthetic held-out split, whatever the family seed."""
+    """True for task ids of the synthetic evaluation splits (held-out, validation, test-fresh), whatever the seed."""
     return str(task_id).startswith(HELDOUT_ID_PREFIXES)
 
 

@@ -100,6 +100,182 @@ def test_demo_config_is_valid():
     assert cfg.rounds == 3 and cfg.base_model == "starter" and cfg.sampler == "vllm"
 
 
+# ------------------------------------------------------------------ the evaluation protocol
+def test_config_protocol_defaults():
+    cfg = load_config(None)
+    assert cfg.validation == "synthetic:validation"
+    assert cfg.test == ["synthetic:test-fresh", "synthetic:heldout"]
+    assert cfg.test_names == {"test_fresh": "synthetic:test-fresh", "heldout": "synthetic:heldout"}
+    assert load_config(None, ["test=synthetic:heldout"]).test == ["synthetic:heldout"]  # one split, no list
+    assert load_config(None, ["test=[]"]).test == []  # a run may report no test split
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["validation=synthetic:heldout"], "validation=synthetic:heldout is a test split"),
+        (["validation=synthetic:test-fresh", "test=[]"], "use validation=synthetic:validation"),
+        (["validation=v.jsonl", "test=[./v.jsonl]"], "test lists the validation split ./v.jsonl"),
+        (["test=[synthetic:validation]"], "drop synthetic:validation from test"),
+        (["unlabeled=synthetic:test-fresh"], "unlabeled=synthetic:test-fresh is a test split"),
+        (["reference=synthetic:heldout"], "use reference=synthetic:reference"),
+        (["unlabeled=t.jsonl", "test=[t.jsonl]"], "unlabeled=t.jsonl is a test split"),
+        (["unlabeled=synthetic:validation"], "unlabeled=synthetic:validation is the validation split"),
+        (["test=[a/heldout.jsonl,b/heldout.jsonl]"], "two problem sets named 'heldout'"),
+        (["test=[x/reference.jsonl]"], "name 'reference' is taken"),
+    ],
+)
+def test_config_refuses_a_test_split_where_validation_or_training_data_is_expected(overrides, fragment):
+    with pytest.raises(UserError) as e:
+        load_config(None, overrides)
+    assert fragment in str(e.value)
+
+
+def test_config_names_what_replaced_the_heldout_key(tmp_path):
+    for make in (lambda: load_config(write_yaml(tmp_path, {"heldout": "synthetic:heldout"})),
+                 lambda: load_config(None, ["heldout=synthetic:heldout"])):
+        with pytest.raises(UserError, match=r"'heldout'.*no longer used.*list it under test.*validation"):
+            make()
+
+
+def test_split_names_of_specs():
+    from loops.config import split_name
+
+    assert split_name("synthetic:test-fresh") == "test_fresh"
+    assert split_name("synthetic:heldout") == "heldout"
+    assert split_name("/data/Fresh-2.jsonl.gz") == "fresh_2" and split_name("humaneval") == "humaneval"
+
+
+def test_load_splits_refuses_problem_files_cut_from_evaluation_splits(tmp_path, problem_files):
+    """The file-level guard: a set's problems say which synthetic split they came from (meta, else task id)."""
+    from codegen.io import write_jsonl_atomic
+    from codegen.synthetic import load_split
+    from loops.itertl import load_splits
+
+    files = {k: str(problem_files / f"{k}.jsonl") for k in ("reference", "unlabeled", "validation", "heldout")}
+    base = dict(reference=files["reference"], unlabeled=files["unlabeled"], validation=files["validation"],
+                test=[files["heldout"]])
+    assert len(load_splits(ITERTLConfig(**base))["test"]["heldout"]) == 4
+    heldout = write_jsonl_atomic(tmp_path / "picked.jsonl", [p.to_dict() for p in load_split("heldout")[:3]])
+    with pytest.raises(UserError, match="validation set .* holds problems of the synthetic heldout split.*"
+                                        "use validation=synthetic:validation"):
+        load_splits(ITERTLConfig(**{**base, "validation": str(heldout)}))
+    # Ids alone give a validation problem away, even without its meta.
+    bare = Problem("synthetic/validation/3", "def f(xs):\n", "def check(c):\n    pass\n", "f", code_prefix="def f(xs):\n")
+    tuned = write_jsonl_atomic(tmp_path / "tuned.jsonl", [bare.to_dict()])
+    with pytest.raises(UserError, match="unlabeled set .* synthetic validation split.*never on evaluation problems"):
+        load_splits(ITERTLConfig(**{**base, "unlabeled": str(tuned)}))
+    # A copy of the validation file under another name passes the config's check, not this one.
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(Path(files["validation"]).read_text())
+    with pytest.raises(UserError, match="occurs in two of unlabeled/reference/validation/test"):
+        load_splits(ITERTLConfig(**{**base, "test": [files["heldout"], str(copy)]}))
+
+
+def test_tests_are_due_at_round_zero_and_the_last_round():
+    from loops.itertl import tests_due
+
+    cfg = ITERTLConfig(rounds=3)
+    assert [k for k in range(4) if tests_due(cfg, k)] == [0, 3]
+    assert [k for k in range(4) if tests_due(cfg.model_copy(update={"test_every_round": True}), k)] == [0, 1, 2, 3]
+    assert not any(tests_due(cfg.model_copy(update={"test": []}), k) for k in range(4))
+
+
+def test_sample_diversity_ignores_whitespace():
+    from loops.itertl import sample_diversity
+
+    samples = [Sample("a", "    return x\n", sample_id="a#0"), Sample("a", "    return  x  \n\n", sample_id="a#1"),
+               Sample("a", "    return y\n", sample_id="a#2"), Sample("a", "    return x\n", sample_id="a#3"),
+               Sample("b", "    return 1\n", sample_id="b#0"), Sample("b", "    return 2\n", sample_id="b#1")]
+    assert sample_diversity(samples) == pytest.approx((2 / 4 + 2 / 2) / 2)
+    assert sample_diversity([]) is None
+
+
+def test_select_stage_reports_what_the_round_learns_from(tmp_path):
+    from loops.itertl import select_stage
+
+    probs = []
+    for tid, steps in (("a", 2), ("b", 2), ("c", 3), ("d", 4)):
+        p = _problem(tid)
+        p.meta["difficulty"] = steps
+        probs.append(p)
+    texts = {"a#0": "    return x + 1\n", "a#1": "    return 1 + x\n", "a#2": "    return x + 2\n",
+             "b#0": "    return x\n", "b#1": "    return x\n", "c#0": "    return -x\n", "d#0": "    return 0\n"}
+    passed = {"a#0", "a#1", "a#2", "b#0", "b#1", "c#0"}  # d solved by none
+    samples = [Sample(sid.split("#")[0], c, sample_id=sid) for sid, c in texts.items()]
+    results = [{"sample_id": sid, "task_id": sid[0], "status": "passed" if sid in passed else "failed",
+                "passed": sid in passed} for sid in texts]
+    ref = [_problem(f"r{i}", solution=f"    return {i}\n") for i in range(3)]
+    info = select_stage(probs, samples, results, ref, ITERTLConfig(keep_per_problem=2, replay_share=0.0), tmp_path, 1)
+    assert info["kept_problems"] == 3 and info["kept"] == 2 + 1 + 1  # a capped at 2 of its 3 programs
+    assert info["passing_programs"] == 3 + 1 + 1
+    assert info["kept_steps_2"] == pytest.approx(2 / 3) and info["kept_steps_3"] == pytest.approx(1 / 3)
+    assert info["kept_steps_4"] == 0.0  # a level nothing was kept from is shown, not left out
+    assert info["sample_diversity"] == pytest.approx((3 / 3 + 1 / 2 + 1 + 1) / 4)
+
+
+def test_seed_runs_share_one_starter():
+    from loops.seeds import seed_config
+
+    cfg = ITERTLConfig(name="demo", seed=0, base_model="starter")
+    assert seed_config(cfg, 0, None) is cfg  # the first seed is the config's own run (make demo's)
+    second = seed_config(cfg, 2, "runs/demo/round-0/starter/model")
+    assert (second.name, second.seed, second.base_model) == ("demo-seed2", 2, "runs/demo/round-0/starter/model")
+    given = seed_config(cfg.model_copy(update={"base_model": "models/m"}), 1, "ignored")
+    assert given.base_model == "models/m" and given.seed == 1
+
+
+def _seed_result(seed: int, starter: float, baseline: float, itertl: float) -> dict:
+    def row(round_, v):
+        return {"round": round_, "validation_pass@1": v, "validation_pass@10": v + 0.2,
+                "test_fresh_pass@1": v - 0.05, "test_fresh_pass@10": v + 0.1,
+                "heldout_pass@1": v, "heldout_pass@10": v + 0.3}
+
+    return {"seed": seed, "name": f"d-seed{seed}", "seconds": 1.0, "rows": [row(0, starter), row(1, itertl - 0.01),
+                                                                             row(2, itertl)],
+            "baseline": row(2, baseline)}
+
+
+def test_summary_has_the_issues_json_shape_with_mean_and_sd():
+    from loops.seeds import format_summary, summarize
+
+    cfg = ITERTLConfig(rounds=2, eval_ks=[1, 5, 10])
+    results = [_seed_result(0, 0.20, 0.25, 0.30), _seed_result(1, 0.22, 0.25, 0.34), _seed_result(2, 0.24, 0.28, 0.38)]
+    summary = summarize(results, cfg)
+    assert list(summary) == ["test_fresh", "heldout", "validation", "seeds"] and summary["seeds"] == 3
+    for split in ("test_fresh", "heldout", "validation"):
+        assert list(summary[split]) == ["starter", "itertl", "baseline"]
+        for arm in summary[split].values():
+            assert list(arm) == ["pass@1", "pass@1_sd", "pass@10", "pass@10_sd"]
+    fresh = summary["test_fresh"]
+    assert fresh["itertl"]["pass@1"] == pytest.approx(29.0) and fresh["itertl"]["pass@1_sd"] == pytest.approx(4.0)
+    assert fresh["starter"]["pass@10"] == pytest.approx(32.0) and fresh["baseline"]["pass@1"] == pytest.approx(21.0)
+    text = format_summary(summary, cfg, results)
+    assert text.index("test_fresh (test") < text.index("heldout (test") < text.index("validation (settings")
+    assert "29.0 ± 4.0" in text and "MET" in text  # +8.0 over the baseline, pass@10 above the starter's
+    close = summarize([_seed_result(0, 0.20, 0.27, 0.30)], cfg)
+    assert close["seeds"] == 1 and close["test_fresh"]["itertl"]["pass@1_sd"] is None
+    assert "MISSED" in format_summary(close, cfg)  # +3 points is short of the bar
+    with pytest.raises(UserError, match="run d-seed0 has no other_pass@1"):
+        summarize(results, cfg.model_copy(update={"test": ["synthetic:test-fresh", "synthetic:heldout",
+                                                           "other.jsonl"]}))  # no "other" figures in the runs
+    assert "other" in str(ITERTLConfig(test=["other.jsonl"]).test_names)
+
+
+def test_demo_headline_puts_the_fresh_test_first():
+    from codegen.app.demo import headline
+
+    rows = [{"round": 0, "validation_pass@1": 0.2, "validation_pass@10": 0.4, "test_fresh_pass@1": 0.1,
+             "test_fresh_pass@10": 0.3, "heldout_pass@1": 0.25, "heldout_pass@10": 0.5},
+            {"round": 1, "validation_pass@1": 0.3, "validation_pass@10": 0.5},
+            {"round": 2, "validation_pass@1": 0.35, "validation_pass@10": 0.45, "test_fresh_pass@1": 0.15,
+             "test_fresh_pass@10": 0.25, "heldout_pass@1": 0.3, "heldout_pass@10": 0.5}]
+    lines = headline(rows, ["test_fresh", "heldout", "validation"], 10)
+    assert [line.split()[0] for line in lines] == ["test_fresh", "heldout", "validation"]
+    assert lines[0] == ("test_fresh (test), round 0 -> 2: pass@1 10.0% -> 15.0% (+5.0), "
+                        "pass@10 30.0% -> 25.0% (-5.0)")
+
+
 # ------------------------------------------------------------------ run directory
 def test_rundir_runs_a_stage_once_and_records_info(tmp_path):
     calls = []
@@ -180,12 +356,36 @@ def test_metrics_are_rewritten_whole_and_sorted(tmp_path):
 
 
 def test_format_table_shows_rounds_and_percent():
-    text = format_table([{"round": 1, "heldout_pass@1": 0.5, "heldout_pass@5": 0.75, "kept": 12},
-                         {"round": 0, "heldout_pass@1": 0.125, "heldout_pass@5": 0.5}])
+    text = format_table([{"round": 1, "validation_pass@1": 0.5, "validation_pass@5": 0.75, "kept": 12},
+                         {"round": 0, "validation_pass@1": 0.125, "validation_pass@5": 0.5}])
     lines = text.splitlines()
-    assert lines[0].split()[:3] == ["round", "heldout", "pass@1"]
-    assert lines[1].split()[:3] == ["0", "12.5", "50.0"] and lines[1].split()[-1] == "-"
-    assert lines[2].split() == ["1", "50.0", "75.0", "12"]
+    assert lines[1].split()[:3] == ["round", "validation", "pass@1"]
+    assert lines[2].split() == ["0", "12.5", "50.0"]
+    assert lines[3].split() == ["1", "50.0", "75.0"]
+    data = lines[lines.index("") + 2:]  # the training-data block
+    assert data[0].split()[:3] == ["round", "kept", "programs"]
+    assert data[1].split() == ["0", "-"] and data[2].split() == ["1", "12"]
+
+
+def test_format_table_reports_test_splits_apart_from_validation():
+    rows = [{"round": 0, "validation_pass@1": 0.2, "validation_pass@10": 0.5, "test_fresh_pass@1": 0.1,
+             "test_fresh_pass@5": 0.2, "test_fresh_pass@10": 0.3, "heldout_pass@1": 0.25, "heldout_pass@10": 0.5},
+            {"round": 1, "validation_pass@1": 0.3, "validation_pass@10": 0.55, "kept": 9, "kept_problems": 4,
+             "passing_programs": 15, "kept_steps_2": 0.5, "kept_steps_3": 0.5, "kept_steps_4": 0.0,
+             "sample_diversity": 0.625, "validation_diversity": 0.5}]
+    blocks = [b.splitlines() for b in format_table(rows).split("\n\n")]
+    assert len(blocks) == 3
+    scores, tests, data = blocks
+    assert "validation" in scores[0] and not any("fresh" in line or "heldout" in line for line in scores)
+    assert tests[0].startswith("test splits (only reported")
+    assert tests[1].split() == ["round", "test_fresh", "pass@1", "test_fresh", "pass@10", "heldout", "pass@1",
+                                "heldout", "pass@10"]  # pass@1 and the largest k side by side; pass@5 left out
+    assert [line.split()[0] for line in tests[2:]] == ["0"]  # only the rounds that measured them
+    assert tests[2].split()[1:] == ["10.0", "30.0", "25.0", "50.0"]
+    header = data[1]
+    for column in ("kept problems", "kept programs", "passing programs", "kept by steps", "sample diversity"):
+        assert column in header
+    assert "2:50 3:50 4:0" in data[3] and "0.625" in data[3] and data[3].split()[:2] == ["1", "4"]
 
 
 # ------------------------------------------------------------------ selection (pure logic)
@@ -258,13 +458,15 @@ def problem_files(tmp_path_factory):
     write_jsonl_atomic(d / "reference.jsonl", renamed(ref[:24], "reference", True))
     write_jsonl_atomic(d / "unlabeled.jsonl", renamed(ref[:12], "unlabeled", False, lenient))
     write_jsonl_atomic(d / "heldout.jsonl", renamed(ref[24:28], "heldout", False))
+    write_jsonl_atomic(d / "validation.jsonl", renamed(ref[28:32], "validation", False))
     return d
 
 
 def quick_overrides(runs_dir: Path, problem_files: Path, starter_model, **extra) -> list[str]:
     values = dict(name="t", runs_dir=str(runs_dir), base_model=str(starter_model), rounds=1,
                   reference=str(problem_files / "reference.jsonl"), unlabeled=str(problem_files / "unlabeled.jsonl"),
-                  heldout=str(problem_files / "heldout.jsonl"), sampler="hf", n_samples=4, max_tokens=64,
+                  validation=str(problem_files / "validation.jsonl"), test=f"[{problem_files / 'heldout.jsonl'}]",
+                  sampler="hf", n_samples=4, max_tokens=64,
                   keep_per_problem=2, train_steps=4, batch_size=4, eval_n=2, eval_ks="[1,2]", probe_problems=4,
                   workers=2, progress="false")
     values.update(extra)
@@ -355,6 +557,40 @@ def test_loop_resumes_after_sigkill_at_each_stage(tmp_path, problem_files, start
     assert lineage[1]["parent"] == str(starter_model) and lineage[1]["model"].endswith("round-1/train/model")
 
 
+@pytest.mark.slow
+def test_benchmark_runs_seeds_from_one_starter_and_reports_test_apart(tmp_path, problem_files):
+    """benchmarks/itertl.py --seeds 2 --json: the first seed builds the starter, the second starts from it;
+    loop and baseline are scored on the real validation and test splits; a second invocation only prints."""
+    runs, out = tmp_path / "runs", tmp_path / "summary.json"
+    overrides = quick_overrides(runs, problem_files, "starter", starter_quick="true", max_problems=3,
+                                validation="synthetic:validation", test="[synthetic:test-fresh,synthetic:heldout]")
+    command = [sys.executable, "benchmarks/itertl.py", "--seeds", "2", "--json", str(out), *overrides]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    assert list(summary) == ["test_fresh", "heldout", "validation", "seeds"] and summary["seeds"] == 2
+    for split in ("test_fresh", "heldout", "validation"):
+        assert list(summary[split]) == ["starter", "itertl", "baseline"]
+        for arm in summary[split].values():
+            assert set(arm) == {"pass@1", "pass@1_sd", "pass@2", "pass@2_sd"}
+            assert 0 <= arm["pass@1"] <= arm["pass@2"] <= 100 and arm["pass@1_sd"] >= 0
+    # One starter: built by the first seed's run, the second seed's run starts from that checkpoint.
+    second = yaml.safe_load((runs / "t-seed1" / "config.yaml").read_text())
+    assert second["seed"] == 1 and second["base_model"] == str(runs / "t" / "round-0" / "starter" / "model")
+    assert not (runs / "t-seed1" / "round-0" / "starter").exists()
+    for name in ("t", "t-seed1"):
+        assert (runs / name / "round-0" / "test" / "metrics.json").is_file()
+        assert (runs / name / "round-1" / "test" / "metrics.json").is_file()
+        assert (runs / f"{name}-baseline" / "round-1" / "test" / "metrics.json").is_file()
+        rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        assert all("validation_pass@1" in r and "test_fresh_pass@2" in r for r in rows)
+    assert "test_fresh (test: only reported)" in proc.stdout and "validation (settings are chosen here)" in proc.stdout
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and "round 1 train: done already" in again.stdout
+    assert json.loads(out.read_text()) == summary
+
+
 def test_loop_cli_rejects_bad_config_with_a_clear_error(tmp_path):
     proc = subprocess.run(loop_command(["--config", str(tmp_path / "nope.yaml")]), cwd=REPO,
                           capture_output=True, text=True)
@@ -379,9 +615,11 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
     root = tmp_path / "runs" / "t"
     rows = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1]
-    for r in rows:
+    for r in rows:  # one round: round 0 and the last round both score the test split
         assert 0 <= r["heldout_pass@1"] <= r["heldout_pass@2"] <= 1
+        assert 0 <= r["validation_pass@1"] <= r["validation_pass@2"] <= 1
     assert rows[1]["kept"] > 0 and rows[1]["train_loss"] > 0
+    assert rows[1]["kept_problems"] > 0 and 0 < rows[1]["sample_diversity"] <= 1
     # the checkpoint really moved away from its parent
     from safetensors.torch import load_file
 
@@ -391,7 +629,8 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
     show = subprocess.run([sys.executable, "-m", "codegen.app.cli", "runs", "show", str(root)], cwd=REPO,
                           capture_output=True, text=True)
     assert show.returncode == 0 and "heldout pass@1" in show.stdout and "plot.png" in show.stdout
-    table_rounds = [line.split()[0] for line in show.stdout.splitlines()[2:] if line[:1].isdigit()]
+    first_block = show.stdout.split("\n\n")[0].splitlines()
+    table_rounds = [line.split()[0] for line in first_block[3:] if line[:1].isdigit()]
     assert table_rounds == ["0", "1"]
 
 

@@ -108,6 +108,16 @@ def test_pairs_refuse_heldout_problems_by_split_and_by_id():
         build_pairs([p], samples, results, forbidden_task_ids={p.task_id})
 
 
+def test_pairs_refuse_the_validation_and_fresh_test_splits_too():
+    """Every evaluation split of the protocol: test-fresh (a test split) and validation (settings are chosen on it)."""
+    for problem in (_problem(5, split="test-fresh"), _problem(6, split="validation"),
+                    Problem("synthetic/test-fresh/s2-4", "def f(x):\n", "", "f"),
+                    Problem("synthetic/validation/9", "def f(x):\n", "", "f")):
+        samples, results = _candidates(problem, ["passed", "failed"])
+        with pytest.raises(HeldOutLeakError, match="held-out"):
+            build_pairs([problem], samples, results)
+
+
 def test_results_that_do_not_match_the_samples_are_clear_errors():
     p = _problem(4)
     samples, results = _candidates(p, ["passed", "failed"])

@@ -162,3 +162,86 @@ def test_practice_split_is_new_material_never_heldout(splits):
     assert not any(tuple(p.meta["skeleton"]) in heldout_skeletons for p in practice)
     # Made on demand from its own random stream: the fixed splits are what they were.
     assert [p.to_dict() for p in load_split("heldout")] == [p.to_dict() for p in splits["heldout"]]
+
+
+# ------------------------------------------------------------------ the evaluation protocol's splits
+def _doc(p) -> str:
+    """The problem's signature as its prompt shows it: arguments and docstring steps (constants included)."""
+    return p.prompt.split(">>>")[0].split("(", 1)[1]
+
+
+def _skeletons(problems) -> set:
+    return {tuple(p.meta["skeleton"]) for p in problems}
+
+
+@pytest.fixture(scope="module")
+def every_split(splits):
+    return {**splits, **{s: load_split(s) for s in ("practice", "validation", "test-fresh")}}
+
+
+def test_fixed_splits_and_practice_never_change():
+    """The splits earlier figures were measured on: adding splits (or speeding up generation) must not move them.
+
+    If the family is changed on purpose, every learning figure must be measured again; then update the hash.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in ("reference", "unlabeled", "heldout", "practice"):
+        for p in load_split(split):
+            h.update(f"{p.task_id}\n{p.prompt}\n{p.tests}\n{p.canonical_solution}\n".encode())
+    assert h.hexdigest() == "16f453bfe58bd93211abc72473776280bdf05eef9576ca0817e4700efcf6a64c"
+
+
+def test_validation_and_fresh_test_sizes_mix_and_ids(every_split):
+    validation, fresh = every_split["validation"], every_split["test-fresh"]
+    assert len(validation) == synthetic.VALIDATION_SIZE == 200
+    assert len(fresh) == len(synthetic.TEST_FRESH_SEEDS) * synthetic.TEST_FRESH_PER_SEED >= 300
+    for name, problems in (("validation", validation), ("test-fresh", fresh)):
+        assert all(p.canonical_solution is None and p.meta["split"] == name for p in problems)
+        assert Counter(p.meta["difficulty"] for p in problems) == Counter(
+            {d: round(len(problems) * share) for d, share in synthetic.DIFFICULTY_MIX["heldout"].items()})
+    assert [p.task_id for p in validation[:2]] == ["synthetic/validation/0", "synthetic/validation/1"]
+    # Other seeds of the family, at least 100 problems each, interleaved; ids name the seed.
+    by_seed = Counter(p.meta["family_seed"] for p in fresh)
+    assert by_seed == {1: 100, 2: 100, 3: 100}
+    assert [p.meta["family_seed"] for p in fresh[:6]] == [1, 2, 3, 1, 2, 3]
+    assert all(p.task_id == f"synthetic/test-fresh/s{p.meta['family_seed']}-{p.task_id.rsplit('-', 1)[1]}"
+               for p in fresh)
+
+
+def test_every_split_is_disjoint_by_task_id_and_signature(every_split):
+    ids = [p.task_id for ps in every_split.values() for p in ps]
+    assert len(ids) == len(set(ids))
+    # Signatures: no step sequence with the same constants twice in the whole family (seed 0 and the fresh seeds).
+    docs = [_doc(p) for ps in every_split.values() for p in ps]
+    assert len(docs) == len(set(docs))
+    # Nor can another seed's splits reuse a fresh test id: they name their own splits.
+    other_ids = {p.task_id for s in synthetic.SPLITS for p in load_split(s, seed=1)}
+    assert not other_ids & {p.task_id for p in every_split["test-fresh"]}
+
+
+def test_evaluation_splits_are_disjoint_by_skeleton(every_split):
+    skel = {name: _skeletons(ps) for name, ps in every_split.items()}
+    training = skel["reference"] | skel["unlabeled"] | skel["practice"]
+    assert not skel["validation"] & (training | skel["heldout"] | skel["test-fresh"])
+    assert not skel["test-fresh"] & (training | skel["heldout"] | skel["validation"])
+    assert not skel["heldout"] & skel["reference"]  # held-out as it always was
+    # The fresh test set is not one narrow corner of the family: many distinct step sequences.
+    assert len(skel["test-fresh"]) >= 280 and len(skel["validation"]) >= 190
+
+
+def test_evaluation_splits_are_deterministic(every_split):
+    """Made again from scratch (caches cleared), the same problems in the same order."""
+    synthetic._generate_validation.cache_clear()
+    synthetic._generate_test_fresh.cache_clear()
+    for name in ("validation", "test-fresh"):
+        assert [p.to_dict() for p in load_split(name)] == [p.to_dict() for p in every_split[name]]
+
+
+def test_datasets_load_the_protocol_splits(every_split):
+    from codegen.datasets import SPEC_HELP, load_problems
+
+    assert [p.task_id for p in load_problems("synthetic:test-fresh")][:3] == [
+        p.task_id for p in every_split["test-fresh"][:3]]
+    assert "synthetic:" in SPEC_HELP and "validation" in SPEC_HELP and "test-fresh" in SPEC_HELP

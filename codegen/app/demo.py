@@ -2,12 +2,15 @@
 
 1. builds the starter model (a tiny Llama trained on the synthetic family's
    reference split; nothing is downloaded),
-2. runs 3 rounds of ITERTL (configs/demo.yaml): sample 16 programs per
+2. runs 3 rounds of ITERTL (configs/demo.yaml): sample programs for each
    unlabeled problem with vLLM, run them in the sandbox, keep the passing ones,
    fine-tune on them plus a replay share of reference solutions with TRL, and
-   evaluate on held-out problems the model never trains on,
-3. prints the per-round table (held-out pass@1/5/10 and the forgetting probes)
-   and writes the plot, runs/demo/plot.png.
+   evaluate on the validation split every round,
+3. scores the test splits (fresh problems of other seeds, and the held-out
+   split) at round 0 and the last round: only reported, never tuned on,
+4. prints the per-round tables (validation pass@1/5/10, forgetting probes,
+   test splits, what each round learned from), the headline (the fresh test
+   split first) and writes the plot, runs/demo/plot.png.
 
 The run directory resumes: stop it at any time and run `make demo` again.
 ``--fresh`` starts over. Any config key can be overridden: ``python -m
@@ -24,6 +27,26 @@ from pathlib import Path
 from codegen.errors import UserError
 from loops.config import load_config
 from loops.itertl import run_itertl
+
+
+
+def headline(rows: list[dict], splits: list[str], kmax: int) -> list[str]:
+    """One line per split: pass@1 and pass@kmax at round 0 and the last round that measured it."""
+    lines = []
+    for split in splits:
+        measured = [r for r in rows if r.get(f"{split}_pass@1") is not None]
+        if not measured:
+            continue
+        first, last = measured[0], measured[-1]
+        kind = "validation" if split == "validation" else "test"
+        parts = []
+        for k in sorted({1, kmax}):
+            a, b = first.get(f"{split}_pass@{k}"), last.get(f"{split}_pass@{k}")
+            if a is not None and b is not None:
+                parts.append(f"pass@{k} {100 * a:.1f}% -> {100 * b:.1f}% ({100 * (b - a):+.1f})")
+        lines.append(f"{split} ({kind}), round {first['round']} -> {last['round']}: " + ", ".join(parts))
+    return lines
+
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -45,11 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2
     wall = time.monotonic() - started
-    rows = run.metrics()
-    first, last = rows[0], rows[-1]
-    gain = 100 * (last["heldout_pass@1"] - first["heldout_pass@1"])
-    print(f"\nheld-out pass@1: {100 * first['heldout_pass@1']:.1f}% (round 0) -> "
-          f"{100 * last['heldout_pass@1']:.1f}% (round {last['round']}): {gain:+.1f} points")
+    print()
+    for line in headline(run.metrics(), [*cfg.test_names, "validation"], max(cfg.eval_ks)):
+        print(line)
     print(f"wall time: {wall / 60:.1f} min" + (" (resumed: finished stages were not redone)" if resumed else ""))
     print(f"table again: itercode runs show {run.root}; plot: {run.root / 'plot.png'}")
     return 0
