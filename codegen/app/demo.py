@@ -29,7 +29,6 @@ from loops.config import load_config
 from loops.itertl import run_itertl
 
 
-
 def headline(rows: list[dict], splits: list[str], kmax: int) -> list[str]:
     """One line per split: pass@1 and pass@kmax at round 0 and the last round that measured it."""
     lines = []
