@@ -80,6 +80,7 @@ class ITERTLConfig(BaseModel):
 
     # --- data (any spec codegen.datasets.load_problems accepts)
     unlabeled: Text = "synthetic:unlabeled"  # the problems the model samples and learns from
+    unlabeled_per_round: Int | None = None  # a fresh slice of this many unlabeled problems each round; None = all
     reference: Text = "synthetic:reference"  # labelled problems: replay data and a forgetting probe
     validation: Text = "synthetic:validation"  # evaluated every round: the only split settings are chosen on
     test: list[Text] = ["synthetic:test-fresh", "synthetic:heldout"]  # only ever reported (round 0 and the last)
@@ -350,6 +351,8 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
         rule(bool(getattr(cfg, key)), f"{key} must name a problem set, e.g. synthetic:{key}")
     rule(all(cfg.test), "test must list problem sets, e.g. test=[synthetic:test-fresh,synthetic:heldout]")
     errors.extend(protocol_errors(cfg))
+    rule(cfg.unlabeled_per_round is None or cfg.unlabeled_per_round >= 1,
+         f"unlabeled_per_round must be >= 1 or null (every unlabeled problem each round), got {cfg.unlabeled_per_round}")
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
     rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")

@@ -120,6 +120,22 @@ def load_splits(cfg: ITERTLConfig) -> dict[str, Any]:
     return splits
 
 
+def round_problems(pool: Sequence[Problem], per_round: int | None, round_: int) -> list[Problem]:
+    """The unlabeled problems round ``round_`` (1, 2, ...) samples: all of ``pool``, or
+    the next ``per_round`` of them, wrapping around. A large pool in fresh slices
+    gives every round new problems to solve for the same sampling cost, instead
+    of the same few problems again (which the model then memorises).
+
+    >>> [p for p in round_problems(list("abcde"), 2, 3)]
+    ['e', 'a']
+    """
+    pool = list(pool)
+    if per_round is None or per_round >= len(pool):
+        return pool
+    start = (round_ - 1) * per_round
+    return [pool[(start + i) % len(pool)] for i in range(per_round)]
+
+
 def _stage_seed(cfg: ITERTLConfig, round_: int, offset: int) -> int:
     return cfg.seed * 1_000_003 + round_ * 101 + offset
 
@@ -466,12 +482,13 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
         evaluate(0)
         for k in range(1, cfg.rounds + 1):
             parent = model_for_round(run, cfg, k - 1)
-            stage(k, "sample", lambda d: sample_stage(pool.get(parent), splits["unlabeled"], cfg, d,
+            unlabeled = round_problems(splits["unlabeled"], cfg.unlabeled_per_round, k)
+            stage(k, "sample", lambda d: sample_stage(pool.get(parent), unlabeled, cfg, d,
                                                       model_name=parent, round_=k))
             samples_path = run.stage_dir(k, "sample") / "samples.jsonl"
-            stage(k, "execute", lambda d: execute_stage(splits["unlabeled"], read_samples(samples_path)[0], cfg, d))
+            stage(k, "execute", lambda d: execute_stage(unlabeled, read_samples(samples_path)[0], cfg, d))
             results_path = run.stage_dir(k, "execute") / "results.jsonl"
-            stage(k, "select", lambda d: select_stage(splits["unlabeled"], read_samples(samples_path)[0],
+            stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
                                                       read_jsonl(results_path), splits["reference"], cfg, d, k))
             if not run.is_done(k, "train"):
                 pool.close()  # free the engine's memory and processes before training

@@ -641,3 +641,15 @@ def test_plot_writes_a_png_atomically(tmp_path):
             {"round": 1, "heldout_pass@1": 0.3, "heldout_pass@5": 0.45, "reference_pass@1": None}]
     out = plot_metrics(rows, tmp_path / "plot.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.listdir(tmp_path) == ["plot.png"]
+
+
+def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
+    from loops.itertl import round_problems
+
+    pool = list(range(10))
+    assert round_problems(pool, None, 1) == pool
+    assert round_problems(pool, 20, 2) == pool  # a slice larger than the pool is the pool
+    slices = [round_problems(pool, 4, k) for k in (1, 2, 3)]
+    assert slices == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]  # new problems each round, wrapping around
+    errors = str(pytest.raises(UserError, load_config, None, ["unlabeled_per_round=0"]).value)
+    assert "unlabeled_per_round must be >= 1" in errors
