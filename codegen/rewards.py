@@ -15,6 +15,8 @@ column is required: ``verdict``, one per completion, either the dict
 
 `reward` answers the same for one verdict, for code that keeps or drops
 candidates by their verdicts (ITERTL's select stage, the reranker's pairs).
+An RL trainer has no verdicts yet: `codegen.execution_rewards` makes reward
+functions that run each completion first (and uses `reward` on the verdicts).
 
 >>> pass_reward(["p"] * 3, ["a", "b", "c"], verdict=[{"status": "passed", "passed": True},
 ...                                                  {"status": "failed", "passed": False},

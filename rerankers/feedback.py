@@ -78,11 +78,14 @@ class ExampleRunner:
 
     The judge's sandbox starts on first use and is reused until `close`;
     verdicts go through the verdict cache like any other, so a candidate seen
-    in training and again in scoring runs once.
+    in training and again in scoring runs once. ``judge``: a running judge to
+    share (e.g. an RL run's, whose rewards use the same sandbox); `close` then
+    leaves it to its owner.
     """
 
-    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None):
-        self.judge = Judge(backend, workers)
+    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None, *, judge: Judge | None = None):
+        self.owns_judge = judge is None
+        self.judge = Judge(backend, workers) if judge is None else judge
 
     def lines(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """One feedback line per (prompt, completion)."""
@@ -106,7 +109,8 @@ class ExampleRunner:
         return out
 
     def close(self) -> None:
-        self.judge.close()
+        if self.owns_judge:
+            self.judge.close()
 
     def __enter__(self):
         return self

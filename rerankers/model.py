@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from codegen.errors import UserError
+from codegen.judging import Judge
 from codegen.problems import Problem
 from rerankers.feedback import ExampleRunner, check_kind, with_feedback
 from sandbox import DEFAULT_BACKEND
@@ -89,7 +90,8 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
-                 batch_size: int = 16, sandbox: str | None = None, sandbox_workers: int | None = None):
+                 batch_size: int = 16, sandbox: str | None = None, sandbox_workers: int | None = None,
+                 judge: Judge | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -99,11 +101,11 @@ class Reranker:
         self.feedback = check_kind(self.meta.get("feedback", "none"))
         # The examples run where the caller says (`itercode serve --sandbox`), else where training ran them.
         backend = sandbox or self.meta.get("config", {}).get("sandbox", DEFAULT_BACKEND)
-        self.examples = ExampleRunner(backend, sandbox_workers) if self.feedback == "examples" else None
+        self.examples = ExampleRunner(backend, sandbox_workers, judge=judge) if self.feedback == "examples" else None
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None, sandbox: str | None = None,
-             sandbox_workers: int | None = None) -> "Reranker":
+             sandbox_workers: int | None = None, judge: Judge | None = None) -> "Reranker":
         """Load a reranker saved by `rerankers.train.train_reranker`.
 
         A missing directory, or one that does not hold a sequence-classification
@@ -111,7 +113,9 @@ class Reranker:
         naming the path and the fix. A reranker trained with example feedback
         runs candidates on their docstring examples when it scores them, in a
         sandbox of its own (stopped by `close`): ``sandbox`` names its backend
-        (default: the one it was trained with), ``sandbox_workers`` its width.
+        (default: the one it was trained with), ``sandbox_workers`` its width;
+        or in ``judge``'s, a running `codegen.judging.Judge` to share (its
+        owner closes it).
         """
         path = check_reranker_dir(path, parse=False)  # a config.json that does not parse: the load error below
         meta = read_meta(path)
@@ -136,7 +140,7 @@ class Reranker:
         model.eval()
         max_length = int(meta.get("max_length") or getattr(model.config, "max_position_embeddings", 512) or 512)
         return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size, sandbox=sandbox,
-                   sandbox_workers=sandbox_workers)
+                   sandbox_workers=sandbox_workers, judge=judge)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""
