@@ -21,7 +21,8 @@ from typing import Any
 
 from codegen.io import write_jsonl_atomic
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
-from loops.itertl import evaluate_stage, load_splits, model_for_round, score_test_splits, scores_of_test_stage
+from loops.itertl import (check_test_stage, evaluate_stage, load_splits, model_for_round, score_test_splits,
+                          scores_of_test_stage)
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
 from loops.trainers import train_sft
@@ -58,6 +59,7 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
         metrics = dict(run.run_stage(cfg.rounds, "evaluate",
                                      lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, cfg.rounds)))
         if cfg.test:
+            check_test_stage(run, cfg, cfg.rounds)
             metrics.update(scores_of_test_stage(run.run_stage(
                 cfg.rounds, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d,
                                                                 cfg.rounds))))

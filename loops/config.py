@@ -37,7 +37,10 @@ from sandbox.base import Limits
 
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # Keys a resumed run may change: they do not alter work already finished.
-RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads"})
+# The test splits are only ever reported, never fed back: a run may gain one
+# (its test stages then score it; `check_test_stage` refuses a finished
+# test stage that lacks one, so no stale score passes for a new split).
+RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads", "test", "test_every_round"})
 
 
 def _whole_number(v: Any) -> Any:

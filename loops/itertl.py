@@ -48,7 +48,7 @@ from codegen.samples import Sample, read_samples
 from codegen.sampling import sample_problems
 from codegen.starter import build_starter
 from codegen.synthetic import EVALUATION_SPLITS, TEST_SPLITS
-from loops.config import RESUMABLE_KEYS, ITERTLConfig
+from loops.config import RESUMABLE_KEYS, ITERTLConfig, split_name
 from loops.plot import plot_metrics
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
@@ -421,6 +421,18 @@ def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
 TEST_BOOKKEEPING = ("round", "model", "eval_n", "eval_temperature", "seconds")
 
 
+def check_test_stage(run: RunDir, cfg: ITERTLConfig, round_: int) -> None:
+    """A finished test stage must have scored every split of ``cfg.test`` (the
+    test key may change on resume: see RESUMABLE_KEYS); one that did not is refused."""
+    if not run.is_done(round_, "test"):
+        return
+    info = run.info(round_, "test")
+    missing = [spec for spec in cfg.test if f"{split_name(spec)}_pass@1" not in info]
+    if missing:
+        raise UserError(f"round {round_}'s finished test stage in {run.root} did not score {', '.join(missing)}; "
+                        "a finished stage is never redone: start the run under another name=NEW_NAME")
+
+
 def scores_of_test_stage(info: dict[str, Any]) -> dict[str, Any]:
     """A test stage's scores for a metrics row (its bookkeeping is the evaluate stage's already)."""
     out = {key: value for key, value in info.items() if key not in TEST_BOOKKEEPING}
@@ -476,6 +488,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
             stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
             if tests_due(cfg, k):
+                check_test_stage(run, cfg, k)
                 stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
             publish()
 

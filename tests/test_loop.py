@@ -653,3 +653,18 @@ def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
     assert slices == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]  # new problems each round, wrapping around
     errors = str(pytest.raises(UserError, load_config, None, ["unlabeled_per_round=0"]).value)
     assert "unlabeled_per_round must be >= 1" in errors
+
+
+def test_a_run_may_gain_test_splits_but_a_stale_test_stage_is_refused(tmp_path):
+    from loops.config import RESUMABLE_KEYS
+    from loops.itertl import check_test_stage
+    from loops.rundir import RunDir
+
+    assert {"test", "test_every_round"} <= RESUMABLE_KEYS  # only reported, never fed back
+    cfg = load_config(None, ["test=[synthetic:test-fresh, synthetic:heldout]"])
+    with RunDir.open(tmp_path / "run", cfg.to_dict(), RESUMABLE_KEYS) as run:
+        check_test_stage(run, cfg, 0)  # not run yet: nothing to check
+        run.run_stage(0, "test", lambda d: {"test_fresh_pass@1": 0.2})
+        error = str(pytest.raises(UserError, check_test_stage, run, cfg, 0).value)
+        assert "synthetic:heldout" in error and "name=NEW_NAME" in error
+        check_test_stage(run, load_config(None, ["test=[synthetic:test-fresh]"]), 0)
