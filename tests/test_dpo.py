@@ -265,11 +265,12 @@ def test_dpo_one_real_round(tmp_path, problem_files, starter_model):  # noqa: F8
 
 @pytest.mark.slow
 def test_dpo_resumes_after_sigkill_without_redoing_finished_stages(tmp_path, problem_files, starter_model):  # noqa: F811
-    """SIGKILL the real DPO loop inside four stages, one after another; the same command then finishes the
-    run, and no stage that had finished is ever run again."""
+    """SIGKILL the real DPO loop inside five stages, one after another; the same command then finishes the
+    run, and no stage that had finished is ever run again. (The select stage runs in milliseconds: it is
+    caught finished, and the final resume must skip it.)"""
     overrides = dpo_overrides(tmp_path / "runs", problem_files, starter_model, test="[]", eval_reference="false")
     root = tmp_path / "runs" / "t"
-    targets = ["round-0/evaluate", "round-1/sample", "round-1/train", "round-1/evaluate"]
+    targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for target in targets:
         before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
@@ -291,7 +292,7 @@ def test_dpo_resumes_after_sigkill_without_redoing_finished_stages(tmp_path, pro
             assert not (root / target / "model").exists()  # a checkpoint appears whole or not at all
 
     before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-    assert {"round-1/execute", "round-1/select"} <= set(before)  # finished between the kills
+    assert "round-1/select" in before  # finished between the kills
     done = subprocess.run(dpo_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     state = read_state(root)
