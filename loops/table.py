@@ -13,7 +13,9 @@ round learned from: ``sampled_pass_rate`` (share of its samples that passed),
 and ``train_loss``. A missing value prints as "-".
 
 `format_table` prints three blocks: validation and probes per round, the test
-splits apart from them, and the training data per round.
+splits apart from them, and the training data per round; iterative DPO's rows
+add a fourth (``pairs``, ``pair_problems``, ``failing_programs`` and TRL's
+``reward_margin``, ``reward_chosen``, ``reward_rejected``, ``reward_accuracy``).
 """
 from __future__ import annotations
 
@@ -71,6 +73,13 @@ def _block(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]], tit
     return [title, *lines]
 
 
+# Iterative DPO's rows (loops.dpo); an ITERTL row has none of them, so the block is left out.
+PAIR_COLUMNS = [("pairs", "pairs", False), ("pair_problems", "pair problems", False),
+                ("failing_programs", "failing programs", False), ("reward_margin", "margin", False),
+                ("reward_chosen", "chosen reward", False), ("reward_rejected", "rejected reward", False),
+                ("reward_accuracy", "reward accuracy", True)]
+
+
 def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     """Fixed-width text tables, one line per round; pass rates in percent.
 
@@ -103,6 +112,7 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
         _block([r for r in rows if any(r.get(key) is not None for key, _, _ in tests[1:])], tests,
                "test splits (only reported: no setting is chosen on them)"),
         _block(data_rows, data, "what each round learned from (diversity: distinct samples per problem / n)"),
+        _block(rows, [round_col, *PAIR_COLUMNS], "preference pairs and DPO reward margins (TRL's logs, mean per step)"),
     ]
     lines = [title] if title else []
     for block in filter(None, blocks):

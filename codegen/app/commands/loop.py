@@ -5,8 +5,8 @@ import argparse
 
 HELP = "run (or resume) a self-training loop: itertl --config FILE.yaml [key=value ...]"
 
-METHODS = ("itertl",)
-USAGE = "itercode loop {itertl} [--config FILE.yaml] [key=value ...]"
+METHODS = ("itertl", "dpo")
+USAGE = "itercode loop {itertl,dpo} [--config FILE.yaml] [key=value ...]"
 
 
 def _inner_parser() -> argparse.ArgumentParser:
@@ -42,9 +42,14 @@ def parse(args: argparse.Namespace) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     # optional: the loop needs the train extra (its config is pydantic); `itercode eval` starts without it
     from loops.config import load_config
+    from loops.dpo import run_dpo
+    from loops.dpo_config import load_dpo_config
     from loops.itertl import run_itertl
 
     args = parse(args)
+    if args.method == "dpo":
+        run_dpo(load_dpo_config(args.config, args.overrides))
+        return 0
     cfg = load_config(args.config, args.overrides)
     run_itertl(cfg)
     return 0

@@ -1,0 +1,260 @@
+"""Iterative DPO: preference pairs from the policy's own samples, judged by their tests.
+
+ITERTL with another select and train stage. Round 0 evaluates the base model
+(building the starter first when ``base_model: starter``). Each round k >= 1:
+
+    sample   -> n completions per unlabeled problem from the round k-1 model
+                (ITERTL's stage, same seeds, same slice of the pool per round)
+    execute  -> run them in the sandbox (ITERTL's stage)
+    select   -> (passing, failing) pairs per problem (`preference_pairs`):
+                passing programs deduplicated by syntax tree, failing ones too,
+                the failures the policy was most confident in (highest mean
+                log-prob per token) first, at most ``pairs_per_problem``;
+                a host infra error is neither side of a pair, an error the
+                program provoked (exception, timeout, memory) is a failure
+    train    -> TRL DPOTrainer from the round k-1 model, with the round k-1
+                model as the reference (`loops.trainers.train_dpo`)
+    evaluate -> validation pass@k and the forgetting probes, as ITERTL
+    test     -> (round 0 and the last round) the test splits, only reported
+
+Why the most confident failures: they are the mistakes the policy would make
+again, and DPO's gradient is largest on pairs the policy ranks the wrong way
+round. On-policy pairs from the latest model are what makes DPO iterative
+(METHODS.md, "Preference pairs from search"). Evaluation is ITERTL's
+(`evaluate_stage`, `tests_due`, `score_test_splits`), so the figures compare.
+
+`run_dpo` strings the stages together in a `RunDir`: a killed run resumes at
+the first unfinished stage and never redoes a finished one.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from codegen.io import read_jsonl, write_jsonl_atomic
+from codegen.problems import Problem
+from codegen.rewards import reward
+from codegen.samples import Sample, read_samples
+from loops.config import RESUMABLE_KEYS
+from loops.dpo_config import DPOConfig
+from loops.itertl import (_probe_subset, _stage_seed, _starter_stage, evaluate_stage, execute_stage, load_splits,
+                          model_for_round, normalized_program, round_learning_rate, round_problems, sample_diversity,
+                          sample_stage, score_test_splits, scores_of_test_stage, tests_due)
+from loops.plot import plot_metrics
+from loops.rundir import RunDir
+from loops.sampler_pool import Log, SamplerPool
+from loops.table import format_table
+from loops.trainers import train_dpo
+
+
+# --------------------------------------------------------------------------- pairs
+def _confidence(sample: Sample) -> float:
+    """Higher = the policy was surer of it. A sample without log-probs ranks last."""
+    return sample.mean_logprob if sample.mean_logprob is not None else float("-inf")
+
+
+def judged_programs(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict]
+                    ) -> tuple[dict[str, dict[str, Sample]], dict[str, dict[str, Sample]], int]:
+    """``(passing, failing, infra_errors)``: per task id, ``{program key: sample}`` of each side.
+
+    Keys are `normalized_program`'s, so a program counts once however it was
+    formatted. A passing program keeps its first sample; a failing one keeps
+    its most confident sample. A program that both passed and failed (a flaky
+    timeout, say) is left out of the failures: it cannot be both sides of a pair.
+    Only samples of ``problems`` with a verdict count; an infra error (reward
+    None) is no signal about the program and is only counted.
+    """
+    by_id = {p.task_id: p for p in problems}
+    verdicts = {r["sample_id"]: r for r in results}
+    passing: dict[str, dict[str, Sample]] = {}
+    failing: dict[str, dict[str, Sample]] = {}
+    infra = 0
+    for s in samples:
+        if s.task_id not in by_id or s.sample_id not in verdicts:
+            continue
+        r = reward(verdicts[s.sample_id], "pass")
+        if r is None:
+            infra += 1
+            continue
+        key = normalized_program(by_id[s.task_id], s.completion)
+        if r == 1.0:
+            passing.setdefault(s.task_id, {}).setdefault(key, s)
+        else:
+            held = failing.setdefault(s.task_id, {})
+            if key not in held or _confidence(s) > _confidence(held[key]):
+                held[key] = s
+    for task_id, held in failing.items():
+        for key in set(held) & set(passing.get(task_id, {})):
+            del held[key]
+    return passing, failing, infra
+
+
+def preference_pairs(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
+                     pairs_per_problem: int, seed: int) -> list[dict[str, Any]]:
+    """(passing, failing) pairs per problem, at most ``pairs_per_problem`` each, in problem order.
+
+    Failures come most confident first (highest ``mean_logprob``); the passing
+    programs in a seeded random order (no bias towards short or confident
+    ones creeps in). Pair i of a problem is (passing[i mod P], failing[i mod F])
+    for i < min(pairs_per_problem, max(P, F)): every distinct program is used
+    before any is reused. A problem with no passing or no failing program gives
+    no pair.
+    """
+    passing, failing, _ = judged_programs(problems, samples, results)
+    verdicts = {r["sample_id"]: r for r in results}
+    rng = random.Random(seed)
+    pairs = []
+    for p in problems:
+        good = list(passing.get(p.task_id, {}).values())
+        bad = sorted(failing.get(p.task_id, {}).values(), key=_confidence, reverse=True)  # stable: sample order on ties
+        if not good or not bad:
+            continue
+        rng.shuffle(good)
+        for i in range(min(pairs_per_problem, max(len(good), len(bad)))):
+            chosen, rejected = good[i % len(good)], bad[i % len(bad)]
+            pairs.append({"task_id": p.task_id, "prompt": p.prompt, "chosen": chosen.completion,
+                          "rejected": rejected.completion, "chosen_id": chosen.sample_id,
+                          "rejected_id": rejected.sample_id, "rejected_status": verdicts[rejected.sample_id]["status"],
+                          "chosen_mean_logprob": chosen.mean_logprob, "rejected_mean_logprob": rejected.mean_logprob})
+    return pairs
+
+
+def pairs_report(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
+                 pairs: Sequence[dict]) -> dict[str, Any]:
+    """What a round learns from: pairs, the problems they cover, the programs on each side, statuses rejected."""
+    passing, failing, infra = judged_programs(problems, samples, results)
+    rejected_statuses: dict[str, int] = {}
+    for pair in pairs:
+        rejected_statuses[pair["rejected_status"]] = rejected_statuses.get(pair["rejected_status"], 0) + 1
+    learned = sorted({pair["task_id"] for pair in pairs})
+    return {"pairs": len(pairs), "pair_problems": len(learned), "learned_task_ids": learned,
+            "solved_problems": len(passing),
+            "all_passed_problems": sum(1 for t in passing if not failing.get(t)),  # nothing to prefer over
+            "passing_programs": sum(len(g) for g in passing.values()),
+            "failing_programs": sum(len(g) for g in failing.values()),
+            "infra_errors_skipped": infra, "rejected_statuses": rejected_statuses,
+            "sample_diversity": sample_diversity(samples)}
+
+
+# --------------------------------------------------------------------------- stages
+def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict], cfg: DPOConfig,
+                 out_dir: Path, round_: int) -> dict[str, Any]:
+    """Write ``pairs.jsonl``: the round's preference pairs (`preference_pairs`)."""
+    pairs = preference_pairs(problems, samples, results, cfg.pairs_per_problem, _stage_seed(cfg, round_, 2))
+    write_jsonl_atomic(out_dir / "pairs.jsonl", pairs)
+    return pairs_report(problems, samples, results, pairs)
+
+
+def train_stage(parent: str, pairs_path: Path, cfg: DPOConfig, out_dir: Path, round_: int) -> dict[str, Any]:
+    """DPO from ``parent`` against ``parent`` into ``out_dir/model``; no pair keeps the parent."""
+    pairs = read_jsonl(pairs_path)
+    if not pairs:
+        return {"model": None, "skipped": "no (passing, failing) pair to train on", "pairs": 0}
+    info = train_dpo(parent, pairs, out_dir / "model", ref_model=parent, steps=cfg.train_steps, beta=cfg.beta,
+                     learning_rate=round_learning_rate(cfg, round_), seed=_stage_seed(cfg, round_, 5),
+                     scratch=out_dir / ".tmp-trainer", batch_size=cfg.batch_size, sft_weight=cfg.sft_weight,
+                     warmup_ratio=cfg.warmup_ratio, lr_scheduler=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
+                     max_length=cfg.max_length, threads=cfg.train_threads, progress=cfg.progress)
+    return {"model": "model", "reference_model": parent, **info}
+
+
+# --------------------------------------------------------------------------- the loop
+SELECT_COLUMNS = ("pairs", "pair_problems", "solved_problems", "passing_programs", "failing_programs",
+                  "infra_errors_skipped", "sample_diversity")
+TRAIN_COLUMNS = ("train_loss", "reward_margin", "reward_chosen", "reward_rejected", "reward_accuracy", "final_margin")
+
+
+def collect_metrics(run: RunDir, cfg: DPOConfig) -> list[dict[str, Any]]:
+    """One row per evaluated round: the evaluate stage's metrics, the test scores, and the round's pairs and margins."""
+    rows = []
+    for k in range(0, cfg.rounds + 1):
+        ev = run.info(k, "evaluate")
+        if not ev:
+            continue
+        row = {**dict(ev), **scores_of_test_stage(run.info(k, "test"))}
+        if k >= 1:
+            row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
+            sel, train = run.info(k, "select"), run.info(k, "train")
+            row.update({key: sel.get(key) for key in SELECT_COLUMNS})
+            row.update({key: train.get(key) for key in TRAIN_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
+    """Run (or resume) the iterative DPO loop described by ``cfg``; returns the closed run directory.
+
+    >>> run_dpo(load_dpo_config("configs/dpo.yaml"))   # doctest: +SKIP
+    """
+    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
+    pool = SamplerPool(cfg, log)
+    finished_before = set(run.finished_stages())
+    try:
+        splits = load_splits(cfg)
+        tests = ", ".join(f"{len(ps)} {name}" for name, ps in splits["test"].items()) or "none"
+        log(f"run {run.root} (iterative DPO): {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} "
+            f"reference, {len(splits['validation'])} validation problems; test splits (reported only): {tests}; "
+            f"{cfg.rounds} rounds" + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
+        reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
+                           if cfg.eval_reference else [])
+
+        def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
+            if run.is_done(round_, name):
+                log(f"round {round_} {name}: done already, skipped")
+                return run.info(round_, name)
+            log(f"round {round_} {name} ...")
+            t0 = time.monotonic()
+            info = run.run_stage(round_, name, fn)
+            log(f"round {round_} {name}: finished in {time.monotonic() - t0:.1f}s")
+            return info
+
+        def publish() -> None:
+            rows = collect_metrics(run, cfg)
+            run.write_metrics(rows)
+            plot_metrics(rows, run.plot_path, title=f"iterative DPO: {cfg.name}")
+
+        def evaluate(k: int) -> None:
+            model = model_for_round(run, cfg, k)
+            learned: list[Problem] = []
+            if cfg.eval_learned and k >= 1:  # problems earlier rounds made pairs of
+                ids = {t for j in range(1, k) for t in run.info(j, "select").get("learned_task_ids", [])}
+                learned = _probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
+                                        cfg.probe_problems, cfg.seed + k)
+            probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
+            stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
+            if tests_due(cfg, k):
+                stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
+            publish()
+
+        if cfg.base_model == "starter":
+            stage(0, "starter", lambda d: _starter_stage(cfg, d))
+        run.record_lineage(0, {"model": model_for_round(run, cfg, 0), "parent": None})
+        evaluate(0)
+        for k in range(1, cfg.rounds + 1):
+            parent = model_for_round(run, cfg, k - 1)
+            unlabeled = round_problems(splits["unlabeled"], cfg.unlabeled_per_round, k)
+            stage(k, "sample", lambda d: sample_stage(pool.get(parent), unlabeled, cfg, d,
+                                                      model_name=parent, round_=k))
+            samples_path = run.stage_dir(k, "sample") / "samples.jsonl"
+            stage(k, "execute", lambda d: execute_stage(unlabeled, read_samples(samples_path)[0], cfg, d))
+            results_path = run.stage_dir(k, "execute") / "results.jsonl"
+            stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
+                                                      read_jsonl(results_path), cfg, d, k))
+            if not run.is_done(k, "train"):
+                pool.close()  # free the engine's memory and processes before training
+            stage(k, "train", lambda d: train_stage(parent, run.stage_dir(k, "select") / "pairs.jsonl", cfg, d, k))
+            run.record_lineage(k, {"model": model_for_round(run, cfg, k), "parent": parent, "reference": parent,
+                                   "trained_on": f"round-{k}/select/pairs.jsonl",
+                                   "learning_rate": round_learning_rate(cfg, k), "beta": cfg.beta})
+            evaluate(k)
+        rows = collect_metrics(run, cfg)
+        log("")
+        log(format_table(rows, title=f"iterative DPO run {run.root} (pass rates in %, n={cfg.eval_n}, "
+                                     f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
+        log(f"plot: {run.plot_path}")
+    finally:
+        pool.close()
+        run.close()
+    return run
