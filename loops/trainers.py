@@ -13,7 +13,9 @@ recomputed, i.e. ``num_iterations >= 2`` (each generation batch is trained
 on that many times), which is the default here. `RLMonitor` keeps per-step
 records (reward, status rates, KL, clip ratio) and, every ``validate_every``
 steps, validation pass@1 beside the training reward: the reward-hacking
-canary's input (`loops.canary`). `train_dpo` is iterative DPO's step (`loops.dpo`): TRL's DPOTrainer on (passing, failing) pairs against the round's parent.
+canary's input (`loops.canary`). `train_dpo` is iterative DPO's step
+(`loops.dpo`): TRL's DPOTrainer on (passing, failing) pairs against the
+round's parent.
 """
 from __future__ import annotations
 
