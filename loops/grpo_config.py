@@ -24,9 +24,13 @@ from loops.trainers import ALGOS
 
 # Keys a resumed run may change: they do not alter work already finished.
 GRPO_RESUMABLE_KEYS = frozenset({"workers", "progress", "train_threads"})
-# TRL config fields the loop sets from its own keys: trl_args may not set them behind the config's back.
-OWN_TRL_FIELDS = ("num_generations", "num_iterations", "beta", "learning_rate", "temperature",
-                  "max_completion_length", "max_steps", "seed", "output_dir")
+# TRL config fields the loop sets from its own keys (field: the key to set instead): trl_args may not
+# set them behind the config's back.
+OWN_TRL_FIELDS = {"num_generations": "num_generations", "num_iterations": "num_iterations", "beta": "beta",
+                  "learning_rate": "learning_rate", "temperature": "temperature",
+                  "max_completion_length": "max_completion_length", "max_steps": "steps", "seed": "seed",
+                  "data_seed": "seed", "per_device_train_batch_size": "prompts_per_step",
+                  "reward_weights": "reward", "output_dir": "name"}
 
 
 class GRPOConfig(LoopConfig):
@@ -95,8 +99,8 @@ def _reward_rules(cfg: GRPOConfig) -> list[str]:
 
 
 def _trl_args_rules(cfg: GRPOConfig) -> list[str]:
-    errors = [f"trl_args sets {k}, which the config owns: set the config key instead "
-              f"({'steps' if k == 'max_steps' else k}=...)" for k in cfg.trl_args if k in OWN_TRL_FIELDS]
+    errors = [f"trl_args sets {k}, which the config owns: set the config key instead ({OWN_TRL_FIELDS[k]}=...)"
+              for k in cfg.trl_args if k in OWN_TRL_FIELDS]
     if cfg.trl_args and cfg.algo in ALGOS and not errors:
         # heavy: TRL loads only when trl_args is given, to name a misspelt field before anything runs
         from trl import GRPOConfig as TRLGRPOConfig, RLOOConfig as TRLRLOOConfig

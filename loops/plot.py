@@ -68,6 +68,7 @@ def plot_rl(points: list[dict[str, Any]], rows: list[dict[str, Any]], out_path: 
 
     matplotlib.use("Agg")  # no display here; Agg renders straight to PNG
     import matplotlib.pyplot as plt  # heavy: after the Agg backend is chosen
+    from matplotlib.ticker import MaxNLocator
 
     out_path = Path(out_path)
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
@@ -83,7 +84,7 @@ def plot_rl(points: list[dict[str, Any]], rows: list[dict[str, Any]], out_path: 
         ax.axvspan(p["canary"]["first_step"], p["step"], color="tab:red", alpha=0.06)
     if flagged:
         ax.scatter([p["step"] for p in flagged], [100 * p["validation_pass@1"] for p in flagged], marker="X", s=140,
-                   color="tab:red", zorder=5, label="canary fired: reward up, validation down")
+                   color="tab:red", zorder=5, clip_on=False, label="canary fired: reward up, validation down")
     end = max(steps + [r.get("steps") or 0 for r in rows], default=0)
     at = {0: 0, 1: end}  # round 0 is the base model, round 1 the trained one
     styles = (("s", "tab:green"),) + TEST_STYLES * 4
@@ -94,6 +95,7 @@ def plot_rl(points: list[dict[str, Any]], rows: list[dict[str, Any]], out_path: 
             kind = "sampled" if name == "validation" else "test, sampled"
             ax.plot([x for x, _ in measured], [y for _, y in measured], marker=marker, linestyle="--", color=color,
                     label=f"{name} pass@1 ({kind})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("pass rate (%)")
     reward_ax.set_ylabel("training reward")

@@ -62,6 +62,7 @@ def test_the_keys_shared_with_itertl_have_itertls_defaults():
         (["beta=-0.1"], "beta must be >= 0 or null"),
         (["trl_args={seed: 3}"], "trl_args sets seed, which the config owns"),
         (["trl_args={max_steps: 3}"], "set the config key instead (steps=...)"),
+        (["trl_args={per_device_train_batch_size: 3}"], "set the config key instead (prompts_per_step=...)"),
         (["stepz=3"], "did you mean 'steps'"),
         (["steps"], "is not key=value; write it as e.g. steps=40"),
         (["rounds=3"], "unknown config key 'rounds'"),
