@@ -1,7 +1,12 @@
-"""The ITERTL loop's configuration: one pydantic model, read from YAML,
+"""The loops' configuration: one pydantic model per loop, read from YAML,
 overridden from the command line, checked in one place.
 
     cfg = load_config("configs/demo.yaml", ["rounds=2", "sampler=hf"])
+
+`LoopConfig` holds what every loop shares (the run, the data and protocol
+splits, evaluation sampling, the sandbox) and `common_rules` its checks;
+`ITERTLConfig` adds the self-training keys (`loops.grpo_config` the policy RL
+ones). `load_with` reads any of them: `load_config` is ITERTL's.
 
 Every field has a default, so a YAML file names only what it changes. An
 override is ``key=value``; the value is read as YAML (``eval_ks=[1,5]``,
@@ -22,9 +27,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Mapping, Sequence, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError, field_validator
@@ -68,49 +74,32 @@ Float = Annotated[float, BeforeValidator(_number_text)]
 Text = Annotated[str, BeforeValidator(_text)]
 
 
-class ITERTLConfig(BaseModel):
-    """Everything one ITERTL run needs. See configs/demo.yaml for a commented example."""
+class LoopConfig(BaseModel):
+    """What every loop's config shares: the run, the protocol's splits, evaluation and the sandbox."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     # --- the run
-    name: Text = "itertl"  # the run directory is <runs_dir>/<name>
+    name: Text = "loop"  # the run directory is <runs_dir>/<name>
     runs_dir: Text = "runs"
     seed: Int = 0
-    rounds: Int = 3  # self-training rounds after round 0 (the base model's evaluation)
     base_model: Text = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
     starter_quick: StrictBool = False  # the seconds-scale starter (tests only)
 
     # --- data (any spec codegen.datasets.load_problems accepts)
     unlabeled: Text = "synthetic:unlabeled"  # the problems the model samples and learns from
-    unlabeled_per_round: Int | None = None  # a fresh slice of this many unlabeled problems each round; None = all
     reference: Text = "synthetic:reference"  # labelled problems: replay data and a forgetting probe
     validation: Text = "synthetic:validation"  # evaluated every round: the only split settings are chosen on
     test: list[Text] = ["synthetic:test-fresh", "synthetic:heldout"]  # only ever reported (round 0 and the last)
-    test_every_round: StrictBool = False  # evaluate the test splits every round too (costs sampling time)
     max_problems: Int | None = None  # cap each split (quick runs); None = all
 
-    # --- sampling the unlabeled problems
+    # --- sampling (the evaluations'; ITERTL's unlabeled samples too)
     sampler: Text = LOCAL_BACKENDS[0]  # vllm (default) or hf (the fallback)
-    n_samples: Int = 16
-    temperature: Float = SamplingParams.temperature
     top_p: Float = SamplingParams.top_p
     max_tokens: Int = 128  # the loop's own: the synthetic functions are short (SamplingParams' is for any code)
     vllm_kv_cache_gb: Int = 1  # VLLM_CPU_KVCACHE_SPACE for the CPU build
 
-    # --- selection
-    keep_per_problem: Int = 4  # cap on distinct passing completions kept per problem
-
-    # --- training (TRL SFTTrainer, a fresh warmup each round)
-    replay_share: Float = 0.25  # share of each round's training set drawn from the reference data
-    train_steps: Int = 100  # optimizer steps per round
-    batch_size: Int = 16
-    learning_rate: Float = 5e-4
-    round_lr_decay: Float = 1.0  # peak learning rate of round k = learning_rate * round_lr_decay**(k-1)
-    warmup_ratio: Float = 0.1  # re-warm at the start of every round
-    lr_scheduler: Text = "cosine"
-    weight_decay: Float = 0.0
-    max_length: Int = 512
+    # --- training
     train_threads: Int | None = 1  # torch CPU threads while training; None = torch's default (one per core)
 
     # --- evaluation
@@ -118,7 +107,6 @@ class ITERTLConfig(BaseModel):
     eval_temperature: Float = SamplingParams.temperature
     eval_ks: list[Int] = [1, 5, 10]  # pydantic copies a mutable default per instance
     eval_reference: StrictBool = True  # forgetting probe on the reference split
-    eval_learned: StrictBool = True  # forgetting probe on problems earlier rounds learned
     probe_problems: Int = 100  # cap on each forgetting probe's problems (a fixed random subset)
 
     # --- sandbox
@@ -148,6 +136,36 @@ class ITERTLConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+
+class ITERTLConfig(LoopConfig):
+    """Everything one ITERTL run needs. See configs/demo.yaml for a commented example."""
+
+    name: Text = "itertl"
+    rounds: Int = 3  # self-training rounds after round 0 (the base model's evaluation)
+    unlabeled_per_round: Int | None = None  # a fresh slice of this many unlabeled problems each round; None = all
+    test_every_round: StrictBool = False  # evaluate the test splits every round too (costs sampling time)
+
+    # --- sampling the unlabeled problems
+    n_samples: Int = 16
+    temperature: Float = SamplingParams.temperature
+
+    # --- selection
+    keep_per_problem: Int = 4  # cap on distinct passing completions kept per problem
+
+    # --- training (TRL SFTTrainer, a fresh warmup each round)
+    replay_share: Float = 0.25  # share of each round's training set drawn from the reference data
+    train_steps: Int = 100  # optimizer steps per round
+    batch_size: Int = 16
+    learning_rate: Float = 5e-4
+    round_lr_decay: Float = 1.0  # peak learning rate of round k = learning_rate * round_lr_decay**(k-1)
+    warmup_ratio: Float = 0.1  # re-warm at the start of every round
+    lr_scheduler: Text = "cosine"
+    weight_decay: Float = 0.0
+    max_length: Int = 512
+
+    # --- evaluation
+    eval_learned: StrictBool = True  # forgetting probe on problems earlier rounds learned
 
 
 FIELDS = ITERTLConfig.model_fields
@@ -189,11 +207,11 @@ def _synthetic_test(spec: str) -> bool:
     return spec in {f"synthetic:{s}" for s in TEST_SPLITS}
 
 
-def _is_validation_set(cfg: ITERTLConfig, spec: str) -> bool:
+def _is_validation_set(cfg: LoopConfig, spec: str) -> bool:
     return spec == "synthetic:validation" or _same_set(spec, cfg.validation)
 
 
-def protocol_errors(cfg: ITERTLConfig) -> list[str]:
+def protocol_errors(cfg: LoopConfig) -> list[str]:
     """The evaluation protocol's rules: no test split where validation or training data is expected."""
     errors = []
     if _synthetic_test(cfg.validation):
@@ -231,10 +249,28 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(named) + (" or null" if type(None) in args else "")
     if origin is list:
         return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _type_errors(error: ValidationError, values: dict[str, Any]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Schema:
+    """How one loop's config is read and checked: its model, its rules, and the words its errors use."""
+
+    model: type[LoopConfig]
+    rules: Callable[[Any], list[str]]  # every rule between values a config breaks, each with its fix
+    label: str  # "invalid <label> config: ..."
+    example_file: str  # named when the config file is missing
+    example_override: str  # shown when an override is not key=value
+    replaced: Mapping[str, str] = field(default_factory=dict)  # keys earlier configs had -> what to write instead
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return self.model.model_fields
+
+
+def _type_errors(schema: Schema, error: ValidationError, values: dict[str, Any]) -> dict[str, str]:
     """One message per key pydantic refused, naming the type wanted and an example of it."""
     out: dict[str, str] = {}
     for e in error.errors():
@@ -242,33 +278,33 @@ def _type_errors(error: ValidationError, values: dict[str, Any]) -> dict[str, st
         if key in out:
             continue
         value = values.get(key)
-        field = FIELDS[key]
-        example = f"e.g. {key}={json.dumps(field.default)}"
+        field_ = schema.fields[key]
+        example = f"e.g. {key}={json.dumps(field_.default)}"
         if value is None:
-            out[key] = f"config key {key!r} may not be null; give a {_type_name(field.annotation)}, {example}"
+            out[key] = f"config key {key!r} may not be null; give a {_type_name(field_.annotation)}, {example}"
         else:
-            out[key] = (f"config key {key!r} must be of type {_type_name(field.annotation)}, got {value!r} "
+            out[key] = (f"config key {key!r} must be of type {_type_name(field_.annotation)}, got {value!r} "
                         f"({type(value).__name__}); {example}")
     return out
 
 
-def _unknown_key(key: str, where: str) -> str:
-    if key in REPLACED_KEYS:
-        return f"config key {key!r} in {where} is no longer used: {REPLACED_KEYS[key]}"
-    close = difflib.get_close_matches(key, FIELDS, n=1)
+def _unknown_key(schema: Schema, key: str, where: str) -> str:
+    if key in schema.replaced:
+        return f"config key {key!r} in {where} is no longer used: {schema.replaced[key]}"
+    close = difflib.get_close_matches(key, schema.fields, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(FIELDS)}"
+    return f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(schema.fields)}"
 
 
-def _parse_overrides(overrides: list[str], errors: list[str]) -> dict[str, Any]:
+def _parse_overrides(schema: Schema, overrides: list[str], errors: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            errors.append(f"override {item!r} is not key=value; write it as e.g. rounds=2")
-        elif key not in FIELDS:
-            errors.append(_unknown_key(key, "the command-line overrides"))
+            errors.append(f"override {item!r} is not key=value; write it as e.g. {schema.example_override}")
+        elif key not in schema.fields:
+            errors.append(_unknown_key(schema, key, "the command-line overrides"))
         else:
             try:
                 out[key] = yaml.safe_load(raw) if raw.strip() else ""
@@ -277,35 +313,27 @@ def _parse_overrides(overrides: list[str], errors: list[str]) -> dict[str, Any]:
     return out
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["rounds=2", "eval_ks=[1,5]"]`` -> ``{"rounds": 2, "eval_ks": [1, 5]}``."""
-    errors: list[str] = []
-    out = _parse_overrides(overrides, errors)
-    if errors:
-        raise UserError("invalid ITERTL config: " + "; ".join(errors))
-    return out
-
-
-def _build(values: dict[str, Any], errors: list[str]) -> ITERTLConfig:
+def _build(schema: Schema, values: dict[str, Any], errors: list[str]) -> LoopConfig:
     """The config of ``values`` (known keys only); type errors and broken rules go to ``errors``.
 
     A value of the wrong type is left at its default for the rules, so one run
     reports both kinds of mistake.
     """
     try:
-        cfg = ITERTLConfig(**values)
+        cfg = schema.model(**values)
     except ValidationError as e:
-        bad = _type_errors(e, values)
+        bad = _type_errors(schema, e, values)
         errors.extend(bad.values())
-        cfg = ITERTLConfig(**{k: v for k, v in values.items() if k not in bad})
-    errors.extend(broken_rules(cfg))
+        cfg = schema.model(**{k: v for k, v in values.items() if k not in bad})
+    errors.extend(schema.rules(cfg))
     return cfg
 
 
-def _read_file(path: str | Path) -> dict[str, Any]:
+def _read_file(schema: Schema, path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file (see configs/demo.yaml)")
+        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file "
+                        f"(see {schema.example_file})")
     try:
         loaded = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -317,8 +345,9 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> ITERTLConfig:
-    """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate.
+def load_with(schema: Schema, path: str | Path | None, overrides: Sequence[str] = ()) -> Any:
+    """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate
+    against ``schema``'s model and rules.
 
     Raises one `UserError` listing every mistake: unknown keys, values of the
     wrong type, and broken rules.
@@ -326,20 +355,29 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> ITERTLCon
     errors: list[str] = []
     values: dict[str, Any] = {}
     if path is not None:
-        for key, value in _read_file(path).items():
-            if str(key) in FIELDS:
+        for key, value in _read_file(schema, path).items():
+            if str(key) in schema.fields:
                 values[str(key)] = value
             else:
-                errors.append(_unknown_key(str(key), str(path)))
-    values.update(_parse_overrides(list(overrides), errors))
-    cfg = _build(values, errors)
+                errors.append(_unknown_key(schema, str(key), str(path)))
+    values.update(_parse_overrides(schema, list(overrides), errors))
+    cfg = _build(schema, values, errors)
     if errors:
-        raise UserError("invalid ITERTL config: " + "; ".join(errors))
+        raise UserError(f"invalid {schema.label} config: " + "; ".join(errors))
     return cfg
 
 
-def broken_rules(cfg: ITERTLConfig) -> list[str]:
-    """Every rule between values that ``cfg`` breaks, each with its fix."""
+def parse_overrides_with(schema: Schema, overrides: Sequence[str]) -> dict[str, Any]:
+    """``["steps=2", "eval_ks=[1,5]"]`` -> ``{"steps": 2, "eval_ks": [1, 5]}``, keys checked against ``schema``."""
+    errors: list[str] = []
+    out = _parse_overrides(schema, list(overrides), errors)
+    if errors:
+        raise UserError(f"invalid {schema.label} config: " + "; ".join(errors))
+    return out
+
+
+def common_rules(cfg: LoopConfig) -> list[str]:
+    """Every rule between `LoopConfig`'s values that ``cfg`` breaks (the evaluation protocol's among them)."""
     errors: list[str] = []
 
     def rule(ok: bool, message: str) -> None:
@@ -348,37 +386,20 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
 
     rule(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.name)),
          f"name {cfg.name!r} must be letters, digits, '.', '_' or '-' (it names a directory); e.g. name=demo")
-    rule(cfg.rounds >= 0, f"rounds must be >= 0 (0 only evaluates the base model), got {cfg.rounds}")
     rule(bool(cfg.base_model), "base_model must be 'starter' or a model path / hub id")
     for key in ("unlabeled", "reference", "validation"):
         rule(bool(getattr(cfg, key)), f"{key} must name a problem set, e.g. synthetic:{key}")
     rule(all(cfg.test), "test must list problem sets, e.g. test=[synthetic:test-fresh,synthetic:heldout]")
     errors.extend(protocol_errors(cfg))
-    rule(cfg.unlabeled_per_round is None or cfg.unlabeled_per_round >= 1,
-         f"unlabeled_per_round must be >= 1 or null (every unlabeled problem each round), got {cfg.unlabeled_per_round}")
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
     rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")
-    rule(cfg.n_samples >= 1, f"n_samples must be >= 1, got {cfg.n_samples}")
-    for key in ("temperature", "eval_temperature"):
-        rule(getattr(cfg, key) >= 0, f"{key} must be >= 0 (0 = greedy), got {getattr(cfg, key)}")
+    rule(cfg.eval_temperature >= 0, f"eval_temperature must be >= 0 (0 = greedy), got {cfg.eval_temperature}")
     rule(0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
     rule(cfg.max_tokens >= 1, f"max_tokens must be >= 1, got {cfg.max_tokens}")
     rule(cfg.vllm_kv_cache_gb >= 1, f"vllm_kv_cache_gb must be >= 1 GiB, got {cfg.vllm_kv_cache_gb}")
-    rule(cfg.keep_per_problem >= 1, f"keep_per_problem must be >= 1, got {cfg.keep_per_problem}")
-    rule(0 <= cfg.replay_share < 1,
-         f"replay_share must be in [0, 1): the share of reference data in each round's training set, got {cfg.replay_share}"
-         " (for training on reference data alone use benchmarks/itertl.py's baseline)")
-    rule(cfg.train_steps >= 1, f"train_steps must be >= 1, got {cfg.train_steps}")
-    rule(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
-    rule(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
-    rule(0 < cfg.round_lr_decay <= 1, f"round_lr_decay must be in (0, 1], got {cfg.round_lr_decay}")
-    rule(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
-    rule(cfg.lr_scheduler in SCHEDULERS, f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, got {cfg.lr_scheduler!r}")
-    rule(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     rule(cfg.train_threads is None or cfg.train_threads >= 1,
          f"train_threads must be >= 1 or null (torch's default), got {cfg.train_threads}")
-    rule(cfg.max_length >= 16, f"max_length must be >= 16 tokens, got {cfg.max_length}")
     rule(cfg.eval_n >= 1, f"eval_n must be >= 1, got {cfg.eval_n}")
     rule(len(cfg.eval_ks) >= 1 and all(k >= 1 for k in cfg.eval_ks), f"eval_ks must be a non-empty list of k >= 1, got {cfg.eval_ks}")
     too_big = [k for k in cfg.eval_ks if k > cfg.eval_n]
@@ -391,6 +412,48 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
     return errors
 
 
-def dump_config(cfg: ITERTLConfig) -> str:
+def broken_rules(cfg: ITERTLConfig) -> list[str]:
+    """Every rule between values that ``cfg`` breaks, each with its fix."""
+    errors: list[str] = common_rules(cfg)
+
+    def rule(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    rule(cfg.rounds >= 0, f"rounds must be >= 0 (0 only evaluates the base model), got {cfg.rounds}")
+    rule(cfg.unlabeled_per_round is None or cfg.unlabeled_per_round >= 1,
+         f"unlabeled_per_round must be >= 1 or null (every unlabeled problem each round), got {cfg.unlabeled_per_round}")
+    rule(cfg.n_samples >= 1, f"n_samples must be >= 1, got {cfg.n_samples}")
+    rule(cfg.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {cfg.temperature}")
+    rule(cfg.keep_per_problem >= 1, f"keep_per_problem must be >= 1, got {cfg.keep_per_problem}")
+    rule(0 <= cfg.replay_share < 1,
+         f"replay_share must be in [0, 1): the share of reference data in each round's training set, got {cfg.replay_share}"
+         " (for training on reference data alone use benchmarks/itertl.py's baseline)")
+    rule(cfg.train_steps >= 1, f"train_steps must be >= 1, got {cfg.train_steps}")
+    rule(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    rule(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")
+    rule(0 < cfg.round_lr_decay <= 1, f"round_lr_decay must be in (0, 1], got {cfg.round_lr_decay}")
+    rule(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    rule(cfg.lr_scheduler in SCHEDULERS, f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, got {cfg.lr_scheduler!r}")
+    rule(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    rule(cfg.max_length >= 16, f"max_length must be >= 16 tokens, got {cfg.max_length}")
+    return errors
+
+
+ITERTL = Schema(ITERTLConfig, broken_rules, label="ITERTL", example_file="configs/demo.yaml",
+                example_override="rounds=2", replaced=REPLACED_KEYS)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ITERTLConfig:
+    """ITERTL's config: `load_with` its schema (see configs/demo.yaml)."""
+    return load_with(ITERTL, path, overrides)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["rounds=2", "eval_ks=[1,5]"]`` -> ``{"rounds": 2, "eval_ks": [1, 5]}``."""
+    return parse_overrides_with(ITERTL, overrides)
+
+
+def dump_config(cfg: LoopConfig) -> str:
     """The config as YAML text (the copy a run directory keeps)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

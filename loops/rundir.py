@@ -7,7 +7,9 @@ Layout::
       state.json           which stages finished, what they produced, which one is running
       lineage.json         per round: the model it started from and the checkpoint it made
       metrics.jsonl        one row per evaluated round (rewritten whole, atomically)
-      plot.png             pass@1 / pass@k per round
+      steps.jsonl          RL runs: one row per validation point (step, training reward, validation
+                           pass@1, status rates, canary flag), rewritten as training goes
+      plot.png             pass@1 / pass@k per round (RL runs: reward and validation against step)
       round-<k>/<stage>/   each stage's artifacts
 
 The resume rule: a stage is finished exactly when state.json says so, and
@@ -202,6 +204,18 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         path = self.root / "metrics.jsonl"
         return read_jsonl(path) if path.exists() else []
+
+    @property
+    def points_path(self) -> Path:
+        return self.root / "steps.jsonl"
+
+    def write_points(self, rows: list[dict[str, Any]]) -> Path:
+        """Rewrite steps.jsonl whole: an RL run's validation points so far (a redone stage starts it afresh)."""
+        return write_jsonl_atomic(self.points_path, rows)
+
+    def points(self) -> list[dict[str, Any]]:
+        """An RL run's validation points (steps.jsonl); [] for a run without any."""
+        return read_jsonl(self.points_path) if self.points_path.exists() else []
 
     # ----- what `itercode runs show` asks
     @property

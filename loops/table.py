@@ -10,12 +10,17 @@ round learned from: ``sampled_pass_rate`` (share of its samples that passed),
 (distinct passing programs before the per-problem cap), ``kept_steps_<d>``
 (share of kept problems with d steps), ``sample_diversity`` and
 ``validation_diversity`` (distinct completions per problem / n), ``replay``
-and ``train_loss``. A missing value prints as "-".
+and ``train_loss``. Policy RL runs (`loops.grpo`) add ``algo``, ``steps``,
+``completions`` (sampled in training), ``train_reward_first`` /
+``train_reward_last`` and the canary's ``canary_fired``, ``canary_flags``,
+``canary_first_step``. A missing value prints as "-".
 
-`format_table` prints three blocks: validation and probes per round, the test
-splits apart from them, and the training data per round; iterative DPO's rows
-add a fourth (``pairs``, ``pair_problems``, ``failing_programs`` and TRL's
-``reward_margin``, ``reward_chosen``, ``reward_rejected``, ``reward_accuracy``).
+`format_table` prints up to five blocks: validation and probes per round, the
+test splits apart from them, the training data per round, iterative DPO's
+pairs (``pairs``, ``pair_problems``, ``failing_programs`` and TRL's
+``reward_margin``, ``reward_chosen``, ``reward_rejected``, ``reward_accuracy``)
+and policy RL. `format_points` prints an RL run's validation points (its
+steps.jsonl).
 """
 from __future__ import annotations
 
@@ -107,12 +112,18 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
             ("kept_by_steps", "kept by steps %", False), ("sample_diversity", "sample diversity", False),
             ("validation_diversity", "validation diversity", False), ("replay", "replay", False),
             ("train_loss", "train loss", False)]
+    rl_rows = [{**r, "canary": canary_cell(r)} for r in rows]
+    rl = [round_col, ("algo", "algo", False), ("steps", "steps", False), ("completions", "completions sampled", False),
+          ("train_reward_first", "reward at first point", False), ("train_reward_last", "reward at last point", False),
+          ("canary", "reward-hacking canary", False)]
     blocks = [
         _block(rows, scores, "validation (every setting is chosen here) and forgetting probes, per round"),
         _block([r for r in rows if any(r.get(key) is not None for key, _, _ in tests[1:])], tests,
                "test splits (only reported: no setting is chosen on them)"),
         _block(data_rows, data, "what each round learned from (diversity: distinct samples per problem / n)"),
         _block(rows, [round_col, *PAIR_COLUMNS], "preference pairs and DPO reward margins (TRL's logs, mean per step)"),
+        _block([r for r in rl_rows if r["canary"] is not None], rl,
+               "policy RL (canary: training reward rising while validation pass@1 falls)"),
     ]
     lines = [title] if title else []
     for block in filter(None, blocks):
@@ -120,3 +131,42 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
             lines.append("")
         lines += block
     return "\n".join(lines)
+
+
+def canary_cell(row: dict[str, Any]) -> str | None:
+    """``FIRED 2x, first at step 30`` or ``quiet`` for a row of an RL run; None for any other row."""
+    if row.get("canary_fired") is None:
+        return None
+    if not row["canary_fired"]:
+        return "quiet"
+    return f"FIRED {row.get('canary_flags')}x, first at step {row.get('canary_first_step')}"
+
+
+def _flag_cell(flag: dict[str, Any] | None) -> str:
+    if not flag:
+        return ""
+    return (f"FIRED: reward {flag['reward_rise']:+.3f}, validation -{100 * flag['val_drop']:.1f} points "
+            f"(steps {flag['first_step']}-{flag['step']})")
+
+
+def format_points(points: list[dict[str, Any]]) -> str:
+    """An RL run's validation points as a table: step, mean training reward over the interval, validation
+    pass@1 (greedy, %), the reward's status rates over the interval (%), and the canary's flag.
+
+    >>> print(format_points([{"step": 0, "train_reward": None, "validation_pass@1": 0.25, "canary": None},
+    ...                      {"step": 10, "train_reward": 0.5, "validation_pass@1": 0.3, "canary": None}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    validation points (greedy pass@1 beside the mean training reward since the last point)
+    step  train reward  validation pass@1
+    0     -             25.0
+    10    0.500         30.0
+    """
+    rows = [{**p, "round": p["step"], "flag": _flag_cell(p.get("canary")) or None} for p in points]
+    columns = [("step", "step", False), ("train_reward", "train reward", False),
+               ("validation_pass@1", "validation pass@1", True),
+               ("status/tests/passed", "tests passed %", True), ("status/tests/failed", "failed %", True),
+               ("status/tests/error", "error %", True), ("status/tests/timeout", "timeout %", True),
+               ("status/examples/passed", "examples passed %", True), ("status/reward_none", "reward None %", True),
+               ("flag", "canary", False)]
+    return "\n".join(_block(rows, columns, "validation points (greedy pass@1 beside the mean training reward "
+                                          "since the last point)"))

@@ -1,10 +1,10 @@
-"""`itercode runs show RUN`: a run's per-round table, stages and lineage."""
+"""`itercode runs show RUN`: a run's per-round table (an RL run's validation points too), stages and lineage."""
 from __future__ import annotations
 
 import argparse
 
 from loops.rundir import RunDir
-from loops.table import format_table
+from loops.table import format_points, format_table
 
 HELP = "inspect run directories: `runs show RUN` prints the per-round table"
 
@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(rows, title=f"run {root} (pass rates in %)"))
     else:
         print(f"run {root}: no round evaluated yet")
+    points = run_dir.points()
+    if points:  # an RL run: reward and validation at every point, the canary's flags
+        print()
+        print(format_points(points))
     if run_dir.plot_path.exists():
         print(f"plot: {run_dir.plot_path}")
     for key, entry in run_dir.unfinished_stages().items():
