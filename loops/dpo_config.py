@@ -16,16 +16,10 @@ Every error is reported at once, each naming the key and the fix, as
 """
 from __future__ import annotations
 
-import difflib
-import json
 from pathlib import Path
-from typing import Any
+from typing import Sequence
 
-import yaml
-from pydantic import ValidationError
-
-from codegen.errors import UserError
-from loops.config import REPLACED_KEYS, Float, Int, ITERTLConfig, Text, _read_file, _type_name, broken_rules
+from loops.config import REPLACED_KEYS, Float, Int, ITERTLConfig, Schema, Text, broken_rules, load_with
 
 
 class DPOConfig(ITERTLConfig):
@@ -45,7 +39,6 @@ class DPOConfig(ITERTLConfig):
     replay_share: Float = 0.0  # ITERTL's; refused unless 0 (see the module docstring)
 
 
-FIELDS = DPOConfig.model_fields
 ITERTL_ONLY = {
     "keep_per_problem": "it is ITERTL's cap on kept programs; the DPO loop caps pairs with pairs_per_problem=N",
 }
@@ -73,64 +66,14 @@ def dpo_rules(cfg: DPOConfig) -> list[str]:
     return errors
 
 
-def _unknown_key(key: str, where: str) -> str:
-    if key in REPLACED_KEYS:
-        return f"config key {key!r} in {where} is no longer used: {REPLACED_KEYS[key]}"
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown config key {key!r} in {where}{hint}; known keys: {', '.join(FIELDS)}"
+DPO = Schema(DPOConfig, dpo_rules, label="DPO", example_file="configs/dpo.yaml", example_override="beta=0.2",
+             replaced=REPLACED_KEYS)
 
 
-def _type_errors(error: ValidationError, values: dict[str, Any]) -> dict[str, str]:
-    """One message per key pydantic refused, naming the type wanted and an example of it."""
-    out: dict[str, str] = {}
-    for e in error.errors():
-        key = str(e["loc"][0])
-        if key in out:
-            continue
-        value, field = values.get(key), FIELDS[key]
-        example = f"e.g. {key}={json.dumps(field.default)}"
-        if value is None:
-            out[key] = f"config key {key!r} may not be null; give a {_type_name(field.annotation)}, {example}"
-        else:
-            out[key] = (f"config key {key!r} must be of type {_type_name(field.annotation)}, got {value!r} "
-                        f"({type(value).__name__}); {example}")
-    return out
-
-
-def load_dpo_config(path: str | Path | None, overrides: list[str] = ()) -> DPOConfig:
+def load_dpo_config(path: str | Path | None, overrides: Sequence[str] = ()) -> DPOConfig:
     """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate.
 
     Raises one `UserError` listing every mistake: unknown keys, values of the
     wrong type, and broken rules.
     """
-    errors: list[str] = []
-    values: dict[str, Any] = {}
-    if path is not None:
-        for key, value in _read_file(path).items():
-            if str(key) in FIELDS:
-                values[str(key)] = value
-            else:
-                errors.append(_unknown_key(str(key), str(path)))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            errors.append(f"override {item!r} is not key=value; write it as e.g. beta=0.2")
-        elif key not in FIELDS:
-            errors.append(_unknown_key(key, "the command-line overrides"))
-        else:
-            try:
-                values[key] = yaml.safe_load(raw) if raw.strip() else ""
-            except yaml.YAMLError as e:
-                errors.append(f"override {item!r}: the value is not valid YAML ({e.__class__.__name__}); quote it")
-    try:
-        cfg = DPOConfig(**values)
-    except ValidationError as e:
-        bad = _type_errors(e, values)
-        errors.extend(bad.values())
-        cfg = DPOConfig(**{k: v for k, v in values.items() if k not in bad})  # the rules still run on the rest
-    errors.extend(dpo_rules(cfg))
-    if errors:
-        raise UserError("invalid DPO config: " + "; ".join(errors))
-    return cfg
+    return load_with(DPO, path, overrides)

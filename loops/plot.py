@@ -68,7 +68,7 @@ def plot_rl(points: list[dict[str, Any]], rows: list[dict[str, Any]], out_path: 
 
     matplotlib.use("Agg")  # no display here; Agg renders straight to PNG
     import matplotlib.pyplot as plt  # heavy: after the Agg backend is chosen
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib
 
     out_path = Path(out_path)
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)

@@ -51,22 +51,24 @@ def parse(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    # optional: the loops need the train extra (their configs are pydantic); `itercode eval` starts without it
     args = parse(args)
-    if args.method == "grpo":
-        from loops.grpo import run_grpo
-        from loops.grpo_config import load_grpo_config
-
-        run_grpo(load_grpo_config(args.config, args.overrides))
-        return 0
+    # optional: the loops need the train extra (their configs are pydantic); `itercode eval` starts without it
     from loops.config import load_config
+    # optional: as above
     from loops.dpo import run_dpo
+    # optional: as above
     from loops.dpo_config import load_dpo_config
+    # optional: as above
+    from loops.grpo import run_grpo
+    # optional: as above
+    from loops.grpo_config import load_grpo_config
+    # optional: as above
     from loops.itertl import run_itertl
 
-    if args.method == "dpo":
+    if args.method == "grpo":
+        run_grpo(load_grpo_config(args.config, args.overrides))
+    elif args.method == "dpo":
         run_dpo(load_dpo_config(args.config, args.overrides))
-        return 0
-    cfg = load_config(args.config, args.overrides)
-    run_itertl(cfg)
+    else:
+        run_itertl(load_config(args.config, args.overrides))
     return 0

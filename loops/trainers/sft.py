@@ -1,0 +1,81 @@
+"""Supervised fine-tuning: TRL's SFTTrainer (ITERTL's rounds and the reference baseline)."""
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from codegen.hardware import torch_threads, trainer_precision
+from codegen.io import atomic_dir
+from loops.config import ITERTLConfig
+
+
+def train_sft(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
+              learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
+    """Fine-tune ``parent`` on prompt/completion ``rows`` for ``steps`` optimizer steps with TRL's SFTTrainer.
+
+    Loss is on the completion only. The schedule starts afresh (warmup then
+    decay, new optimizer state): each round is a new fine-tuning run from the
+    last checkpoint, which is how continual training re-warms the learning rate.
+    The model is saved (with its tokenizer) into ``out_model`` atomically.
+    """
+    from transformers.utils import logging as hf_logging  # heavy: transformers loads only when training
+
+    hf_logging.set_verbosity_error()
+    # One thread by default: a tiny model's matrices gain nothing from more, and
+    # OpenMP threads spinning on shared cores made a step 15x slower here.
+    with torch_threads(cfg.train_threads):
+        return _train(parent, rows, out_model, steps=steps, cfg=cfg, learning_rate=learning_rate, seed=seed,
+                      scratch=scratch)
+
+
+def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
+           learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
+    # heavy: torch, datasets, transformers and TRL load only when training
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(parent)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(
+        output_dir=str(scratch),
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a share of the steps
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        save_strategy="no",
+        logging_steps=max(1, steps // 10),
+        seed=seed,
+        data_seed=seed,
+        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
+        report_to=[],
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    t0 = time.monotonic()
+    output = trainer.train()
+    seconds = time.monotonic() - t0
+    with atomic_dir(out_model) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    del trainer, model
+    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
+    gc.collect()
+    return {"train_loss": output.training_loss, "final_loss": losses[-1] if losses else None,
+            "steps": steps, "learning_rate": learning_rate, "examples": len(rows), "seconds": round(seconds, 2)}
+
+
