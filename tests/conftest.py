@@ -3,6 +3,8 @@
 Expensive things (tiny models, a vLLM engine) are built once per session here.
 """
 
+from pathlib import Path
+
 import pytest
 
 
@@ -146,3 +148,16 @@ def feedback_reranker(starter_model, tmp_path_factory):
     train_reranker(pairs, str(starter_model), out,
                    TrainConfig(epochs=8, learning_rate=2e-3, batch_size=8, progress=False, feedback="examples"))
     return out, twins[30:40]
+
+
+def slow_unlabeled_copy(problems_file: Path, dest: Path, seconds: float = 0.2) -> Path:
+    """A copy of a lenient problems file whose tests also sleep ``seconds``: the
+    SIGKILL tests need an execute stage long enough to be killed inside (with a
+    warm verdict cache or a fast sandbox it can finish in a tenth of a second)."""
+    from codegen.io import read_jsonl, write_jsonl_atomic
+
+    rows = read_jsonl(problems_file)
+    for row in rows:
+        row["tests"] = f"import time\n\n\ndef check(candidate):\n    time.sleep({seconds})\n    candidate([3, 1, 2])\n"
+    write_jsonl_atomic(dest, rows)
+    return dest

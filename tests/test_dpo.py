@@ -19,6 +19,8 @@ from loops.dpo import pairs_report, preference_pairs
 from loops.dpo_config import DPOConfig, load_dpo_config
 from test_loop import problem_files, quick_overrides, read_state  # noqa: F401  (problem_files is a fixture)
 
+from conftest import slow_unlabeled_copy
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -268,10 +270,13 @@ def test_dpo_resumes_after_sigkill_without_redoing_finished_stages(tmp_path, pro
     """SIGKILL the real DPO loop inside five stages, one after another; the same command then finishes the
     run, and no stage that had finished is ever run again. (The select stage runs in milliseconds: it is
     caught finished, and the final resume must skip it.)"""
-    overrides = dpo_overrides(tmp_path / "runs", problem_files, starter_model, test="[]", eval_reference="false")
+    # A slow execute stage and a verdict cache of its own: killable inside execute, whatever ran before.
+    unlabeled = slow_unlabeled_copy(problem_files / "unlabeled.jsonl", tmp_path / "unlabeled.jsonl")
+    overrides = dpo_overrides(tmp_path / "runs", problem_files, starter_model, test="[]", eval_reference="false",
+                              unlabeled=str(unlabeled))
     root = tmp_path / "runs" / "t"
     targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp_path / "verdicts")}
     for target in targets:
         before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
         proc = subprocess.Popen(dpo_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,

@@ -20,6 +20,8 @@ from codegen.io import TMP_PREFIX, atomic_dir
 from loops.rundir import RunDir
 from loops.table import format_table
 
+from conftest import slow_unlabeled_copy
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -514,10 +516,12 @@ def assert_no_half_written_artifact(root: Path) -> None:
 def test_loop_resumes_after_sigkill_at_each_stage(tmp_path, problem_files, starter_model):
     """SIGKILL the real loop in the middle of five different stages; the same command finishes the run
     without redoing any stage that had finished, and no artifact is ever half-written."""
-    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model)
+    # A slow execute stage and a verdict cache of its own: killable inside execute, whatever ran before.
+    unlabeled = slow_unlabeled_copy(problem_files / "unlabeled.jsonl", tmp_path / "unlabeled.jsonl")
+    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model, unlabeled=str(unlabeled))
     root = tmp_path / "runs" / "t"
     targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp_path / "verdicts")}
     for target in targets:
         before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
         proc = subprocess.Popen(loop_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
