@@ -247,7 +247,10 @@ def test_signal_mid_run_stops_cleanly(tmp_path, cache_dir, sig):
     # start_new_session: Ctrl-C in a terminal goes to the whole foreground group; we signal the CLI itself.
     proc = subprocess.Popen([sys.executable, "-m", "codegen", "eval", "--problems", str(problems), "--samples",
                              str(samples), "--timeout", "10", "--workers", "2"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # A test run started in the background (`cmd &` in a script) ignores SIGINT, and
+                            # the child would inherit that: give the CLI the default, as a terminal would.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not results.exists() or results.read_text().count("\n") < 2):
