@@ -29,7 +29,6 @@ the first unfinished stage and never redoes a finished one.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -201,14 +200,7 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
                            if cfg.eval_reference else [])
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            if run.is_done(round_, name):
-                log(f"round {round_} {name}: done already, skipped")
-                return run.info(round_, name)
-            log(f"round {round_} {name} ...")
-            t0 = time.monotonic()
-            info = run.run_stage(round_, name, fn)
-            log(f"round {round_} {name}: finished in {time.monotonic() - t0:.1f}s")
-            return info
+            return run.run_logged(round_, name, fn, log)
 
         def publish() -> None:
             rows = collect_metrics(run, cfg)

@@ -38,7 +38,6 @@ same curve). Finished stages are never redone.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -229,14 +228,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
                            if cfg.eval_reference else [])
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            if run.is_done(round_, name):
-                log(f"round {round_} {name}: done already, skipped")
-                return run.info(round_, name)
-            log(f"round {round_} {name} ...")
-            t0 = time.monotonic()
-            info = run.run_stage(round_, name, fn)
-            log(f"round {round_} {name}: finished in {time.monotonic() - t0:.1f}s")
-            return info
+            return run.run_logged(round_, name, fn, log)
 
         def evaluate(k: int, model: str) -> None:
             probes = {"validation": splits["validation"], "reference": reference_probe}

@@ -459,14 +459,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
                            if cfg.eval_reference else [])
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            if run.is_done(round_, name):
-                log(f"round {round_} {name}: done already, skipped")
-                return run.info(round_, name)
-            log(f"round {round_} {name} ...")
-            t0 = time.monotonic()
-            info = run.run_stage(round_, name, fn)
-            log(f"round {round_} {name}: finished in {time.monotonic() - t0:.1f}s")
-            return info
+            return run.run_logged(round_, name, fn, log)
 
         def publish() -> None:
             rows = collect_metrics(run, cfg)

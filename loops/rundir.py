@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -172,6 +173,18 @@ class RunDir:
         state["stages"][key].update(status="done", finished_at=_now(), info=info)
         state["running"] = None
         self._write_state(state)
+        return info
+
+    def run_logged(self, round_: int, stage: str, fn: Callable[[Path], dict[str, Any] | None],
+                   log: Callable[[str], None]) -> dict[str, Any]:
+        """`run_stage`, saying through ``log`` whether the stage was skipped, started and how long it took."""
+        if self.is_done(round_, stage):
+            log(f"round {round_} {stage}: done already, skipped")
+            return self.info(round_, stage)
+        log(f"round {round_} {stage} ...")
+        t0 = time.monotonic()
+        info = self.run_stage(round_, stage, fn)
+        log(f"round {round_} {stage}: finished in {time.monotonic() - t0:.1f}s")
         return info
 
     def finished_stages(self) -> list[str]:
