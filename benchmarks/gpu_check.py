@@ -5,17 +5,23 @@ CI has no GPU, so this is checked by hand on a lent GPU machine:
     python benchmarks/gpu_check.py --out /tmp/gpu-check
 
 It builds the quick starter model on the GPU, samples with the HF backend in
-bf16 (and, for comparison, in fp32), then runs a few steps of the ITERTL
-policy trainer (TRL SFTTrainer) and of the reranker trainer (TRL
-RewardTrainer), each of which must pick bf16 on the GPU by itself
-(codegen.hardware). It prints one JSON line per check and exits non-zero if a
-check fails. On a machine without CUDA it says so and exits 2.
+bf16 (and, for comparison, in fp32), then runs a few steps of each trainer
+the loops use: the ITERTL policy trainer (TRL SFTTrainer), the reranker
+trainer (TRL RewardTrainer), GRPO on the execution reward (TRL GRPOTrainer,
+``num_iterations=2`` so the clipped objective acts) and DPO on (passing,
+failing) pairs (TRL DPOTrainer). Each must pick bf16 on the GPU by itself
+(codegen.hardware). GRPO generates with vLLM colocated on the GPU when vLLM
+is importable (``--vllm auto``, the default; ``--vllm on`` makes its absence a
+failure), else with transformers; the JSON line says which. It prints one
+JSON line per check and exits non-zero if a check fails. On a machine
+without CUDA it says so and exits 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +38,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=32, help="held-out prompts to sample")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt")
     parser.add_argument("--device", default="cuda", help="cuda (the point of this check) or cpu (a dry run of the script)")
+    parser.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
+                        help="GRPO generation by vLLM colocated on the GPU: auto (when vllm imports), on, off")
+    parser.add_argument("--rl-steps", type=int, default=4, help="optimizer steps of the GRPO and DPO checks")
     args = parser.parse_args()
 
     import torch
@@ -98,7 +107,66 @@ def main() -> int:
     result = train_reranker(pairs, str(model), out / "reranker", TrainConfig(epochs=1, batch_size=8, progress=False))
     ok &= _report("reward_model_bf16", result.path.exists(), seconds=round(time.monotonic() - t0, 1),
                   stats={k: v for k, v in result.stats.items() if isinstance(v, (int, float))})
+    ok &= _grpo_check(str(model), reference, out, args)
+    ok &= _dpo_check(str(model), reference, out, args)
     return 0 if ok else 1
+
+
+def _vllm_colocate(choice: str, device: str) -> dict | None:
+    """TRL's arguments for vLLM generation inside the trainer's process, or None for transformers."""
+    if choice == "off" or device != "cuda":
+        return None
+    try:
+        import vllm  # noqa: F401  (only whether it imports matters)
+    except ImportError:
+        if choice == "on":
+            raise SystemExit("gpu_check: --vllm on, but vllm does not import here; install vllm or use --vllm auto")
+        return None
+    # Colocated vLLM joins a torch.distributed group of one (its external launcher):
+    # a plain `python` run has no launcher's variables, so give them.
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29511"}.items():
+        os.environ.setdefault(key, value)
+    # A small share of the GPU: the policy, its optimizer and the reference live there too.
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.2,
+            "vllm_enable_sleep_mode": False}
+
+
+def _grpo_check(model: str, problems, out: Path, args) -> bool:
+    """A few GRPO steps whose reward runs every completion against the hidden tests in the sandbox."""
+    from codegen.execution_rewards import execution_reward
+    from codegen.judging import Judge
+    from codegen.samplers import HUMANEVAL_STOP
+    from loops.trainers import RLMonitor, train_grpo
+
+    colocate = _vllm_colocate(args.vllm, args.device)
+    rows = [{"prompt": p.prompt, "task_id": p.task_id} for p in problems]
+    t0 = time.monotonic()
+    with Judge("process", 4, cache=False) as judge:
+        reward = execution_reward("pass", judge, problems, stop=HUMANEVAL_STOP)
+        summary = train_grpo(model, rows, out / "grpo", reward_funcs=[reward], steps=args.rl_steps,
+                             scratch=out / "grpo-scratch", num_generations=8, prompts_per_step=4,
+                             num_iterations=2, max_completion_length=96, seed=0, monitor=RLMonitor(),
+                             threads=None, trl_args=colocate)
+    rewards = summary["rewards"]
+    return _report("grpo_bf16", (out / "grpo" / "config.json").exists() and bool(rewards)
+                   and all(math.isfinite(r) for r in rewards),
+                   generation="vllm-colocate" if colocate else "transformers",
+                   seconds=round(time.monotonic() - t0, 1), rewards=[round(r, 3) for r in rewards],
+                   completions=summary["completions"], train_loss=summary["train_loss"])
+
+
+def _dpo_check(model: str, problems, out: Path, args) -> bool:
+    """A few DPO steps on (canonical, broken) pairs against the starter as reference."""
+    from loops.trainers import train_dpo
+
+    pairs = [{"prompt": p.prompt, "chosen": p.canonical_solution, "rejected": "    return None\n"} for p in problems]
+    t0 = time.monotonic()
+    summary = train_dpo(model, pairs, out / "dpo", ref_model=model, steps=args.rl_steps, beta=0.1,
+                        learning_rate=5e-5, seed=0, scratch=out / "dpo-scratch", threads=None)
+    return _report("dpo_bf16", (out / "dpo" / "config.json").exists() and math.isfinite(summary["train_loss"]),
+                   seconds=round(time.monotonic() - t0, 1), train_loss=summary["train_loss"],
+                   reward_margin=summary.get("reward_margin"), reward_accuracy=summary.get("reward_accuracy"))
 
 
 if __name__ == "__main__":
