@@ -364,3 +364,51 @@ def test_no_evaluation_problem_enters_a_training_row(hacked_rloo_run, problem_fi
     # The validation the canary read was judged on validation problems, not on training ones.
     evaluated = {r["task_id"] for r in read_jsonl(root / "round-1" / "evaluate" / "results.jsonl")}
     assert evaluated and not evaluated & trained
+
+
+# ------------------------------------------------------------------ the policy comparison (benchmarks/policy.py)
+def test_policy_budget_sets_each_methods_rounds_slice_or_steps():
+    """One budget of sampled completions becomes ITERTL's/DPO's slice per round and GRPO's optimizer steps."""
+    from loops.policy_compare import _per_round, _rl_steps, methods
+
+    found = methods()
+    itertl = found["itertl"].load(str(REPO / found["itertl"].config), [])
+    grpo = found["grpo"].load(str(REPO / found["grpo"].config), [])
+    assert _per_round(itertl, 4800) == ["unlabeled=synthetic:practice", "unlabeled_per_round=200"]  # 3 x 200 x 8
+    # 4800 / (4 prompts x 8 completions) = 150 generation batches, each trained on num_iterations=2 times.
+    assert _rl_steps("rloo")(grpo, 4800) == ["unlabeled=synthetic:practice", "algo=rloo", "steps=300"]
+    with pytest.raises(UserError, match="raise --budget"):
+        _per_round(itertl, 10)
+
+
+@pytest.mark.slow
+def test_policy_benchmark_runs_methods_from_one_starter_at_one_budget(tmp_path, problem_files, starter_model):
+    """benchmarks/policy.py: ITERTL and GRPO from one starter, 2 seeds, the issue's JSON; a rerun only prints."""
+    runs, out = tmp_path / "runs", tmp_path / "policy.json"
+    files = {k: str(problem_files / f"{k}.jsonl") for k in ("reference", "unlabeled", "validation")}
+    shared = dict(reference=files["reference"], unlabeled=files["unlabeled"], validation=files["validation"],
+                  test=f"[{problem_files / 'heldout.jsonl'}]", sampler="hf", max_tokens=64, eval_n=2,
+                  eval_ks="[1,2]", probe_problems=4, workers=2, progress="false")
+    per_method = {"itertl": dict(shared, rounds=1, n_samples=4, train_steps=2, batch_size=4),
+                  "grpo": dict(shared, num_generations=4, prompts_per_step=2, validate_every=2,
+                               max_completion_length=64)}
+    sets = [arg for m, values in per_method.items() for k, v in values.items() for arg in ("--set", f"{m}:{k}={v}")]
+    command = [sys.executable, "benchmarks/policy.py", "--starter", str(starter_model), "--methods", "itertl,grpo",
+               "--seeds", "2", "--budget", "16", "--runs-dir", str(runs), "--json", str(out), *sets]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    assert list(summary["methods"]) == ["starter", "itertl", "grpo"] and summary["seeds"] == 2
+    itertl, grpo = summary["methods"]["itertl"], summary["methods"]["grpo"]
+    # The budget: ITERTL 1 round x 4 problems x 4 samples; GRPO 2 batches of 2 prompts x 4 (4 steps, reuse 2).
+    assert itertl["completions"] == 16 and grpo["completions"] == 16
+    for stats in summary["methods"].values():
+        assert 0 <= stats["test_pass@1"] <= 100 and stats["test_pass@1_sd"] >= 0 and "reference_pass@1" in stats
+    assert set(summary["targets"]) == {"rl_vs_itertl", "no_canary_flag"}
+    assert all(text.startswith(("MET", "MISSED")) for text in summary["targets"].values())
+    for name in ("itertl-s0", "itertl-s1", "grpo-s0", "grpo-s1"):  # one starter: no run built its own
+        cfg = yaml.safe_load((runs / name / "config.yaml").read_text())
+        assert cfg["base_model"] == str(starter_model) and not (runs / name / "round-0" / "starter").exists()
+    assert yaml.safe_load((runs / "grpo-s1" / "config.yaml").read_text())["seed"] == 1
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(out.read_text()) == summary
