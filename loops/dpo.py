@@ -38,9 +38,9 @@ from codegen.rewards import reward
 from codegen.samples import Sample, read_samples
 from loops.config import RESUMABLE_KEYS
 from loops.dpo_config import DPOConfig
-from loops.itertl import (_probe_subset, _stage_seed, _starter_stage, evaluate_stage, execute_stage, load_splits,
-                          model_for_round, normalized_program, round_learning_rate, round_problems, sample_diversity,
-                          sample_stage, score_test_splits, scores_of_test_stage, tests_due)
+from loops.itertl import (evaluate_stage, execute_stage, load_splits, model_for_round, normalized_program, probe_subset,
+                          reference_probe_of, round_learning_rate, round_problems, sample_diversity, sample_stage,
+                          score_test_splits, scores_of_test_stage, stage_seed, starter_stage, tests_due)
 from loops.plot import plot_metrics
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
@@ -141,7 +141,7 @@ def pairs_report(problems: Sequence[Problem], samples: Sequence[Sample], results
 def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict], cfg: DPOConfig,
                  out_dir: Path, round_: int) -> dict[str, Any]:
     """Write ``pairs.jsonl``: the round's preference pairs (`preference_pairs`)."""
-    pairs = preference_pairs(problems, samples, results, cfg.pairs_per_problem, _stage_seed(cfg, round_, 2))
+    pairs = preference_pairs(problems, samples, results, cfg.pairs_per_problem, stage_seed(cfg, round_, 2))
     write_jsonl_atomic(out_dir / "pairs.jsonl", pairs)
     return pairs_report(problems, samples, results, pairs)
 
@@ -152,7 +152,7 @@ def train_stage(parent: str, pairs_path: Path, cfg: DPOConfig, out_dir: Path, ro
     if not pairs:
         return {"model": None, "skipped": "no (passing, failing) pair to train on", "pairs": 0}
     info = train_dpo(parent, pairs, out_dir / "model", ref_model=parent, steps=cfg.train_steps, beta=cfg.beta,
-                     learning_rate=round_learning_rate(cfg, round_), seed=_stage_seed(cfg, round_, 5),
+                     learning_rate=round_learning_rate(cfg, round_), seed=stage_seed(cfg, round_, 5),
                      scratch=out_dir / ".tmp-trainer", batch_size=cfg.batch_size, sft_weight=cfg.sft_weight,
                      warmup_ratio=cfg.warmup_ratio, lr_scheduler=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
                      max_length=cfg.max_length, threads=cfg.train_threads, progress=cfg.progress)
@@ -196,8 +196,7 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
         log(f"run {run.root} (iterative DPO): {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} "
             f"reference, {len(splits['validation'])} validation problems; test splits (reported only): {tests}; "
             f"{cfg.rounds} rounds" + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
-                           if cfg.eval_reference else [])
+        reference_probe = reference_probe_of(cfg, splits)
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
             return run.run_logged(round_, name, fn, log)
@@ -212,7 +211,7 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
             learned: list[Problem] = []
             if cfg.eval_learned and k >= 1:  # problems earlier rounds made pairs of
                 ids = {t for j in range(1, k) for t in run.info(j, "select").get("learned_task_ids", [])}
-                learned = _probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
+                learned = probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
                                         cfg.probe_problems, cfg.seed + k)
             probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
             stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
@@ -221,7 +220,7 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
             publish()
 
         if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: _starter_stage(cfg, d))
+            stage(0, "starter", lambda d: starter_stage(cfg, d))
         run.record_lineage(0, {"model": model_for_round(run, cfg, 0), "parent": None})
         evaluate(0)
         for k in range(1, cfg.rounds + 1):

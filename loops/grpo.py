@@ -47,10 +47,10 @@ from codegen.io import write_jsonl_atomic
 from codegen.judging import Judge
 from codegen.problems import Problem
 from codegen.samplers import HUMANEVAL_STOP
-from codegen.starter import build_starter
 from loops.canary import Canary
 from loops.grpo_config import GRPO_RESUMABLE_KEYS, GRPOConfig
-from loops.itertl import _probe_subset, evaluate_stage, load_splits, score_test_splits, scores_of_test_stage
+from loops.itertl import (evaluate_stage, load_splits, reference_probe_of, score_test_splits, scores_of_test_stage,
+                          starter_stage)
 from loops.plot import plot_rl
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
@@ -223,9 +223,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
             f"{cfg.steps} steps x {cfg.prompts_per_step} prompts x {cfg.num_generations} completions; "
             f"{len(splits['validation'])} validation problems; test splits (reported only): {tests}"
             + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        # ITERTL's forgetting probe, the same subset (same seed), so the two loops' rows compare.
-        reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
-                           if cfg.eval_reference else [])
+        reference_probe = reference_probe_of(cfg, splits)
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
             return run.run_logged(round_, name, fn, log)
@@ -238,7 +236,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
             publish(run, cfg)
 
         if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: _starter_stage(cfg, d))
+            stage(0, "starter", lambda d: starter_stage(cfg, d))
         base = base_model(run, cfg)
         run.record_lineage(0, {"model": base, "parent": None})
         evaluate(0, base)
@@ -271,9 +269,3 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
         pool.close()
         run.close()
     return run
-
-
-def _starter_stage(cfg: GRPOConfig, out_dir: Path) -> dict[str, Any]:
-    """Build codegen.starter's model into ``out_dir/model`` (build_starter writes atomically itself)."""
-    build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress)
-    return {"model": "model"}

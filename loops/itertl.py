@@ -48,7 +48,7 @@ from codegen.samples import Sample, read_samples
 from codegen.sampling import sample_problems
 from codegen.starter import build_starter
 from codegen.synthetic import EVALUATION_SPLITS, TEST_SPLITS
-from loops.config import RESUMABLE_KEYS, ITERTLConfig, split_name
+from loops.config import RESUMABLE_KEYS, ITERTLConfig, LoopConfig, split_name
 from loops.plot import plot_metrics
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
@@ -136,7 +136,7 @@ def round_problems(pool: Sequence[Problem], per_round: int | None, round_: int) 
     return [pool[(start + i) % len(pool)] for i in range(per_round)]
 
 
-def _stage_seed(cfg: ITERTLConfig, round_: int, offset: int) -> int:
+def stage_seed(cfg: ITERTLConfig, round_: int, offset: int) -> int:
     return cfg.seed * 1_000_003 + round_ * 101 + offset
 
 
@@ -145,7 +145,7 @@ def sample_stage(sampler, problems: Sequence[Problem], cfg: ITERTLConfig, out_di
                  model_name: str, round_: int) -> dict[str, Any]:
     """Draw ``n_samples`` completions per problem; write ``samples.jsonl``."""
     params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, 1))
+                            max_tokens=cfg.max_tokens, seed=stage_seed(cfg, round_, 1))
     t0 = time.monotonic()
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
@@ -285,10 +285,10 @@ def replay_count(n_self: int, share: float) -> int:
 def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
                  reference: Sequence[Problem], cfg: ITERTLConfig, out_dir: Path, round_: int) -> dict[str, Any]:
     """Write ``train.jsonl``: kept self-samples plus the replay share of reference solutions."""
-    kept = select_kept(problems, samples, results, cfg.keep_per_problem, _stage_seed(cfg, round_, 2))
-    replay = replay_rows(reference, replay_count(len(kept), cfg.replay_share), _stage_seed(cfg, round_, 3))
+    kept = select_kept(problems, samples, results, cfg.keep_per_problem, stage_seed(cfg, round_, 2))
+    replay = replay_rows(reference, replay_count(len(kept), cfg.replay_share), stage_seed(cfg, round_, 3))
     rows = kept + replay
-    random.Random(_stage_seed(cfg, round_, 4)).shuffle(rows)
+    random.Random(stage_seed(cfg, round_, 4)).shuffle(rows)
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     learned = sorted({r["task_id"] for r in kept})
     return {"kept": len(kept), "replay": len(replay), "learned_task_ids": learned, "learned_problems": len(learned),
@@ -306,7 +306,7 @@ def train_stage(parent: str, train_path: Path, cfg: ITERTLConfig, out_dir: Path,
         # Nothing passed: training on replay alone would not be self-training. Keep the model.
         return {"model": None, "skipped": "no passing samples to train on", "examples": len(rows)}
     info = train_sft(parent, rows, out_dir / "model", steps=cfg.train_steps, cfg=cfg,
-                     learning_rate=round_learning_rate(cfg, round_), seed=_stage_seed(cfg, round_, 5),
+                     learning_rate=round_learning_rate(cfg, round_), seed=stage_seed(cfg, round_, 5),
                      scratch=out_dir / ".tmp-trainer")
     return {"model": "model", **info}
 
@@ -335,7 +335,7 @@ def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]
             everything.setdefault(p.task_id, p)
     problems = list(everything.values())
     params = SamplingParams(n=cfg.eval_n, temperature=cfg.eval_temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, seed_offset))
+                            max_tokens=cfg.max_tokens, seed=stage_seed(cfg, round_, seed_offset))
     t0 = time.monotonic()
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
@@ -372,14 +372,20 @@ def tests_due(cfg: ITERTLConfig, round_: int) -> bool:
 
 
 # --------------------------------------------------------------------------- the loop
-def _probe_subset(problems: Sequence[Problem], cap: int, seed: int) -> list[Problem]:
+def probe_subset(problems: Sequence[Problem], cap: int, seed: int) -> list[Problem]:
+    """At most ``cap`` of ``problems``, a seeded sample kept in their order (the same subset every time)."""
     problems = list(problems)
     if len(problems) <= cap:
         return problems
     return sorted(random.Random(seed).sample(problems, cap), key=problems.index)
 
 
-def _starter_stage(cfg: ITERTLConfig, out_dir: Path) -> dict[str, Any]:
+def reference_probe_of(cfg: LoopConfig, splits: dict[str, Any]) -> list[Problem]:
+    """The forgetting probe: the same reference subset in every loop (same seed), so their rows compare."""
+    return probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7) if cfg.eval_reference else []
+
+
+def starter_stage(cfg: LoopConfig, out_dir: Path) -> dict[str, Any]:
     """Build codegen.starter's model into ``out_dir/model`` (build_starter writes atomically itself)."""
     build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress)
     return {"model": "model"}
@@ -455,8 +461,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
         log(f"run {run.root}: {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} reference, "
             f"{len(splits['validation'])} validation problems; test splits (reported only): {tests}; "
             f"{cfg.rounds} rounds" + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
-                           if cfg.eval_reference else [])
+        reference_probe = reference_probe_of(cfg, splits)
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
             return run.run_logged(round_, name, fn, log)
@@ -467,7 +472,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             plot_metrics(rows, run.plot_path, title=f"ITERTL: {cfg.name}")
 
         if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: _starter_stage(cfg, d))
+            stage(0, "starter", lambda d: starter_stage(cfg, d))
         base = model_for_round(run, cfg, 0)
         run.record_lineage(0, {"model": base, "parent": None})
 
@@ -476,7 +481,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             learned: list[Problem] = []
             if cfg.eval_learned and k >= 1:
                 ids = {t for j in range(1, k) for t in run.info(j, "select").get("learned_task_ids", [])}
-                learned = _probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
+                learned = probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
                                         cfg.probe_problems, cfg.seed + k)
             probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
             stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))

@@ -36,6 +36,12 @@ from typing import Any, Callable, Sequence
 
 from codegen.errors import UserError
 from codegen.io import write_json_atomic
+from loops.config import load_config
+from loops.dpo import run_dpo
+from loops.dpo_config import load_dpo_config
+from loops.grpo import run_grpo
+from loops.grpo_config import load_grpo_config
+from loops.itertl import run_itertl
 from loops.rundir import RunDir
 from loops.sampler_pool import Log
 
@@ -78,14 +84,7 @@ def _rounds_completions(cfg: Any, row: dict) -> int:
 
 
 def methods() -> dict[str, Method]:
-    """The methods by name; imported here so that a comparison loads only what it runs."""
-    from loops.config import load_config
-    from loops.dpo import run_dpo
-    from loops.dpo_config import load_dpo_config
-    from loops.grpo import run_grpo
-    from loops.grpo_config import load_grpo_config
-    from loops.itertl import run_itertl
-
+    """The methods by name, in the table's order."""
     rl = dict(config="configs/grpo.yaml", load=load_grpo_config, run=run_grpo,
               completions=lambda cfg, row: int(row["completions"]))
     return {
