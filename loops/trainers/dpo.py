@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from codegen.errors import UserError
-from codegen.hardware import torch_threads, trainer_precision
-from codegen.io import atomic_dir
+from codegen.hardware import torch_threads
+from loops.trainers.common import fixed_args, load_policy, release, train_and_save
 
 
 def train_dpo(parent: str, pairs: Sequence[Mapping[str, Any]], out_model: Path, *, ref_model: str, steps: int,
@@ -65,26 +62,20 @@ def train_dpo(parent: str, pairs: Sequence[Mapping[str, Any]], out_model: Path, 
 
 def _train_dpo(parent, pairs, out_model, *, ref_model, steps, beta, learning_rate, seed, scratch, batch_size,
                sft_weight, warmup_ratio, lr_scheduler, weight_decay, max_length, progress, trl_args) -> dict[str, Any]:
-    # heavy: torch, datasets, transformers and TRL load only when training
-    import torch
+    # heavy: datasets, transformers and TRL load only when training
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     unknown = sorted(set(trl_args) - {f.name for f in dataclasses.fields(DPOConfig)})
     if unknown:
         raise UserError(f"trl_args {', '.join(unknown)} are not fields of TRL's DPOConfig; "
                         "check the spelling against trl's config docs")
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(parent)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(ref_model, dtype=torch.float32)  # its own copy: frozen by TRL
+    model, tokenizer = load_policy(parent, seed)
+    reference, _ = load_policy(ref_model, seed)  # its own copy: frozen by TRL
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]} if sft_weight > 0 else {
         "loss_type": ["sigmoid"]}
     fields = dict(
-        output_dir=str(scratch),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=1,
@@ -97,13 +88,7 @@ def _train_dpo(parent, pairs, out_model, *, ref_model, steps, beta, learning_rat
         **losses,
         gradient_checkpointing=False,  # TRL's default is on: it saves memory on big models and costs time on small ones
         logging_steps=1,  # every step's reward margins reach the summary
-        save_strategy="no",
-        seed=seed,
-        data_seed=seed,
-        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        **fixed_args(scratch, seed, progress),
     )
     args = DPOConfig(**{**fields, **trl_args})
     dataset = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
@@ -112,12 +97,7 @@ def _train_dpo(parent, pairs, out_model, *, ref_model, steps, beta, learning_rat
                          processing_class=tokenizer)
     if not progress:  # without a progress bar transformers prints every step's logs; the summary has them
         trainer.remove_callback(PrinterCallback)
-    t0 = time.monotonic()
-    output = trainer.train()
-    seconds = time.monotonic() - t0
-    with atomic_dir(out_model) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+    output, seconds = train_and_save(trainer, tokenizer, out_model)
     logs = [h for h in trainer.state.log_history if "rewards/margins" in h]
 
     def mean(key: str) -> float | None:
@@ -131,6 +111,5 @@ def _train_dpo(parent, pairs, out_model, *, ref_model, steps, beta, learning_rat
                "final_margin": logs[-1]["rewards/margins"] if logs else None,
                "margins": [h["rewards/margins"] for h in logs], "seconds": round(seconds, 2)}
     del trainer, model, reference
-    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
-    gc.collect()
+    release(scratch)
     return summary

@@ -3,22 +3,19 @@ that logs validation beside the training reward (the canary's input)."""
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from codegen.errors import UserError
 from codegen.execution_rewards import cut_at_stop
-from codegen.hardware import torch_threads, trainer_precision
-from codegen.io import atomic_dir
+from codegen.hardware import torch_threads
 from codegen.judging import Judge
 from codegen.problems import Problem
 from codegen.rewards import RewardFunc, passed
 from codegen.samplers import HUMANEVAL_STOP
 from loops.canary import Canary
+from loops.trainers.common import fixed_args, load_policy, release, train_and_save
 from sandbox.base import Limits
 
 
@@ -215,10 +212,9 @@ def _check_rl_args(algo, steps, num_generations, prompts_per_step, num_iteration
 def _train_rl(parent, rows, out_model, *, reward_funcs, steps, scratch, algo, num_generations, prompts_per_step,
               num_iterations, beta, learning_rate, temperature, max_completion_length, seed, reward_weights,
               monitor, callbacks, progress, trl_args) -> dict[str, Any]:
-    # heavy: torch, datasets, transformers and TRL load only when training
-    import torch
+    # heavy: datasets, transformers and TRL load only when training
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
@@ -226,13 +222,8 @@ def _train_rl(parent, rows, out_model, *, reward_funcs, steps, scratch, algo, nu
     if unknown:
         raise UserError(f"trl_args {', '.join(unknown)} are not fields of TRL's {config_cls.__name__}; "
                         "check the spelling against trl's config docs")
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(parent)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+    model, tokenizer = load_policy(parent, seed)
     fields = dict(
-        output_dir=str(scratch),
         max_steps=steps,
         per_device_train_batch_size=num_generations * prompts_per_step,  # whole groups per step
         gradient_accumulation_steps=1,
@@ -243,13 +234,7 @@ def _train_rl(parent, rows, out_model, *, reward_funcs, steps, scratch, algo, nu
         max_completion_length=max_completion_length,
         reward_weights=list(reward_weights) if reward_weights is not None else None,
         logging_steps=1,  # every step's reward and status rates reach the monitor
-        save_strategy="no",
-        seed=seed,
-        data_seed=seed,
-        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        **fixed_args(scratch, seed, progress),
     )
     if beta is not None:
         fields["beta"] = beta
@@ -258,12 +243,7 @@ def _train_rl(parent, rows, out_model, *, reward_funcs, steps, scratch, algo, nu
         [dict(r) for r in rows]), processing_class=tokenizer, callbacks=[_as_callback(monitor), *callbacks])
     if not progress:  # without a progress bar transformers prints every step's logs; the monitor has them
         trainer.remove_callback(PrinterCallback)
-    t0 = time.monotonic()
-    output = trainer.train()
-    seconds = time.monotonic() - t0
-    with atomic_dir(out_model) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+    output, seconds = train_and_save(trainer, tokenizer, out_model)
     rewards = [r["reward"] for r in monitor.records if r.get("kind") == "train" and "reward" in r]
     summary = {"algo": algo, "steps": steps, "num_iterations": args.num_iterations, "beta": args.beta,
                "epsilon": args.epsilon, "num_generations": args.num_generations, "learning_rate": learning_rate,
@@ -271,8 +251,7 @@ def _train_rl(parent, rows, out_model, *, reward_funcs, steps, scratch, algo, nu
                "rewards": rewards, "validation": monitor.points, "canary": monitor.canary.summary(),
                "seconds": round(seconds, 2)}
     del trainer, model
-    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
-    gc.collect()
+    release(scratch)
     return summary
 
 

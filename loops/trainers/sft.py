@@ -1,15 +1,12 @@
 """Supervised fine-tuning: TRL's SFTTrainer (ITERTL's rounds and the reference baseline)."""
 from __future__ import annotations
 
-import gc
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from codegen.hardware import torch_threads, trainer_precision
-from codegen.io import atomic_dir
+from codegen.hardware import torch_threads
 from loops.config import ITERTLConfig
+from loops.trainers.common import fixed_args, load_policy, release, train_and_save
 
 
 def train_sft(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
@@ -33,20 +30,13 @@ def train_sft(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int,
 
 def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cfg: ITERTLConfig,
            learning_rate: float, seed: int, scratch: Path) -> dict[str, Any]:
-    # heavy: torch, datasets, transformers and TRL load only when training
-    import torch
+    # heavy: datasets and TRL load only when training
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(parent)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+    model, tokenizer = load_policy(parent, seed)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     args = SFTConfig(
-        output_dir=str(scratch),
         max_steps=steps,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=learning_rate,
@@ -55,26 +45,14 @@ def _train(parent: str, rows: Sequence[dict], out_model: Path, *, steps: int, cf
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,
         completion_only_loss=True,
-        save_strategy="no",
         logging_steps=max(1, steps // 10),
-        seed=seed,
-        data_seed=seed,
-        **trainer_precision(),  # fp32 on the CPU, bf16 on a CUDA GPU
-        report_to=[],
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
+        **fixed_args(scratch, seed, cfg.progress),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    t0 = time.monotonic()
-    output = trainer.train()
-    seconds = time.monotonic() - t0
-    with atomic_dir(out_model) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+    output, seconds = train_and_save(trainer, tokenizer, out_model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     del trainer, model
-    shutil.rmtree(scratch, ignore_errors=True)  # the Trainer's output_dir: nothing is saved there
-    gc.collect()
+    release(scratch)
     return {"train_loss": output.training_loss, "final_loss": losses[-1] if losses else None,
             "steps": steps, "learning_rate": learning_rate, "examples": len(rows), "seconds": round(seconds, 2)}
 
