@@ -352,8 +352,10 @@ def round_seconds(run: RunDir, round_: int) -> float:
                if k.startswith(prefix) and e.get("status") == "done")
 
 
-RERANKER_KEYS = ("pairs", "problems", "new_pairs", "hard_negative_pairs", "hard_negatives", "hard_negative_problems",
-                 "reranker_train_accuracy")
+# The reranker stage's figures in a metrics row (key there: key here); "pairs" would be taken for DPO's.
+RERANKER_KEYS = {"pairs": "reranker_pairs", "problems": "reranker_pair_problems", "new_pairs": "new_pairs",
+                 "hard_negative_pairs": "hard_negative_pairs", "hard_negatives": "hard_negatives",
+                 "hard_negative_problems": "hard_negative_problems", "reranker_train_accuracy": "reranker_train_accuracy"}
 
 
 def collect_metrics(run: RunDir, cfg: RewardRankerConfig) -> list[dict[str, Any]]:
@@ -373,8 +375,7 @@ def collect_metrics(run: RunDir, cfg: RewardRankerConfig) -> list[dict[str, Any]
         if k >= 1:
             reranker = run.info(k, "reranker")
             row.update({"iteration": k, "sampled_pass_rate": run.info(k, "execute").get("sampled_pass_rate")})
-            row.update({key: reranker.get(key) for key in RERANKER_KEYS})
-            row["pair_problems"] = row.pop("problems")
+            row.update({name: reranker.get(key) for key, name in RERANKER_KEYS.items()})
             row.update(rl_figures(run.info(k, "rl"), [p for p in points if p.get("iteration") == k]))
         row.update(completions_so_far=completions, seconds_so_far=round(seconds, 1))
         rows.append(row)
@@ -395,7 +396,7 @@ def iteration_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 if key.endswith("_" + name):
                     fig[f"{key[: -len(name) - 1]}_{short}"] = value
         fig.update({key: row.get(key) for key in ("validation_pairwise_accuracy", "logprob_weight",
-                                                  "hard_negatives", "hard_negative_pairs", "pairs",
+                                                  "hard_negatives", "hard_negative_pairs", "reranker_pairs",
                                                   "canary_fired", "completions_so_far", "seconds_so_far")})
         out[row["round"]] = fig
     return out

@@ -20,7 +20,7 @@ test splits apart from them, the training data per round, iterative DPO's
 pairs (``pairs``, ``pair_problems``, ``failing_programs`` and TRL's
 ``reward_margin``, ``reward_chosen``, ``reward_rejected``, ``reward_accuracy``)
 and policy RL. The RewardRanker loop (`loops.rewardranker`) adds its
-reranker's data and accuracy (``hard_negatives``, ``hard_negative_pairs``,
+reranker's data and accuracy (``reranker_pairs``, ``hard_negatives``, ``hard_negative_pairs``,
 ``validation_pairwise_accuracy``, ``logprob_weight``) and, per scored split,
 the picks among the policy's own candidates (``<split>_pick_reranker``,
 ``<split>_pick_reranker_logprob``, ``<split>_pick_rule``,
@@ -92,7 +92,7 @@ PAIR_COLUMNS = [("pairs", "pairs", False), ("pair_problems", "pair problems", Fa
 
 
 # The RewardRanker loop's reranker per iteration (loops.rewardranker).
-RERANKER_COLUMNS = [("pairs", "reranker pairs", False), ("new_pairs", "new sampled pairs", False),
+RERANKER_COLUMNS = [("reranker_pairs", "reranker pairs", False), ("new_pairs", "new sampled pairs", False),
                     ("hard_negatives", "hard negatives mined", False),
                     ("hard_negative_pairs", "hard-negative pairs", False),
                     ("reranker_train_accuracy", "train accuracy", True),
