@@ -19,8 +19,14 @@ and ``train_loss``. Policy RL runs (`loops.grpo`) add ``algo``, ``steps``,
 test splits apart from them, the training data per round, iterative DPO's
 pairs (``pairs``, ``pair_problems``, ``failing_programs`` and TRL's
 ``reward_margin``, ``reward_chosen``, ``reward_rejected``, ``reward_accuracy``)
-and policy RL. `format_points` prints an RL run's validation points (its
-steps.jsonl).
+and policy RL. The RewardRanker loop (`loops.rewardranker`) adds its
+reranker's data and accuracy (``reranker_pairs``, ``hard_negatives``, ``hard_negative_pairs``,
+``validation_pairwise_accuracy``, ``logprob_weight``) and, per scored split,
+the picks among the policy's own candidates (``<split>_pick_reranker``,
+``<split>_pick_reranker_logprob``, ``<split>_pick_rule``,
+``<split>_pick_logprob``, ``<split>_oracle_pass@n``): a block each.
+`format_points` prints an RL run's validation points (its steps.jsonl; a
+column for the iteration when they carry one).
 """
 from __future__ import annotations
 
@@ -85,6 +91,36 @@ PAIR_COLUMNS = [("pairs", "pairs", False), ("pair_problems", "pair problems", Fa
                 ("reward_accuracy", "reward accuracy", True)]
 
 
+# The RewardRanker loop's reranker per iteration (loops.rewardranker).
+RERANKER_COLUMNS = [("reranker_pairs", "reranker pairs", False), ("new_pairs", "new sampled pairs", False),
+                    ("hard_negatives", "hard negatives mined", False),
+                    ("hard_negative_pairs", "hard-negative pairs", False),
+                    ("reranker_train_accuracy", "train accuracy", True),
+                    ("validation_pairwise_accuracy", "pairwise accuracy (validation candidates)", True),
+                    ("logprob_weight", "log-prob weight w (chosen on validation)", False)]
+# Pickers among a policy's own candidates of one split: (key suffix, header).
+PICK_COLUMNS = [("pick_reranker", "reranker"), ("pick_reranker_logprob", "reranker + w*log-prob"),
+                ("pick_rule", "rule: examples, then log-prob"), ("pick_logprob", "log-prob"),
+                ("pick_random", "random"), ("oracle_pass@n", "oracle")]
+
+
+def pick_blocks(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One block per split whose candidates were reranked: the policy's pass@1 beside each picker's."""
+    splits = []
+    for r in rows:
+        for key in r:
+            if key.endswith("_pick_rule") and key[: -len("_pick_rule")] not in splits:
+                splits.append(key[: -len("_pick_rule")])
+    blocks = []
+    for name in splits:
+        columns = [("round", "round", False), (f"{name}_pass@1", "policy pass@1", True)]
+        columns += [(f"{name}_{suffix}", header, True) for suffix, header in PICK_COLUMNS]
+        picked = [r for r in rows if r.get(f"{name}_pick_rule") is not None]
+        blocks.append(_block(picked, columns, f"reranked pass@1 on {name} (one pick per problem among the "
+                                              "policy's own candidates)"))
+    return blocks
+
+
 def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     """Fixed-width text tables, one line per round; pass rates in percent.
 
@@ -124,6 +160,8 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
         _block(rows, [round_col, *PAIR_COLUMNS], "preference pairs and DPO reward margins (TRL's logs, mean per step)"),
         _block([r for r in rl_rows if r["canary"] is not None], rl,
                "policy RL (canary: training reward rising while validation pass@1 falls)"),
+        _block([r for r in rows if r.get("iteration")], [round_col, *RERANKER_COLUMNS], "the reranker of each iteration (RewardRanker)"),
+        *pick_blocks(rows),
     ]
     lines = [title] if title else []
     for block in filter(None, blocks):
@@ -161,12 +199,15 @@ def format_points(points: list[dict[str, Any]]) -> str:
     0     -             25.0
     10    0.500         30.0
     """
-    rows = [{**p, "round": p["step"], "flag": _flag_cell(p.get("canary")) or None} for p in points]
+    rows = [{**p, "round": (p.get("iteration", 0), p["step"]), "flag": _flag_cell(p.get("canary")) or None}
+            for p in points]
     columns = [("step", "step", False), ("train_reward", "train reward", False),
                ("validation_pass@1", "validation pass@1", True),
                ("status/tests/passed", "tests passed %", True), ("status/tests/failed", "failed %", True),
                ("status/tests/error", "error %", True), ("status/tests/timeout", "timeout %", True),
                ("status/examples/passed", "examples passed %", True), ("status/reward_none", "reward None %", True),
                ("flag", "canary", False)]
+    if any("iteration" in p for p in points):  # RewardRanker: one RL run per iteration, each from step 0
+        columns.insert(0, ("iteration", "iteration", False))
     return "\n".join(_block(rows, columns, "validation points (greedy pass@1 beside the mean training reward "
                                           "since the last point)"))

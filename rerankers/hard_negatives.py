@@ -52,6 +52,7 @@ def mine_hard_negatives(
     only_above_positive: bool = True,
     use_references: bool = True,
     forbidden_task_ids=(),
+    positive_pool: tuple[Sequence[Sample], Sequence[dict]] | None = None,
 ) -> list[Pair]:
     """Pairs built from the failing candidates ``reranker`` scores highest.
 
@@ -62,10 +63,18 @@ def mine_hard_negatives(
     ranked right). Each is paired with up to ``positives_per_negative``
     passing candidates, lowest-scored first. A problem's reference solution
     serves as a positive when no sample passed (``use_references``).
+    ``positive_pool``: (samples, results) whose passing candidates serve as
+    positives too (e.g. earlier rounds' samples, so a problem the newest
+    policy never solved still pairs its hard negatives); negatives come from
+    ``samples`` alone.
     """
     by_task = {p.task_id: p for p in problems}
     refuse_heldout(by_task.values(), {s.task_id for s in samples}, forbidden_task_ids)
     groups = split_by_verdict(samples, results)
+    pooled: dict[str, list[Sample]] = {}
+    if positive_pool is not None:
+        refuse_heldout(by_task.values(), {s.task_id for s in positive_pool[0]}, forbidden_task_ids)
+        pooled = {t: passing for t, (passing, _) in split_by_verdict(*positive_pool).items()}
     items = []
     for task_id in sorted(groups):
         passing, failing = groups[task_id]
@@ -73,6 +82,11 @@ def mine_hard_negatives(
         if problem is None:
             raise UserError(f"samples of {task_id} match no given problem; pass the problems they were drawn from")
         pos = [(s.sample_id, s.completion) for s in passing]
+        texts = {c.rstrip() for _, c in pos}
+        for s in pooled.get(task_id, []):
+            if s.completion.rstrip() not in texts:
+                texts.add(s.completion.rstrip())
+                pos.append((s.sample_id, s.completion))
         if not pos and use_references and problem.canonical_solution:
             pos = [(f"{task_id}#reference", problem.canonical_solution)]
         if not pos or not failing:

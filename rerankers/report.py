@@ -6,6 +6,10 @@ For n candidates per problem and their verdicts:
   over problems) = what one random sample scores on average;
 - ``reranked_pass@1``: the share of problems whose top-scored candidate passes
   (best-of-n as `codegen.decoding` chooses: the first of a tie);
+- ``reranked_logprob_pass@1`` (with a ``logprob_weight``): the same pick by
+  the reranker's score plus the weight times the policy's mean log-prob
+  (LEVER: `rerankers.combined`; the weight is chosen on validation and kept
+  in the reranker's ``reranker.json``);
 - ``oracle_pass@n``: the share of problems with any passing candidate, the
   ceiling of every picker;
 - ``random_pick``: one seeded random pick per problem (its expectation is
@@ -30,10 +34,11 @@ from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
 from rerankers.baselines import mean_logprob_scores, random_scores
+from rerankers.combined import combined_scores
 from rerankers.feedback import ExampleRunner, example_share
 from rerankers.model import Reranker
 
-METRICS = ("pass@1", "reranked_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick", "examples_logprob_pick")
+METRICS = ("pass@1", "reranked_pass@1", "reranked_logprob_pass@1", "oracle_pass@n", "random_pick", "mean_logprob_pick", "examples_logprob_pick")
 
 
 def group_candidates(
@@ -90,13 +95,18 @@ def rerank_report(
     scores: Mapping[str, Sequence[float]] | None = None,
     examples: bool = False,
     progress: bool = False,
+    logprob_weight: float | None = None,
+    example_runner: ExampleRunner | None = None,
 ) -> dict:
     """The pickers' numbers for one set of candidates.
 
     ``reranker`` is anything with ``score_problems([(problem, [completion, ...])])``
     or ``score(problem, completions)`` (a `rerankers.model.Reranker`);
     ``scores`` instead gives precomputed scores per task id in sample order.
-    Without either, ``reranked_pass@1`` is left out.
+    Without either, ``reranked_pass@1`` is left out. ``logprob_weight`` adds
+    ``reranked_logprob_pass@1`` (`rerankers.combined.combined_scores`).
+    ``example_runner``: a running `ExampleRunner` for the examples pick (else
+    the reranker's own, else one made for the call).
     """
     groups = group_candidates(problems, samples, results)
     if not groups:
@@ -122,12 +132,17 @@ def rerank_report(
         if missing:
             raise UserError(f"no reranker scores for {missing[0]}")
         report["reranked_pass@1"] = pick_rate(groups, lambda p, ss: scores[p.task_id])
+        if logprob_weight is not None:
+            report["logprob_weight"] = float(logprob_weight)
+            report["reranked_logprob_pass@1"] = pick_rate(
+                groups, lambda p, ss: combined_scores(scores[p.task_id], ss, logprob_weight))
     report["oracle_pass@n"] = sum(any(p) for _, _, p in groups) / len(groups)
     report["random_pick"] = pick_rate(groups, lambda p, ss: random_scores(p, [s.completion for s in ss], seed))
     has_logprobs = any(s.mean_logprob is not None for _, ss, _ in groups for s in ss)
     report["mean_logprob_pick"] = pick_rate(groups, lambda p, ss: mean_logprob_scores(ss)) if has_logprobs else None
     if examples:
-        report["examples_logprob_pick"] = _examples_logprob_pick(groups, getattr(reranker, "examples", None))
+        report["examples_logprob_pick"] = _examples_logprob_pick(
+            groups, example_runner or getattr(reranker, "examples", None))
     return report
 
 
@@ -168,16 +183,22 @@ def format_report(columns: Mapping[str, Mapping], *, title: str = "") -> str:
 
 
 def eval_rerank_report(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[Mapping],
-                       reranker_dir, *, seed: int = 0, progress: bool = False) -> dict:
+                       reranker_dir, *, seed: int = 0, progress: bool = False,
+                       logprob_weight: float | None = None) -> dict:
     """What `itercode eval --rerank DIR` adds: every picker on the evaluated samples.
 
     ``results`` are `evaluate_samples`' results in the order of ``samples``
     (whose ``mean_logprob``, when the file had it, feeds the log-prob pick).
+    A reranker whose ``reranker.json`` holds a ``logprob_weight`` (chosen on
+    validation, `rerankers.combined`) also ranks by its score combined with
+    the log-prob; ``logprob_weight`` given here wins over the stored one.
     """
     reranker = Reranker.load(reranker_dir)
+    if logprob_weight is None:
+        logprob_weight = reranker.meta.get("logprob_weight")
     try:
         report = rerank_report(problems, samples, results, reranker, seed=seed, examples=True,
-                               progress=progress)
+                               progress=progress, logprob_weight=logprob_weight)
     finally:
         reranker.close()
     report["reranker"] = str(reranker_dir)
@@ -193,6 +214,8 @@ def format_eval_rerank(report: Mapping) -> str:
     """The block `itercode eval --rerank` prints under the pass@k table."""
     lines = ["", f"reranking {report['problems']} problems ({n_label(report)} candidates each) with {report['reranker']}"]
     lines.append(format_report({"share": report}))
+    if report.get("logprob_weight") is not None:
+        lines.append(f"(reranked_logprob_pass@1: reranker score + {report['logprob_weight']:g} x mean log-prob)")
     if report.get("mean_logprob_pick") is None:
         lines.append("(mean_logprob_pick: the samples carry no mean_logprob; draw them with `itercode sample`)")
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def train_reranker(
 
     # heavy: torch, transformers and TRL load only when a reranker is trained
     import torch
-    from transformers import TrainerCallback, set_seed
+    from transformers import PrinterCallback, TrainerCallback, set_seed
     from trl import RewardConfig, RewardTrainer
 
     if config.threads:
@@ -196,6 +196,8 @@ def train_reranker(
     try:
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=[KeepLogs()])
+        if not config.progress:  # without a progress bar transformers prints every log dict; KeepLogs has them
+            trainer.remove_callback(PrinterCallback)
         trainer.train()
         model = trainer.model
         if config.lora:

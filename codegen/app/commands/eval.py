@@ -52,7 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--rerank", metavar="DIR", default=None,
                    help="also report reranked pass@1 with this reranker (from `itercode reranker train`), beside "
-                   "oracle pass@n, a random pick and a mean-log-prob pick")
+                   "oracle pass@n, a random pick and a mean-log-prob pick; a reranker with a logprob_weight in its "
+                   "reranker.json (the RewardRanker loop chooses one on validation) also ranks by score + weight x "
+                   "mean log-prob (LEVER)")
+    p.add_argument("--rerank-logprob-weight", metavar="W", type=float, default=None,
+                   help="with --rerank: rank by reranker score + W x the samples' mean log-prob (LEVER), instead of "
+                   "the weight stored in the reranker's reranker.json; choose W on validation samples, never on test")
 
 
 def parse_ks(text: str) -> list[int]:
@@ -107,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: must be at least 1")
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory)
 
+    if args.rerank_logprob_weight is not None and (not args.rerank or args.rerank_logprob_weight < 0):
+        raise UserError(f"--rerank-logprob-weight {args.rerank_logprob_weight:g}: give it with --rerank DIR, "
+                        "as a number >= 0 (0 = the reranker's score alone)")
     if args.rerank:  # a reranker that cannot load fails before the sandbox runs
         check_reranker_dir(args.rerank)
     problems = load_problems(args.problems)
@@ -168,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         "results_file": str(out),
     }
     if args.rerank:
-        summary["rerank"] = eval_rerank_report(problems, samples, results, args.rerank, progress=sys.stderr.isatty())
+        summary["rerank"] = eval_rerank_report(problems, samples, results, args.rerank, progress=sys.stderr.isatty(),
+                                               logprob_weight=args.rerank_logprob_weight)
     if args.json:
         print(json.dumps(summary))
     else:

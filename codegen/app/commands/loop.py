@@ -1,12 +1,12 @@
-"""`itercode loop itertl|grpo --config FILE.yaml [key=value ...]`: run or resume a learning loop."""
+"""`itercode loop itertl|grpo|dpo|rewardranker --config FILE.yaml [key=value ...]`: run or resume a learning loop."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "run (or resume) a learning loop: itertl|grpo|dpo --config FILE.yaml [key=value ...]"
+HELP = "run (or resume) a learning loop: itertl|grpo|dpo|rewardranker --config FILE.yaml [key=value ...]"
 
-METHODS = ("itertl", "grpo", "dpo")
-USAGE = "itercode loop {itertl,grpo,dpo} [--config FILE.yaml] [key=value ...]"
+METHODS = ("itertl", "grpo", "dpo", "rewardranker")
+USAGE = "itercode loop {itertl,grpo,dpo,rewardranker} [--config FILE.yaml] [key=value ...]"
 METHOD_HELP = {
     "itertl": "iterative SFT on the model's own passing samples (configs/demo.yaml)",
     "grpo": ("policy RL on execution rewards with TRL's GRPO, or RLOO with algo=rloo; validation pass@1 beside "
@@ -14,6 +14,10 @@ METHOD_HELP = {
              "while validation falls (configs/grpo.yaml)"),
     "dpo": ("iterative DPO: each round samples the policy, pairs passing with failing programs (the most confident "
             "failures first) and trains with TRL's DPOTrainer against the round's parent (configs/dpo.yaml)"),
+    "rewardranker": ("RewardRanker: a reranker trained on the policy's judged samples, GRPO from the base policy with "
+                     "the reranker as the reward, hard negatives mined from the RL policy's samples, the reranker "
+                     "retrained with them (hard_negatives=only|with_positives), iterations=2 times; reranked pass@1 "
+                     "beside the no-learning rule (configs/rewardranker.yaml)"),
 }
 
 
@@ -22,7 +26,8 @@ def _inner_parser(method: str | None = None) -> argparse.ArgumentParser:
     # argparse only allows that with parse_intermixed_args, hence this second parser.
     p = argparse.ArgumentParser(prog="itercode loop", usage=USAGE, description=METHOD_HELP.get(method),
                                 epilog="Every key, its default and why: the commented YAML file named above, "
-                                       "and the config's pydantic model (loops/config.py, loops/grpo_config.py).")
+                                       "and the config's pydantic model (loops/config.py, loops/grpo_config.py, "
+                                       "loops/dpo_config.py, loops/rewardranker_config.py).")
     p.add_argument("method", choices=METHODS)
     p.add_argument("--config", metavar="FILE.yaml", default=None)
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -32,8 +37,9 @@ def _inner_parser(method: str | None = None) -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = USAGE
     parser.add_argument("--config", metavar="FILE.yaml", default=None, dest="config_first",
-                        help="YAML config (see configs/demo.yaml, configs/grpo.yaml); omitted = all defaults")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="{itertl,grpo} [key=value ...]",
+                        help="YAML config (see configs/demo.yaml, configs/grpo.yaml, configs/dpo.yaml, "
+                             "configs/rewardranker.yaml); omitted = all defaults")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="{itertl,grpo,dpo,rewardranker} [key=value ...]",
                         help="the loop (" + "; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()) + "), then "
                              "config overrides applied on top of the file, e.g. rounds=2 sampler=hf")
     parser.epilog = ("Rerunning the same command resumes the run in runs/<name> from its last finished stage. "
@@ -64,11 +70,17 @@ def run(args: argparse.Namespace) -> int:
     from loops.grpo_config import load_grpo_config
     # optional: as above
     from loops.itertl import run_itertl
+    # optional: as above
+    from loops.rewardranker import run_rewardranker
+    # optional: as above
+    from loops.rewardranker_config import load_rewardranker_config
 
     if args.method == "grpo":
         run_grpo(load_grpo_config(args.config, args.overrides))
     elif args.method == "dpo":
         run_dpo(load_dpo_config(args.config, args.overrides))
+    elif args.method == "rewardranker":
+        run_rewardranker(load_rewardranker_config(args.config, args.overrides))
     else:
         run_itertl(load_config(args.config, args.overrides))
     return 0
