@@ -65,8 +65,8 @@ from codegen.samples import Sample, read_samples
 from codegen.sampling import sample_problems
 from loops.canary import Canary
 from loops.grpo import StepLog, base_model, check_training_rows, rl_figures, training_rows, validation_problems
-from loops.itertl import (_probe_subset, _stage_seed, _starter_stage, evaluate_stage, execute_stage, load_splits,
-                          sample_diversity, score_test_splits, scores_of_test_stage)
+from loops.itertl import (evaluate_stage, execute_stage, load_splits, reference_probe_of, sample_diversity,
+                          score_test_splits, scores_of_test_stage, stage_seed, starter_stage)
 from loops.plot import plot_metrics
 from loops.rewardranker_config import RERANKER, REWARDRANKER_RESUMABLE_KEYS, RewardRankerConfig
 from loops.rundir import RunDir
@@ -141,7 +141,7 @@ def reranker_pairs(cfg: RewardRankerConfig, round_: int, unlabeled: Sequence[Pro
     reranker the hard negatives are mined with.
     """
     samples, results = candidate_sets[-1]
-    seed = _stage_seed(cfg, round_, 2)
+    seed = stage_seed(cfg, round_, 2)
     new = build_pairs(unlabeled, samples, results, max_pairs_per_problem=cfg.max_pairs_per_problem, seed=seed,
                       forbidden_task_ids=forbidden)
     if round_ == 1:
@@ -160,7 +160,7 @@ def sample_stage(sampler, problems: Sequence[Problem], cfg: RewardRankerConfig, 
                  model_name: str, round_: int) -> dict[str, Any]:
     """Draw ``n_samples`` completions per unlabeled problem at ``sample_temperature``; write ``samples.jsonl``."""
     params = SamplingParams(n=cfg.n_samples, temperature=cfg.sample_temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=_stage_seed(cfg, round_, 1))
+                            max_tokens=cfg.max_tokens, seed=stage_seed(cfg, round_, 1))
     t0 = time.monotonic()
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
@@ -191,7 +191,7 @@ def reranker_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, splits: di
     write_jsonl_atomic(out_dir / "pairs.jsonl", [p.to_dict() for p in pairs])
     write_jsonl_atomic(out_dir / "hard_negatives.jsonl", [p.to_dict() for p in hard])
     train_cfg = cfg.train_config
-    train_cfg.seed = _stage_seed(cfg, round_, 3)
+    train_cfg.seed = stage_seed(cfg, round_, 3)
     start = base if cfg.reranker_base == "policy" else cfg.reranker_base
     result = train_reranker(pairs, start, out_dir / "reranker", train_cfg,
                             extra_meta={"iteration": round_, "hard_negatives": cfg.hard_negatives,
@@ -242,7 +242,7 @@ def rl_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, base: str, split
                               scratch=out_dir / ".tmp-trainer", algo=cfg.algo, num_generations=cfg.num_generations,
                               prompts_per_step=cfg.prompts_per_step, num_iterations=cfg.num_iterations,
                               beta=cfg.beta, learning_rate=cfg.learning_rate, temperature=cfg.temperature,
-                              max_completion_length=cfg.max_completion_length, seed=_stage_seed(cfg, round_, 5),
+                              max_completion_length=cfg.max_completion_length, seed=stage_seed(cfg, round_, 5),
                               monitor=monitor, threads=cfg.train_threads, progress=cfg.progress,
                               trl_args=cfg.trl_args)
         finally:
@@ -306,7 +306,7 @@ def rerank_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, splits: dict
                 run.stage_dir(round_, "evaluate") / "samples.jsonl"), "validation_pick_rate_by_weight": rates})
             info.update(logprob_weight=weight, logprob_weight_rates=rates)
         for name, (ps, samples, results) in candidates.items():
-            report = rerank_report(ps, samples, results, reranker, seed=_stage_seed(cfg, round_, 8),
+            report = rerank_report(ps, samples, results, reranker, seed=stage_seed(cfg, round_, 8),
                                    scores=scores.get(name), examples=True, example_runner=runner,
                                    logprob_weight=info.get("logprob_weight"))
             info.update({f"{name}_{PICKS[key]}": report[key] for key in PICKS if key in report})
@@ -433,8 +433,7 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
             f"reranker ({cfg.n_samples} samples per problem, hard negatives: {cfg.hard_negatives}) -> {cfg.algo} "
             f"({cfg.steps} steps, reward {cfg.reward_name})"
             + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = (_probe_subset(splits["reference"], cfg.probe_problems, cfg.seed + 7)
-                           if cfg.eval_reference else [])
+        reference_probe = reference_probe_of(cfg, splits)
 
         def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
             return run.run_logged(round_, name, fn, log)
@@ -451,7 +450,7 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
             publish(run, cfg)
 
         if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: _starter_stage(cfg, d))
+            stage(0, "starter", lambda d: starter_stage(cfg, d))
         base = base_model(run, cfg)
         run.record_lineage(0, {"model": base, "parent": None})
         evaluate(0)
