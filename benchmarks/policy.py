@@ -1,10 +1,10 @@
 """Policy methods at one budget of sampled completions, one starter, over seeds.
 
     .venv/bin/python benchmarks/policy.py --starter PATH --seeds 3 --budget 4800 --json policy.json \\
-        [--methods itertl,grpo,rloo,dpo] [--runs-dir runs/policy] [--set METHOD:key=value ...]
+        [--methods itertl,grpo,rloo,dpo,rewardranker] [--runs-dir runs/policy] [--set METHOD:key=value ...]
 
 Each method runs from its own config file (configs/demo.yaml for ITERTL,
-configs/grpo.yaml for GRPO and RLOO, configs/dpo.yaml for DPO: the settings
+configs/grpo.yaml for GRPO and RLOO, configs/dpo.yaml for DPO, configs/rewardranker.yaml: the settings
 chosen on validation), with the starter checkpoint as its base model, the
 synthetic family's practice pool as its unlabeled problems, and as many
 sampled completions as ``--budget`` (`loops.policy_compare`). The table and
@@ -38,7 +38,7 @@ def _sets(values: list[str]) -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starter", help="the starter checkpoint every method starts from (default: build one)")
-    parser.add_argument("--methods", default="itertl,grpo,rloo,dpo", help="comma-separated (default: all)")
+    parser.add_argument("--methods", default="itertl,grpo,rloo,dpo,rewardranker", help="comma-separated (default: all)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--budget", type=int, default=4800,

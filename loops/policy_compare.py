@@ -11,7 +11,13 @@ what its evaluations sample:
   the slice per round is set from the budget;
 - GRPO and RLOO: ``generation batches x prompts_per_step x num_generations``,
   a batch every ``num_iterations`` optimizer steps; the steps are set from the
-  budget.
+  budget;
+- RewardRanker: per iteration, every unlabeled problem ``n_samples`` times
+  (the reranker's data, hard negatives from iteration 2), then RL spends the
+  rest of the iteration's share; iterations 1 and 2 are reported as
+  ``rewardranker_1`` and ``rewardranker_2`` (policy pass@1, and reranked
+  pass@1: the policy's own candidates picked by the reranker, plain and with
+  the log-prob, beside the no-learning rule on the same candidates).
 
 Each (method, seed) is one resumable run directory, ``<runs_dir>/<method>-s<seed>``,
 so an interrupted comparison picks up where it stopped. The wall time of the
@@ -41,8 +47,9 @@ from loops.dpo import run_dpo
 from loops.dpo_config import load_dpo_config
 from loops.grpo import run_grpo
 from loops.grpo_config import load_grpo_config
-from loops.itertl import run_itertl
-from loops.rundir import RunDir
+from loops.itertl import load_splits, run_itertl
+from loops.rewardranker import run_rewardranker
+from loops.rewardranker_config import load_rewardranker_config
 from loops.sampler_pool import Log
 
 # Every method samples from this pool: large, and sharing no skeleton with validation or test.
@@ -56,9 +63,11 @@ class Method:
 
     config: str                                   # its config file (settings chosen on validation)
     load: Callable[[str, Sequence[str]], Any]     # (path, overrides) -> config
-    run: Callable[[Any, Log], RunDir]             # runs or resumes it
+    run: Callable[[Any, Log], Any]                # runs or resumes it: a RunDir, or a dict with "rows"
     budget_overrides: Callable[[Any, int], list[str]]  # (default config, budget) -> overrides that spend it
     completions: Callable[[Any, dict], int]       # (config, trained row) -> completions it sampled to learn
+    # The rows the table reports, by name: the last round's by default; RewardRanker reports each iteration.
+    arms: Callable[[str, list[dict]], dict[str, dict]] = lambda name, rows: {name: rows[-1]}
 
 
 def _per_round(cfg: Any, budget: int) -> list[str]:
@@ -83,6 +92,20 @@ def _rounds_completions(cfg: Any, row: dict) -> int:
     return cfg.rounds * cfg.unlabeled_per_round * cfg.n_samples
 
 
+def _rewardranker_steps(cfg: Any, budget: int) -> list[str]:
+    """Each iteration samples every unlabeled problem n times (the reranker's data), then RL spends the rest."""
+    sampled = len(load_splits(cfg)["unlabeled"]) * cfg.n_samples
+    batches = (budget // cfg.iterations - sampled) // (cfg.prompts_per_step * cfg.num_generations)
+    if batches < 1:
+        raise UserError(f"a budget of {budget} completions leaves RewardRanker no RL batch after sampling "
+                        f"{sampled} completions in each of {cfg.iterations} iterations; raise --budget")
+    return [f"steps={batches * cfg.num_iterations}"]
+
+
+def _iterations(name: str, rows: list[dict]) -> dict[str, dict]:
+    return {f"{name}_{row['round']}": row for row in rows[1:]}
+
+
 def methods() -> dict[str, Method]:
     """The methods by name, in the table's order."""
     rl = dict(config="configs/grpo.yaml", load=load_grpo_config, run=run_grpo,
@@ -94,6 +117,9 @@ def methods() -> dict[str, Method]:
         "rloo": Method(budget_overrides=_rl_steps("rloo"), **rl),
         "dpo": Method(config="configs/dpo.yaml", load=load_dpo_config, run=run_dpo,
                       budget_overrides=_per_round, completions=_rounds_completions),
+        "rewardranker": Method(config="configs/rewardranker.yaml", load=load_rewardranker_config,
+                               run=run_rewardranker, budget_overrides=_rewardranker_steps,
+                               completions=lambda cfg, row: int(row["completions_so_far"]), arms=_iterations),
     }
 
 
@@ -106,29 +132,37 @@ def _run_seconds(root: Path, spent: float) -> float:
     return total
 
 
+def _metrics_text(root: Path) -> str | None:
+    path = root / "metrics.jsonl"
+    return path.read_text() if path.exists() else None
+
+
 def run_method(name: str, method: Method, *, seed: int, budget: int, starter: str, runs_dir: str,
-               overrides: Sequence[str] = (), log: Log = print) -> dict[str, Any]:
-    """Run (or resume) one method for one seed; its starter row, trained row, budget and time."""
+               overrides: Sequence[str] = (), log: Log = print) -> list[dict[str, Any]]:
+    """Run (or resume) one method for one seed; per arm its starter and trained figures, budget and time."""
     config = str(REPO / method.config)
     spend = method.budget_overrides(method.load(config, list(overrides)), budget)
     # The caller's overrides come last: they may even replace the shared pool (a test's small files).
     cfg = method.load(config, [*spend, f"name={name}-s{seed}", f"seed={seed}", f"runs_dir={runs_dir}",
                                f"base_model={starter}", *overrides])
     log(f"=== {name}, seed {seed}: {cfg.run_dir}")
-    t0 = time.monotonic()
-    run = method.run(cfg, log)
-    rows = run.metrics()
-    done = time.monotonic() - t0 > 5  # a finished run only reloads: its time was counted when it ran
-    seconds = _run_seconds(Path(cfg.run_dir), time.monotonic() - t0 if done else 0.0)
+    before, t0 = _metrics_text(Path(cfg.run_dir)), time.monotonic()
+    result = method.run(cfg, log)
+    rows = result["rows"] if isinstance(result, dict) else result.metrics()
+    # A finished run only reloads: its time was counted when it did its work.
+    did_work = _metrics_text(Path(cfg.run_dir)) != before
+    seconds = _run_seconds(Path(cfg.run_dir), time.monotonic() - t0 if did_work else 0.0)
     if len(rows) < 2 or rows[0]["round"] != 0:
         raise UserError(f"run {cfg.run_dir} has no evaluated round 0 and trained round; rerun to finish it")
     if not cfg.test_names:
         raise UserError(f"{name}'s config has no test split: set test=[synthetic:test-fresh, ...]")
     test_split, kmax = next(iter(cfg.test_names)), max(cfg.eval_ks)
-    return {"method": name, "seed": seed, "test_split": test_split, "kmax": kmax,
-            "starter": figures(rows[0], test_split, kmax), "trained": figures(rows[-1], test_split, kmax),
-            "canary_fired": bool(rows[-1].get("canary_fired")),
-            "completions": method.completions(cfg, rows[-1]), "seconds": round(seconds, 1)}
+    return [{"method": arm, "seed": seed, "test_split": test_split, "kmax": kmax,
+             "starter": figures(rows[0], test_split, kmax), "trained": figures(row, test_split, kmax),
+             "canary_fired": bool(row.get("canary_fired")), "completions": method.completions(cfg, row),
+             # a multi-arm run's earlier arms are timed by their rows (stage time so far)
+             "seconds": round(row.get("seconds_so_far") if row is not rows[-1] else seconds, 1)}
+            for arm, row in method.arms(name, rows).items()]
 
 
 def figures(row: dict[str, Any], test_split: str, kmax: int) -> dict[str, float]:
@@ -138,6 +172,11 @@ def figures(row: dict[str, Any], test_split: str, kmax: int) -> dict[str, float]
     wanted = {f"test_pass@{k}": f"{test_split}_pass@{k}" for k in (1, kmax)}
     wanted.update({f"heldout_pass@{k}": f"heldout_pass@{k}" for k in (1, kmax)})
     wanted["reference_pass@1"] = "reference_pass@1"
+    # Candidates picked from the policy's own samples (RewardRanker): the learned reranker, the reranker with
+    # the log-prob (LEVER), and the no-learning rule (docstring examples, then log-prob).
+    wanted.update({"reranked_pass@1": f"{test_split}_pick_reranker",
+                   "reranked_logprob_pass@1": f"{test_split}_pick_reranker_logprob",
+                   "no_learning_rule_pass@1": f"{test_split}_pick_rule"})
     return {name: row[key] for name, key in wanted.items() if row.get(key) is not None}
 
 
@@ -174,8 +213,12 @@ def summarize(results: Sequence[dict[str, Any]], budget: int) -> dict[str, Any]:
         raise UserError(f"the methods were scored on different test splits ({', '.join(sorted(splits))}) or "
                         f"pass@k ({sorted(kmaxes)}); give them the same `test` and `eval_ks`")
     kmax = kmaxes.pop()
-    return {"methods": out, "targets": targets(out, kmax), "seeds": seeds, "budget": budget,
-            "test_split": splits.pop(), "kmax": kmax}
+    summary = {"methods": out, "targets": targets(out, kmax), "seeds": seeds, "budget": budget,
+               "test_split": splits.pop(), "kmax": kmax}
+    last = [name for name in out if name.startswith("rewardranker_")][-1:]
+    if last and "no_learning_rule_pass@1" in out[last[0]]:  # the rule on the same candidates
+        summary["no_learning_rule_pass@1"] = out[last[0]]["no_learning_rule_pass@1"]
+    return summary
 
 
 def targets(methods_: dict[str, dict[str, Any]], kmax: int = 10) -> dict[str, str]:
@@ -191,6 +234,15 @@ def targets(methods_: dict[str, dict[str, Any]], kmax: int = 10) -> dict[str, st
         found["rl_vs_itertl"] = (f"{'MET' if met else 'MISSED'}: {best} test pass@1 {m['test_pass@1']:.1f} vs ITERTL "
                                  f"{itertl['test_pass@1']:.1f}; pass@{kmax} {m[wide]:.1f} vs starter "
                                  f"{starter[wide]:.1f}")
+    first, second = methods_.get("rewardranker_1"), methods_.get("rewardranker_2")
+    if first and second and "reranked_logprob_pass@1" in second:
+        # The reranker as the loop leaves it: its score plus w x log-prob, w chosen on validation (w=0 allowed).
+        one, two, rule = (first["reranked_logprob_pass@1"], second["reranked_logprob_pass@1"],
+                          second["no_learning_rule_pass@1"])
+        met = two >= one and two > rule
+        found["rewardranker"] = (f"{'MET' if met else 'MISSED'}: iteration 2 reranked pass@1 {two:.1f} vs iteration 1 "
+                                 f"{one:.1f} and the no-learning rule {rule:.1f} (same candidates)")
+    rl = {k: m for k, m in methods_.items() if k in ("grpo", "rloo") or k.startswith("rewardranker_")}
     if rl:
         fired = [k for k, m in rl.items() if m.get("canary_fired")]
         found["no_canary_flag"] = f"MISSED: the canary fired in {', '.join(fired)}" if fired else \
@@ -207,13 +259,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         return f"{stats[key]:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
 
     wide = f"test_pass@{summary['kmax']}"
-    header = (f"{'method':<16}{'test pass@1':<16}{'test ' + wide[5:]:<16}{'heldout @1':<16}{'reference @1':<16}"
-              f"{'completions':>12}{'seconds':>10}")
+    header = (f"{'method':<16}{'test pass@1':<16}{'test ' + wide[5:]:<16}{'reranked @1':<16}{'heldout @1':<16}"
+              f"{'reference @1':<16}{'completions':>12}{'seconds':>10}")
     lines = [f"Policies at a budget of {summary['budget']} sampled completions, {summary['seeds']} seeds "
              f"(pass rates in %, mean ± sd; test = {summary['test_split']}, only reported)", header]
     for name, stats in summary["methods"].items():
-        lines.append(f"{name:<16}{cell(stats, 'test_pass@1'):<16}{cell(stats, wide):<16}"
+        lines.append(f"{name:<16}{cell(stats, 'test_pass@1'):<16}{cell(stats, wide):<16}{cell(stats, 'reranked_logprob_pass@1'):<16}"
                      f"{cell(stats, 'heldout_pass@1'):<16}{cell(stats, 'reference_pass@1'):<16}"
                      f"{stats['completions']:>12}{stats['seconds']:>10.0f}")
+    if "no_learning_rule_pass@1" in summary:
+        lines.append(f"no-learning rule (docstring examples, then log-prob) on the last RewardRanker policy's "
+                     f"candidates: {summary['no_learning_rule_pass@1']:.1f}; reranked = reranker + w x log-prob, "
+                     "w chosen on validation")
     lines += [f"target {key}: {text}" for key, text in summary["targets"].items()]
     return "\n".join(lines)

@@ -412,3 +412,30 @@ def test_policy_benchmark_runs_methods_from_one_starter_at_one_budget(tmp_path, 
     assert yaml.safe_load((runs / "grpo-s1" / "config.yaml").read_text())["seed"] == 1
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and json.loads(out.read_text()) == summary
+
+
+def test_policy_targets_read_the_summary_as_met_or_missed():
+    """The targets from per-seed figures: RL against ITERTL, RewardRanker's iterations against the rule, the canary."""
+    from loops.policy_compare import summarize
+
+    def result(method, seed, test1, test10, **extra):
+        trained = {"test_pass@1": test1, "test_pass@10": test10, **extra}
+        return {"method": method, "seed": seed, "test_split": "test_fresh", "kmax": 10, "completions": 4800,
+                "seconds": 60.0, "canary_fired": False, "starter": {"test_pass@1": 0.2, "test_pass@10": 0.35},
+                "trained": trained}
+
+    ranks = {"reranked_pass@1": 0.3, "no_learning_rule_pass@1": 0.31}
+    results = [result("itertl", s, 0.28, 0.42) for s in (0, 1)] + [
+        result("grpo", s, 0.30 + s / 100, 0.36) for s in (0, 1)] + [
+        result("rewardranker_1", s, 0.25, 0.36, **{"reranked_logprob_pass@1": 0.30, **ranks}) for s in (0, 1)] + [
+        result("rewardranker_2", s, 0.26, 0.37, **{"reranked_logprob_pass@1": 0.33, **ranks}) for s in (0, 1)]
+    summary = summarize(results, 4800)
+    assert summary["methods"]["grpo"]["test_pass@1"] == 30.5 and summary["methods"]["grpo"]["test_pass@1_sd"] == 0.71
+    assert summary["targets"]["rl_vs_itertl"].startswith("MET: grpo test pass@1 30.5 vs ITERTL 28.0")
+    assert summary["targets"]["rewardranker"].startswith("MET: iteration 2 reranked pass@1 33.0 vs iteration 1 30.0")
+    assert summary["no_learning_rule_pass@1"] == 31.0 and summary["targets"]["no_canary_flag"].startswith("MET")
+    results[2]["canary_fired"] = True  # one seed of GRPO flagged
+    results[2]["trained"]["test_pass@10"] = 0.30  # and its breadth below the starter's on average
+    summary = summarize(results, 4800)
+    assert summary["targets"]["no_canary_flag"] == "MISSED: the canary fired in grpo"
+    assert summary["targets"]["rl_vs_itertl"].startswith("MISSED")
