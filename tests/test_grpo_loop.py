@@ -19,6 +19,8 @@ from codegen.problems import Problem
 from loops.config import ITERTLConfig, LoopConfig
 from loops.grpo_config import GRPOConfig, load_grpo_config
 
+from runstate import assert_every_json_file_is_whole, read_jsonl, read_state
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -234,23 +236,7 @@ def loop_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "codegen.app.cli", "loop", "grpo", *overrides]
 
 
-def read_state(root: Path) -> dict:
-    try:
-        return json.loads((root / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"stages": {}, "running": None}
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def assert_every_json_file_is_whole(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.suffix == ".json" and path.is_file():
-            json.loads(path.read_text())
-        elif path.suffix == ".jsonl" and path.is_file():
-            read_jsonl(path)
 
 
 @pytest.mark.slow

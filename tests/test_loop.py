@@ -22,6 +22,8 @@ from loops.table import format_table
 
 from conftest import slow_unlabeled_copy
 
+from runstate import read_state
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -478,12 +480,6 @@ def quick_overrides(runs_dir: Path, problem_files: Path, starter_model, **extra)
 def loop_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "codegen.app.cli", "loop", "itertl", *overrides]
 
-
-def read_state(root: Path) -> dict:
-    try:
-        return json.loads((root / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"stages": {}, "running": None}
 
 
 def assert_no_half_written_artifact(root: Path) -> None:

@@ -27,6 +27,8 @@ from test_grpo_loop import problem_files  # noqa: F401  (a module fixture)
 
 from conftest import slow_unlabeled_copy
 
+from runstate import read_jsonl, read_state
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -234,15 +236,6 @@ def rr_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "codegen.app.cli", "loop", "rewardranker", *overrides]
 
 
-def read_state(root: Path) -> dict:
-    try:
-        return json.loads((root / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"stages": {}, "running": None}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 KILL_AT = ["round-1/sample", "round-1/execute", "round-1/reranker", "round-1/rl", "round-1/evaluate", "round-1/test",
