@@ -46,7 +46,7 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # The test splits are only ever reported, never fed back: a run may gain one
 # (its test stages then score it; `check_test_stage` refuses a finished
 # test stage that lacks one, so no stale score passes for a new split).
-RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads", "test", "test_every_round"})
+RESUMABLE_KEYS = frozenset({"rounds", "workers", "ray_address", "progress", "train_threads", "test", "test_every_round"})
 
 
 def _whole_number(v: Any) -> Any:
@@ -112,6 +112,7 @@ class LoopConfig(BaseModel):
     # --- sandbox
     executor: Text = DEFAULT_BACKEND
     workers: Int | None = None
+    ray_address: Text | None = None  # executor=ray: auto, ray://HOST:PORT or HOST:PORT; null: $RAY_ADDRESS, else local
     timeout_s: Float = Limits.timeout_s
     progress: StrictBool = True
 
@@ -124,6 +125,11 @@ class LoopConfig(BaseModel):
     @classmethod
     def _one_test(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v  # test=synthetic:heldout
+
+    @property
+    def executor_options(self) -> dict:
+        """The sandbox options of ``executor`` (`sandbox.backend_options`: the Ray address)."""
+        return {"address": self.ray_address} if self.executor == "ray" and self.ray_address else {}
 
     @property
     def run_dir(self) -> Path:
@@ -408,6 +414,8 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     rule(cfg.probe_problems >= 1, f"probe_problems must be >= 1, got {cfg.probe_problems}")
     rule(cfg.executor in BACKENDS, f"executor must be one of {', '.join(BACKENDS)}, got {cfg.executor!r}")
     rule(cfg.workers is None or cfg.workers >= 1, f"workers must be >= 1 or null (one per core), got {cfg.workers}")
+    rule(not cfg.ray_address or cfg.executor == "ray",
+         f"ray_address is for executor=ray, not {cfg.executor}: drop it or set executor=ray")
     rule(cfg.timeout_s > 0, f"timeout_s must be > 0 seconds, got {cfg.timeout_s}")
     return errors
 
