@@ -143,6 +143,7 @@ class RayExecutor:
         self._pool, self._pool_options = pool, pool_options
         self._placement_timeout_s = placement_timeout_s
         self._actors: list[_Actor] = []
+        self.requeued = 0  # jobs sent again after their actor died (over this executor's life)
         try:
             self._add_actors(block=True)
             if not self._actors:
@@ -302,6 +303,7 @@ class RayExecutor:
             else:
                 again.append(i)
         queue.extendleft(reversed(again))
+        self.requeued += len(again)
 
     def close(self) -> None:
         """Stop every actor (each closes its pool first) and release Ray."""
