@@ -17,6 +17,7 @@ import pytest
 
 from sandbox import FAILED, INFRA_ERROR, PASSED, TIMEOUT, ERROR, Job, Limits, backend_options, make_executor
 from sandbox.ray_backend import plan_actors
+from test_grpo_loop import loop_command, problem_files, quick_overrides, read_jsonl  # noqa: F401 - its fixture too
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +193,34 @@ def test_eval_cli_runs_on_the_cluster_by_its_address(ray_cluster, tmp_path):
     wrong = subprocess.run([os.sys.executable, *cmd, "process", "--ray-address", "auto"], cwd=REPO,
                            capture_output=True, text=True, timeout=120, env=env)
     assert wrong.returncode != 0 and "for the ray backend" in wrong.stderr
+
+
+def _pool_actors_of_other_jobs() -> list[dict]:
+    """The sandbox actors that drivers other than this test process started on the cluster (dead ones included)."""
+    import ray
+    from ray._private.state import actors
+
+    mine = ray.get_runtime_context().get_job_id()
+    return [a for a in actors().values() if a.get("ActorClassName", "").endswith("PoolActor") and a.get("JobID") != mine]
+
+
+@pytest.mark.slow
+def test_a_grpo_run_gets_its_rewards_from_the_ray_backend(ray_cluster, tmp_path, problem_files, starter_model):
+    """The policy loop (loops/grpo.py) for a few steps, its reward programs and validation run on the
+    cluster (executor=ray, ray_address=the cluster's): the run finishes, the rewards vary, no host fault."""
+    import json
+
+    before = len(_pool_actors_of_other_jobs())
+    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model, steps=2, validate_every=2,
+                                test="[]", executor="ray", ray_address=ray_cluster.address)
+    proc = subprocess.run(loop_command(overrides), cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    root = tmp_path / "runs" / "g"
+    train = json.loads((root / "state.json").read_text())["stages"]["round-1/train"]["info"]
+    assert train["steps"] == 2 and (root / "round-1" / "train" / "model" / "model.safetensors").exists()
+    points = read_jsonl(root / "steps.jsonl")
+    assert points and all(p.get("train_reward") is not None for p in points[1:])
+    statuses = {k: v for p in points for k, v in p.items() if k.startswith("status/") and v}
+    assert statuses and not any("infra_error" in k for k in statuses), statuses
+    assert len(_pool_actors_of_other_jobs()) >= before + 2  # the loop's own actors, one per node
