@@ -189,6 +189,12 @@ class RayExecutor:
         if want is not None and want <= 0:
             return
         plan = plan_actors(_free_cpus(self._ray), self._slots_per_actor, want)
+        # Ray's view of free CPUs lags: those of actors just killed (a closed executor's)
+        # show up a moment later, so wait for them rather than fail at once.
+        deadline = time.monotonic() + self._placement_timeout_s
+        while block and not plan and not self._actors and time.monotonic() < deadline:
+            time.sleep(0.5)
+            plan = plan_actors(_free_cpus(self._ray), self._slots_per_actor, want)
         remote = self._ray.remote(PoolActor)
         started = []
         for node in plan:
