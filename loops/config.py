@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError, field_validator
 
 from codegen.errors import UserError
-from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+from codegen.samplers import LOCAL_BACKENDS, LOOP_BACKENDS, SamplingParams
 from codegen.synthetic import TEST_SPLITS
 from sandbox import BACKENDS, DEFAULT_BACKEND
 from sandbox.base import Limits
@@ -94,7 +94,8 @@ class LoopConfig(BaseModel):
     max_problems: Int | None = None  # cap each split (quick runs); None = all
 
     # --- sampling (the evaluations'; ITERTL's unlabeled samples too)
-    sampler: Text = LOCAL_BACKENDS[0]  # vllm (default) or hf (the fallback)
+    sampler: Text = LOCAL_BACKENDS[0]  # vllm (default), hf (the fallback) or vllm-ray (replicas on a Ray cluster)
+    replicas: Int = 2  # sampler=vllm-ray: vLLM replicas that Ray places
     top_p: Float = SamplingParams.top_p
     max_tokens: Int = 128  # the loop's own: the synthetic functions are short (SamplingParams' is for any code)
     vllm_kv_cache_gb: Int = 1  # VLLM_CPU_KVCACHE_SPACE for the CPU build
@@ -112,7 +113,8 @@ class LoopConfig(BaseModel):
     # --- sandbox
     executor: Text = DEFAULT_BACKEND
     workers: Int | None = None
-    ray_address: Text | None = None  # executor=ray: auto, ray://HOST:PORT or HOST:PORT; null: $RAY_ADDRESS, else local
+    # executor=ray and sampler=vllm-ray: auto, ray://HOST:PORT or HOST:PORT; null: $RAY_ADDRESS, else local
+    ray_address: Text | None = None
     timeout_s: Float = Limits.timeout_s
     progress: StrictBool = True
 
@@ -399,7 +401,8 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     errors.extend(protocol_errors(cfg))
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
-    rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")
+    rule(cfg.sampler in LOOP_BACKENDS, f"sampler must be one of {', '.join(LOOP_BACKENDS)}, got {cfg.sampler!r}")
+    rule(cfg.replicas >= 1, f"replicas must be >= 1, got {cfg.replicas}")
     rule(cfg.eval_temperature >= 0, f"eval_temperature must be >= 0 (0 = greedy), got {cfg.eval_temperature}")
     rule(0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
     rule(cfg.max_tokens >= 1, f"max_tokens must be >= 1, got {cfg.max_tokens}")
@@ -414,8 +417,9 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     rule(cfg.probe_problems >= 1, f"probe_problems must be >= 1, got {cfg.probe_problems}")
     rule(cfg.executor in BACKENDS, f"executor must be one of {', '.join(BACKENDS)}, got {cfg.executor!r}")
     rule(cfg.workers is None or cfg.workers >= 1, f"workers must be >= 1 or null (one per core), got {cfg.workers}")
-    rule(not cfg.ray_address or cfg.executor == "ray",
-         f"ray_address is for executor=ray, not {cfg.executor}: drop it or set executor=ray")
+    rule(not cfg.ray_address or cfg.executor == "ray" or cfg.sampler == "vllm-ray",
+         f"ray_address is for executor=ray or sampler=vllm-ray (here {cfg.executor} and {cfg.sampler}): "
+         "drop it or choose one of those")
     rule(cfg.timeout_s > 0, f"timeout_s must be > 0 seconds, got {cfg.timeout_s}")
     return errors
 
