@@ -41,7 +41,7 @@ import time
 from collections import deque
 from typing import Sequence
 
-from sandbox import ray_runtime
+from sandbox import make_executor, ray_runtime
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict
 
 VERSION = "ray-1"
@@ -54,12 +54,10 @@ class PoolActor:
     """One warm pool on one node (the class Ray runs as an actor)."""
 
     def __init__(self, slots: int, pool: str, pool_options: dict):
-        from sandbox import make_executor
-
         self.pool = make_executor(pool, workers=slots, **pool_options)
 
     def info(self) -> dict:
-        import ray
+        import ray  # heavy: Ray (already loaded in an actor)
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
                 "version": str(getattr(self.pool, "version", "")), "isolation": getattr(self.pool, "isolation", {}),
@@ -85,7 +83,7 @@ def _free_cpus(ray) -> dict[str, float]:
     """Free CPUs per alive node (node id -> CPUs); totals where Ray cannot say what is free (Ray Client)."""
     alive = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")}
     try:
-        from ray._private.state import available_resources_per_node
+        from ray._private.state import available_resources_per_node  # heavy: Ray
 
         free = available_resources_per_node()
         return {node: free.get(node, {}).get("CPU", 0.0) for node in alive}
@@ -183,7 +181,7 @@ class RayExecutor:
     def _add_actors(self, block: bool) -> None:
         """Start actors on the free CPUs (up to the wanted slots); keep those that
         report ready within the placement timeout (``block``) or at once."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # heavy: Ray
 
         want = None if self._wanted is None else self._wanted - self.workers
         if want is not None and want <= 0:

@@ -38,7 +38,7 @@ def import_ray():
     """``ray``, or an ImportError that names the fix."""
     _quiet_environment()
     try:
-        import ray
+        import ray  # heavy, optional: the ray extra
     except ImportError as e:
         raise ImportError(f"the Ray backends need the `ray` package ({e}); install it with "
                           "`pip install 'itercode[ray]'` (or `pip install ray`) on every node") from None
@@ -87,7 +87,7 @@ def release() -> None:
     with _lock:
         _users = max(0, _users - 1)
         if _users == 0 and _started_here:
-            import ray
+            import ray  # heavy: loaded already by acquire
 
             _started_here = False
             if ray.is_initialized():

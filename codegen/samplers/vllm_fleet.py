@@ -29,6 +29,7 @@ from typing import Sequence
 
 from codegen.errors import UserError
 from codegen.samplers import Completion, SamplingParams
+from sandbox import ray_runtime
 
 # vLLM loads a model in 15-90 s on a loaded CPU machine; a GPU node can take minutes for a large one.
 READY_TIMEOUT_S = 900.0
@@ -38,13 +39,13 @@ class ReplicaActor:
     """One vLLM engine on one node (the class Ray runs as an actor)."""
 
     def __init__(self, model: str, seed: int, engine_options: dict):
-        from codegen.samplers.vllm_backend import VLLMSampler
+        from codegen.samplers.vllm_backend import VLLMSampler  # heavy: torch and vLLM, in the replica's process
 
         self.sampler = VLLMSampler(model, seed=seed, **engine_options)
         self.calls = 0
 
     def info(self) -> dict:
-        import ray
+        import ray  # heavy: Ray (already loaded in an actor)
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "context_length": self.sampler.context_length, "calls": self.calls}
@@ -94,10 +95,8 @@ class VLLMFleetSampler:
                  ready_timeout_s: float = READY_TIMEOUT_S, progress: bool = False, **engine_options):
         if replicas < 1:
             raise UserError(f"--replicas must be at least 1, got {replicas}")
-        from sandbox import ray_runtime  # the one Ray connection, shared with the sandbox's actors
-
         self.model_name, self.seed = model, seed
-        self._ray_runtime = ray_runtime
+        self._ray_runtime = ray_runtime  # the one Ray connection, shared with the sandbox's actors
         self._ray = ray_runtime.acquire(ray_address)
         self._replicas: list = []
         try:
