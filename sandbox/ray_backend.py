@@ -316,14 +316,27 @@ class RayExecutor:
         self._closed = True
         actors, self._actors = self._actors, []
         if actors:
-            refs = [a.handle.close.remote() for a in actors]
             try:
+                free_before = sum(_free_cpus(self._ray).values())
+                refs = [a.handle.close.remote() for a in actors]
                 self._ray.wait(refs, num_returns=len(refs), timeout=15)
             except Exception:  # noqa: BLE001 - Ray may already be down
-                pass
+                free_before = None
             for actor in actors:
                 self._kill(actor)
+            if free_before is not None:
+                self._await_freed(free_before + sum(a.slots for a in actors))
         ray_runtime.release()
+
+    def _await_freed(self, target: float, timeout_s: float = 5.0) -> None:
+        """Wait (a little) until Ray counts the killed actors' CPUs as free, so that an
+        executor made right after this one sees the whole cluster."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while sum(_free_cpus(self._ray).values()) < target and time.monotonic() < deadline:
+                time.sleep(0.1)
+        except Exception:  # noqa: BLE001 - Ray may be going down
+            pass
 
     def __enter__(self) -> "RayExecutor":
         return self
