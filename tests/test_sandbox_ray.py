@@ -224,3 +224,25 @@ def test_a_grpo_run_gets_its_rewards_from_the_ray_backend(ray_cluster, tmp_path,
     statuses = {k: v for p in points for k, v in p.items() if k.startswith("status/") and v}
     assert statuses and not any("infra_error" in k for k in statuses), statuses
     assert len(_pool_actors_of_other_jobs()) >= before + 2  # the loop's own actors, one per node
+
+
+def test_serve_runs_request_tests_on_the_cluster(ray_cluster):
+    """`itercode serve --sandbox ray --ray-address ...`: the server's request tests judge on the cluster."""
+    from codegen.app.server.config import ServerConfig
+    from codegen.app.server.ranking import TestRunner
+    from codegen.errors import UserError
+    from codegen.problems import Problem
+
+    with pytest.raises(UserError, match="--ray-address is for --sandbox ray"):
+        ServerConfig(model="m", sandbox="process", sandbox_ray_address="auto").check()
+    cfg = ServerConfig(model="m", sandbox="ray", sandbox_ray_address=ray_cluster.address).check()
+    runner = TestRunner.for_config(cfg)
+    try:
+        runner.start()
+        assert runner.judge.describe()["backend"] == "ray"
+        problem = Problem(task_id="req", prompt="def f(x):\n", tests="assert f(2) == 4\n", code_prefix="def f(x):\n",
+                          entry_point="f")
+        verdicts = runner.judge.run_pairs([(problem, "    return x * 2\n"), (problem, "    return x + 3\n")])
+        assert [v["status"] for v in verdicts] == [PASSED, FAILED]
+    finally:
+        runner.close()
