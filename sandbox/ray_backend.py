@@ -70,6 +70,12 @@ class PoolActor:
         self.pool.close()
 
 
+def _cause(error: BaseException) -> str:
+    """The line of a Ray error that says what went wrong (Ray puts the remote traceback first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.strip().startswith("^")]
+    return f"{type(error).__name__}: {lines[-1][:500] if lines else ''}"
+
+
 class _Actor:
     """The driver's handle on one pool actor."""
 
@@ -215,7 +221,7 @@ class RayExecutor:
                 actor.info = self._ray.get(ref)
                 self._actors.append(actor)
             except Exception as e:  # noqa: BLE001 - an actor that cannot start is dropped, and said why
-                failures.append(f"{type(e).__name__}: {str(e)[:300]}")
+                failures.append(_cause(e))
                 self._kill(actor)
         if failures and not self._actors:
             raise RuntimeError(f"no sandbox actor started on Ray; the first failure: {failures[0]}")
@@ -298,7 +304,7 @@ class RayExecutor:
               unplaceable) -> None:
         """An actor's batch came back without verdicts: drop the actor, queue its jobs again (first in line)."""
         self._drop(actor)
-        why = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        why = _cause(error)
         again = []
         for i in batch:
             losses[i] += 1

@@ -246,3 +246,14 @@ def test_serve_runs_request_tests_on_the_cluster(ray_cluster):
         assert [v["status"] for v in verdicts] == [PASSED, FAILED]
     finally:
         runner.close()
+
+
+@pytest.mark.docker
+def test_actors_can_hold_docker_pools(ray_cluster):
+    from conftest import require_docker
+
+    require_docker()
+    jobs = _slow_jobs(6, seconds=0.0)
+    with make_executor("ray", workers=2, pool="docker") as ex:
+        assert ex.version.startswith("ray-1/docker/docker-") and len(set(ex.nodes)) == 2
+        assert [v.status for v in ex.run(jobs, Limits())] == [PASSED if i % 2 == 0 else FAILED for i in range(6)]
