@@ -19,8 +19,8 @@ the full isolation, as the process backend does.
 Faults: when an actor dies (its node is removed or lost, Ray's OOM killer,
 a crash) its unfinished batches go back to the front of the queue and run on
 the remaining actors; a verdict is delivered once per job, so no sample is
-lost or counted twice. Free CPUs that appear (a replacement node) get new
-actors at the next batch. A job that cannot be placed (no actor is left and
+lost or counted twice. Lost actors are replaced at the next `run` where
+CPUs are free (a replacement node, say). A job that cannot be placed (no actor is left and
 none can be started within ``placement_timeout_s``), or that was lost with
 its actor ``MAX_LOSSES`` times, gets a host ``infra_error`` saying why (the
 judge runs it once more). A candidate cannot reach its actor: it runs in the
@@ -155,6 +155,9 @@ class RayExecutor:
         except BaseException:
             self.close()
             raise
+        # From now on new actors only replace lost ones: CPUs freed later (a vLLM fleet
+        # closed between rounds) stay free for whoever freed them.
+        self._wanted = self.workers if workers is None else workers
         first = self._actors[0].info
         self.isolation = first.get("isolation", {})
         versions = sorted({a.info.get("version", "") for a in self._actors})
@@ -259,8 +262,8 @@ class RayExecutor:
         def unplaceable(i: int, why: str) -> None:
             deliver(i, Verdict(jobs[i].job_id, INFRA_ERROR, stderr=f"the Ray sandbox could not run this job: {why}"))
 
-        if self._wanted is None or self.workers < self._wanted:
-            self._add_actors(block=not self._actors)  # nodes that joined since (or replacements)
+        if self.workers < self._wanted:
+            self._add_actors(block=not self._actors)  # replacements for lost actors, where CPUs are free
         while queue or inflight:
             self._submit(jobs, limits, queue, inflight)
             if not inflight:  # work left but no actor to take it
