@@ -38,7 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, Validat
 from codegen.errors import UserError
 from codegen.samplers import LOCAL_BACKENDS, LOOP_BACKENDS, SamplingParams
 from codegen.synthetic import TEST_SPLITS
-from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox import BACKENDS, DEFAULT_BACKEND, backend_options
 from sandbox.base import Limits
 
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -131,7 +131,7 @@ class LoopConfig(BaseModel):
     @property
     def executor_options(self) -> dict:
         """The sandbox options of ``executor`` (`sandbox.backend_options`: the Ray address)."""
-        return {"address": self.ray_address} if self.executor == "ray" and self.ray_address else {}
+        return backend_options(self.executor, self.ray_address) if self.executor == "ray" else {}
 
     @property
     def run_dir(self) -> Path:

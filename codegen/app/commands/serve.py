@@ -81,7 +81,8 @@ def config_from_args(args: argparse.Namespace):
         max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
         request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
         sandbox=args.sandbox, sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
-        sandbox_ray_address=args.ray_address, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib, dtype=args.dtype, seed=args.seed,
+        sandbox_ray_address=args.ray_address, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        dtype=args.dtype, seed=args.seed,
     )
     if args.no_default_stop:
         cfg.default_stop = []
