@@ -171,9 +171,10 @@ def test_no_free_cpu_is_a_clear_error_at_start(ray_cluster):
 
 
 @pytest.mark.slow
-def test_eval_cli_runs_on_the_cluster_by_its_address(ray_cluster, tmp_path):
-    """`itercode eval --backend ray --ray-address ADDRESS` in a process of its own: its own driver
-    connects to the running cluster, and its verdicts are the process backend's."""
+def test_eval_cli_runs_on_the_cluster_through_ray_client(ray_cluster, tmp_path):
+    """`itercode eval --backend ray --ray-address ray://HOST:PORT` in a process of its own: its driver
+    reaches the running cluster through Ray Client, as one outside the cluster would, and its verdicts
+    are the process backend's."""
     import json
 
     from codegen.io import write_jsonl_atomic
@@ -184,7 +185,7 @@ def test_eval_cli_runs_on_the_cluster_by_its_address(ray_cluster, tmp_path):
     cmd = ["-m", "codegen.app.cli", "eval", "--problems", "humaneval", "--samples", str(samples), "--k", "1",
            "--no-cache", "--json", "--backend"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([os.sys.executable, *cmd, "ray", "--ray-address", ray_cluster.address], cwd=REPO,
+    out = subprocess.run([os.sys.executable, *cmd, "ray", "--ray-address", ray_cluster.client_address], cwd=REPO,
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
