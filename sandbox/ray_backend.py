@@ -123,8 +123,11 @@ class RayExecutor:
     ``workers``: parallel runs in all (default: every free CPU of the
     cluster); ``address``: see `sandbox.ray_runtime` (default: ``$RAY_ADDRESS``,
     else a local Ray runtime); ``slots_per_actor``: CPUs (and pool workers) of
-    each actor; ``pool``: the backend each actor holds (``process`` or
-    ``docker``); other keyword options go to that backend.
+    each actor (default 1: an actor runs its batch's jobs one after another, so
+    a slow job never holds other slots of the actor idle until the batch ends;
+    larger actors cost fewer processes per node); ``pool``: the backend each
+    actor holds (``process`` or ``docker``); other keyword options go to that
+    backend.
 
     >>> with RayExecutor(workers=2) as ex:                              # doctest: +SKIP
     ...     ex.run([Job("a", "def f():\\n    return 1\\n", "assert f() == 1", "f")], Limits())
