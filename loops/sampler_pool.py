@@ -32,10 +32,12 @@ class SamplerPool:
             return self.sampler
         self.close()
         options: dict[str, Any] = {"seed": self.cfg.seed}
-        if self.cfg.sampler == "vllm":
+        if self.cfg.sampler in ("vllm", "vllm-ray"):
             # A step budget of 16k tokens batches hundreds of prompts x n (the engine keeps
             # prefills whole on the CPU: see vllm_engine.cpu_scheduling_options).
             options.update(kv_cache_gib=self.cfg.vllm_kv_cache_gb, dtype="float32", max_num_batched_tokens=16384)
+        if self.cfg.sampler == "vllm-ray":  # the replicas, each an engine as above, on the cluster
+            options.update(replicas=self.cfg.replicas, ray_address=self.cfg.ray_address)
         t0 = time.monotonic()
         self.sampler = make_sampler(self.cfg.sampler, model, **options)
         self.model = model

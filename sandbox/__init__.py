@@ -12,11 +12,12 @@ from sandbox.base import (ERROR, FAILED, INFRA_ERROR, OOM, PASSED, STATUSES, TIM
                           Verdict)
 
 # The one list of backend names: the CLI's choices and help texts, the loop's config
-# and the server read it. The first is the default (needs no daemon).
-BACKENDS = ("process", "docker")
+# and the server read it. The first is the default (needs no daemon); `ray`
+# spreads process (or docker) pools over a Ray cluster.
+BACKENDS = ("process", "docker", "ray")
 DEFAULT_BACKEND = BACKENDS[0]
 
-__all__ = ["make_executor", "BACKENDS", "DEFAULT_BACKEND", "Executor", "Job", "Limits", "Verdict", "STATUSES",
+__all__ = ["make_executor", "backend_options", "BACKENDS", "DEFAULT_BACKEND", "Executor", "Job", "Limits", "Verdict", "STATUSES",
            "PASSED", "FAILED", "ERROR", "TIMEOUT", "OOM", "INFRA_ERROR"]
 
 
@@ -24,7 +25,10 @@ def make_executor(name: str = DEFAULT_BACKEND, workers: int | None = None, **opt
     """Build the sandbox backend ``name`` with ``workers`` parallel slots.
 
     ``process`` (the default) needs no daemon; ``docker`` needs a reachable
-    dockerd. Extra keyword options go to the backend's constructor.
+    dockerd; ``ray`` needs the ``ray`` package (option ``address``: see
+    `sandbox.ray_runtime`). Extra keyword options go to the backend's
+    constructor (`backend_options` builds them from the CLI's and configs'
+    values).
     """
     if name == "process":
         from sandbox.process import ProcessExecutor
@@ -34,4 +38,24 @@ def make_executor(name: str = DEFAULT_BACKEND, workers: int | None = None, **opt
         from sandbox.docker_backend import DockerExecutor
 
         return DockerExecutor(workers=workers, **options)
+    if name == "ray":
+        from sandbox.ray_backend import RayExecutor
+
+        return RayExecutor(workers=workers, **options)
     raise ValueError(f"unknown sandbox backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def backend_options(name: str, ray_address: str | None = None) -> dict:
+    """The constructor options that the CLI's ``--ray-address`` (and the configs'
+    ``ray_address``) give backend ``name``; an address for another backend is
+    a ValueError that names the fix.
+
+    >>> backend_options("ray", "auto")
+    {'address': 'auto'}
+    >>> backend_options("process")
+    {}
+    """
+    if ray_address and name != "ray":
+        raise ValueError(f"a Ray address ({ray_address!r}) is for the ray backend, not {name!r}: "
+                         "drop it or choose the ray backend")
+    return {"address": ray_address} if ray_address else {}

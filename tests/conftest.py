@@ -79,13 +79,53 @@ def require_docker() -> None:
     pytest.skip("no dockerd answers `docker info`")
 
 
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """ONE real two-node Ray cluster on this machine for the session (`ray.cluster_utils.Cluster`:
+    a head and a worker node, 1 CPU each, small object stores), this process connected as its driver.
+    ``cluster.address`` is its GCS (``HOST:PORT``), ``cluster.client_address`` its Ray Client
+    server (``ray://HOST:PORT``), as a driver outside the cluster would reach it.
+
+    Tests may add nodes and remove the ones they added; the two first nodes stay. Executors made
+    with ``make_executor("ray", ...)`` use this connection (and never shut it down).
+    """
+    import logging
+    import os
+    import socket
+
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        client_port = s.getsockname()[1]
+    small = {"num_cpus": 1, "object_store_memory": 80 << 20}
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={**small, "include_dashboard": False, "ray_client_server_port": client_port})
+    try:
+        cluster.add_node(**small)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False)
+        cluster.small_node_args = small
+        cluster.client_address = f"ray://127.0.0.1:{client_port}"
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker),
+                                        pytest.param("ray", marks=pytest.mark.ray)])
 def backend(request):
-    """A sandbox executor with two workers (an attack and its canary run side by side), on each backend."""
+    """A sandbox executor with two workers (an attack and its canary run side by side), on each backend
+    (ray: one actor on each node of `ray_cluster`)."""
     from sandbox import make_executor
 
     if request.param == "docker":
         require_docker()
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
     executor = make_executor(request.param, workers=2)
     yield executor
     executor.close()

@@ -461,7 +461,7 @@ LOOK = Job(
 )
 
 KINDS = ["deep", "wide", "unwritable"]
-BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker), pytest.param("ray", marks=pytest.mark.ray)]
 
 
 def hostile(kind: str, outside: str, job_id: str = "hostile") -> Job:
@@ -469,16 +469,30 @@ def hostile(kind: str, outside: str, job_id: str = "hostile") -> Job:
                tests=f"r = f()\nassert {ENOUGH[kind]}, r\n", entry_point="f")
 
 
-def _executor(name: str, workers: int):
-    if name == "docker":
+_RAY_OPEN: list = []  # the ray executor of this module still open (the cluster has 2 CPUs: one at a time)
+
+
+def _executor(request, workers: int):
+    """The backend ``request.param`` (ray: ``workers`` one-worker actors on the session's cluster)."""
+    if request.param == "docker":
         require_docker()
-    return make_executor(name, workers=workers)
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+        # pytest keeps `single` open while `pair` starts; `single`'s tests are done by
+        # then, so close it, or `pair` would find one free CPU, not two.
+        while _RAY_OPEN:
+            _RAY_OPEN.pop().close()
+        executor = make_executor("ray", workers=workers)
+        assert executor.workers == workers
+        _RAY_OPEN.append(executor)
+        return executor
+    return make_executor(request.param, workers=workers)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def single(request):
     """One worker: every job of a batch runs on the same worker, one after the other."""
-    executor = _executor(request.param, 1)
+    executor = _executor(request, 1)
     yield executor
     executor.close()
 
@@ -486,7 +500,7 @@ def single(request):
 @pytest.fixture(scope="module", params=BACKENDS)
 def pair(request):
     """Two workers: the hostile run beside a concurrent canary."""
-    executor = _executor(request.param, 2)
+    executor = _executor(request, 2)
     yield executor
     executor.close()
 

@@ -1,7 +1,9 @@
 """Samplers: prompts in, n completions per prompt out, batched.
 
-Backends: ``vllm``, ``hf`` (transformers generate) and ``openai`` (any
-OpenAI-compatible server, e.g. a `vllm serve` fleet); `default_backend` picks
+Backends: ``vllm``, ``hf`` (transformers generate), ``openai`` (any
+OpenAI-compatible server, e.g. a `vllm serve` fleet) and ``vllm-ray``
+(data-parallel vLLM replicas as Ray actors, `codegen.samplers.vllm_fleet`,
+the same samples as one ``vllm`` engine); `default_backend` picks
 between the first two by what is faster for the job. Use `make_sampler(backend,
 model, **options)`; heavy imports happen there. The ``vllm`` and ``hf``
 samplers are synchronous wrappers around the one generation engine of each
@@ -29,9 +31,11 @@ from codegen.hardware import cuda_available
 HUMANEVAL_STOP = ["\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\n```"]
 
 # The one list of engine names; the CLI, the loop's config and the server read them here.
-BACKENDS = ("vllm", "hf", "openai")
+BACKENDS = ("vllm", "hf", "openai", "vllm-ray")
 # Engines that load the weights in this process (the loop trains them, the server holds one).
 LOCAL_BACKENDS = ("vllm", "hf")
+# What a loop can sample with: the local engines, or vLLM replicas that Ray places on a cluster.
+LOOP_BACKENDS = (*LOCAL_BACKENDS, "vllm-ray")
 
 
 @dataclass
@@ -145,7 +149,8 @@ def make_sampler(backend: str, model: str, **options) -> Sampler:
 
     ``options`` go to the backend's constructor, e.g. ``make_sampler("vllm",
     path, seed=0, kv_cache_gib=1)``, ``make_sampler("hf", path, batch_size=32)``
-    or ``make_sampler("openai", "served-name", base_urls=["http://h1:8000/v1"])``.
+    or ``make_sampler("openai", "served-name", base_urls=["http://h1:8000/v1"])``
+    or ``make_sampler("vllm-ray", path, replicas=4, ray_address="auto")``.
     The vllm and hf samplers share their backend's engine for the same model
     and engine options with every other user in the process (see `open_engine`).
     """
@@ -156,6 +161,10 @@ def make_sampler(backend: str, model: str, **options) -> Sampler:
 
         return OpenAISampler(model, **options)
     check_model_reference(model)
+    if backend == "vllm-ray":
+        from codegen.samplers.vllm_fleet import VLLMFleetSampler  # heavy: loaded when chosen; it starts Ray
+
+        return VLLMFleetSampler(model, **options)
     if backend == "vllm":
         from codegen.samplers.vllm_backend import VLLMSampler  # heavy: loaded when chosen; it starts vLLM
 
@@ -169,6 +178,7 @@ __all__ = [
     "BACKENDS",
     "HUMANEVAL_STOP",
     "LOCAL_BACKENDS",
+    "LOOP_BACKENDS",
     "VLLM_MIN_SAMPLES_ON_CPU",
     "Completion",
     "Sampler",

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="|".join(BACKENDS),
                    help=f"sandbox backend: one of {', '.join(BACKENDS)} (default {DEFAULT_BACKEND})")
     p.add_argument("--workers", type=int, default=None, help="parallel sandbox runs (default: the backend's choice)")
+    p.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="--backend ray: the cluster to run on (auto: the one `ray start` made here; "
+                   "default: $RAY_ADDRESS, else a local Ray runtime)")
     p.add_argument("--timeout", type=float, default=d.timeout_s, metavar="S", help=f"wall-clock seconds per sample (default {d.timeout_s:g})")
     p.add_argument("--memory", type=int, default=d.memory_mb, metavar="MB", help=f"memory per sample in MB (default {d.memory_mb})")
     p.add_argument("--no-cache", action="store_true", help="run every sample again, ignoring the verdict cache")
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is the samples file itself; choose another results file")
     started = time.perf_counter()
     with sigterm_as_interrupt():
-        executor = make_executor(args.backend, args.workers)
+        executor = make_executor(args.backend, args.workers, args.ray_address)
         try:
             with JsonlAppender(out, truncate=True) as sink:
                 results = evaluate_samples(
@@ -187,11 +190,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_executor(backend: str, workers: int | None):
-    """The sandbox, or a `UserError` that names the backends on offer."""
+def make_executor(backend: str, workers: int | None, ray_address: str | None = None):
+    """The sandbox, or a `UserError` that names the backends on offer (or why Ray cannot start)."""
     try:
-        return sandbox.make_executor(backend, workers=workers)
-    except (ValueError, KeyError) as e:
+        return sandbox.make_executor(backend, workers=workers, **sandbox.backend_options(backend, ray_address))
+    except (ValueError, KeyError, ImportError, ConnectionError) as e:
         raise UserError(f"--backend {backend}: {e}") from None
 
 

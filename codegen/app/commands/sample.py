@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
     p.add_argument("--kv-cache-gib", type=int, default=None,
                    help="vllm on CPU: KV-cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE or 1)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="--backend vllm-ray: vLLM replicas that Ray places on the cluster (default 2)")
+    p.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="--backend vllm-ray: the cluster (default: $RAY_ADDRESS, else a local Ray runtime)")
 
 
 def sampler_options(args: argparse.Namespace, backend: str) -> dict:
@@ -61,11 +65,16 @@ def sampler_options(args: argparse.Namespace, backend: str) -> dict:
         return {"base_urls": args.base_url, "api_key": api_key, "seed": args.seed, "progress": True}
     if args.base_url:
         raise UserError(f"--base-url is for --backend openai, not {backend}: drop it or add --backend openai")
+    if backend != "vllm-ray" and (args.replicas is not None or args.ray_address):
+        raise UserError(f"--replicas and --ray-address are for --backend vllm-ray, not {backend}: "
+                        "drop them or add --backend vllm-ray")
     if backend == "hf":
         return {"seed": args.seed, "batch_size": args.batch_size, "progress": True}
     options = {"seed": args.seed, "progress": True}
     if args.kv_cache_gib is not None:
         options["kv_cache_gib"] = args.kv_cache_gib
+    if backend == "vllm-ray":
+        options.update(replicas=2 if args.replicas is None else args.replicas, ray_address=args.ray_address)
     return options
 
 

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sandbox-timeout", type=float, default=Limits.timeout_s,
                    help=f"seconds per candidate when a request carries tests (default {Limits.timeout_s:g})")
     g.add_argument("--sandbox-workers", type=int, default=None, help="sandbox processes in parallel (default: the CPU count)")
+    g.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="--sandbox ray: the cluster to run on (default: $RAY_ADDRESS, else a local Ray runtime)")
     g = p.add_argument_group("engine")
     g.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     g.add_argument("--kv-cache-gib", type=int, default=None,
@@ -79,7 +81,8 @@ def config_from_args(args: argparse.Namespace):
         max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
         request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
         sandbox=args.sandbox, sandbox_timeout_s=args.sandbox_timeout, sandbox_workers=args.sandbox_workers,
-        max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib, dtype=args.dtype, seed=args.seed,
+        sandbox_ray_address=args.ray_address, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        dtype=args.dtype, seed=args.seed,
     )
     if args.no_default_stop:
         cfg.default_stop = []

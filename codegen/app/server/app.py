@@ -66,7 +66,9 @@ class Server:
             await self.engine.start()
         await asyncio.to_thread(self.tests.start)
         if self.scorer is None:
-            self.scorer = (await asyncio.to_thread(RerankerScorer, c.reranker, c.sandbox, c.sandbox_workers)
+            # On Ray the examples share the request tests' actors: a second set would find no free CPUs.
+            shared = self.tests.judge if c.sandbox == "ray" else None
+            self.scorer = (await asyncio.to_thread(RerankerScorer, c.reranker, c.sandbox, c.sandbox_workers, shared)
                            if c.reranker else LogprobScorer())
         self.metrics.info.labels(backend=self.engine.backend, model=c.model_id, scorer=self.scorer.name).set(1)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from codegen.errors import UserError
 from codegen.samplers import HUMANEVAL_STOP, LOCAL_BACKENDS, SamplingParams
-from sandbox import BACKENDS, DEFAULT_BACKEND
+from sandbox import BACKENDS, DEFAULT_BACKEND, backend_options
 from sandbox.base import Limits
 
 
@@ -39,6 +39,7 @@ class ServerConfig:
     sandbox_timeout_s: float = Limits.timeout_s
     sandbox_memory_mb: int = Limits.memory_mb
     sandbox_workers: int | None = None
+    sandbox_ray_address: str | None = None  # --sandbox ray: the cluster (auto, ray://HOST:PORT); None: local
     # Engine.
     max_model_len: int | None = None
     kv_cache_gib: int | None = None  # vLLM on the CPU; None: $VLLM_CPU_KVCACHE_SPACE or 1
@@ -56,12 +57,18 @@ class ServerConfig:
             options["kv_cache_gib"] = self.kv_cache_gib
         return options
 
+    def sandbox_options(self) -> dict:
+        """The options `sandbox.make_executor` takes for this server's sandbox."""
+        return backend_options(self.sandbox, self.sandbox_ray_address)
+
     def check(self) -> "ServerConfig":
         """Raise UserError naming the bad setting and the fix; return self."""
         if self.backend not in LOCAL_BACKENDS:
             raise UserError(f"unknown backend {self.backend!r}: use --backend " + " or --backend ".join(LOCAL_BACKENDS))
         if self.sandbox not in BACKENDS:
             raise UserError(f"unknown sandbox {self.sandbox!r}: use --sandbox " + " or --sandbox ".join(BACKENDS))
+        if self.sandbox_ray_address and self.sandbox != "ray":
+            raise UserError(f"--ray-address is for --sandbox ray, not {self.sandbox}: drop it or add --sandbox ray")
         positive = {
             "--n-candidates": self.n_candidates,
             "--max-candidates": self.max_candidates,

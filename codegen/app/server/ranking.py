@@ -77,11 +77,12 @@ class LogprobScorer:
 class RerankerScorer:
     """A trained reranker (`rerankers.Reranker`), called one batch at a time."""
 
-    def __init__(self, path: str, sandbox: str | None = None, sandbox_workers: int | None = None):
+    def __init__(self, path: str, sandbox: str | None = None, sandbox_workers: int | None = None,
+                 judge: Judge | None = None):
         self.name = f"reranker:{path}"
-        # The examples get a judge of their own, not the request tests' one: their limits
+        # The examples get a judge of their own unless given one (`for_server`): their limits
         # differ, and a Docker pool restarts its containers whenever the limits change.
-        self.reranker = Reranker.load(path, sandbox=sandbox, sandbox_workers=sandbox_workers)
+        self.reranker = Reranker.load(path, sandbox=sandbox, sandbox_workers=sandbox_workers, judge=judge)
         if self.reranker.examples is not None:  # a sandbox that cannot run fails at start-up
             self.reranker.examples.judge.start()
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
@@ -106,15 +107,15 @@ class TestRunner:
     """Runs request-carried tests through a `codegen.judging.Judge` (cache and infra retry included)."""
 
     def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None,
-                 timeout_s: float = Limits.timeout_s, memory_mb: int = Limits.memory_mb):
-        self.judge = Judge(backend, workers)
+                 timeout_s: float = Limits.timeout_s, memory_mb: int = Limits.memory_mb, options: dict | None = None):
+        self.judge = Judge(backend, workers, options=options)
         self.limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb)
 
     @classmethod
     def for_config(cls, config) -> "TestRunner":
         """The runner a `ServerConfig` asks for (``--sandbox``, ``--sandbox-workers``, ``--sandbox-timeout``)."""
         return cls(config.sandbox, workers=config.sandbox_workers, timeout_s=config.sandbox_timeout_s,
-                   memory_mb=config.sandbox_memory_mb)
+                   memory_mb=config.sandbox_memory_mb, options=config.sandbox_options())
 
     def start(self) -> None:
         """Start the sandbox now, so that a backend that cannot run fails at start-up, not on a request."""
