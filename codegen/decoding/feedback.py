@@ -25,6 +25,11 @@ the attempts, each in a code block of its own; its answer is started with
 an opened code block that repeats the prompt (`codegen.samplers.chat`), so
 its completion has the same shape in every round.
 
+When the prompt with feedback leaves the model too little room for its
+answer, the feedback shrinks step by step (`SHORTER`): the worst attempt
+goes first, then lines of the best one's code; its verdict line and failing
+example stay to the last, and only then does the round use the plain prompt.
+
 The completion a round writes continues the original prompt: the program
 the sandbox runs is ``problem.program(completion)``, without the feedback.
 The repair examples the ITERTL loop trains on (`loops.itertl.repair_rows`)
@@ -48,11 +53,11 @@ class Attempt:
     check: Check
 
 
-def _shown_lines(completion: str) -> list[str]:
+def _shown_lines(completion: str, max_lines: int) -> list[str]:
     lines = [line.rstrip()[:MAX_LINE_CHARS] for line in completion.rstrip().splitlines()]
     lines = [line for line in lines if line.strip()] or ["(empty)"]
-    if len(lines) > MAX_ATTEMPT_LINES:
-        lines = lines[:MAX_ATTEMPT_LINES] + ["..."]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + ["..."]
     return lines
 
 
@@ -63,7 +68,13 @@ def _attempts(best: Attempt, worst: Attempt | None) -> list[tuple[str, Attempt]]
     return shown
 
 
-def base_feedback(function: str, best: Attempt, worst: Attempt | None = None) -> str:
+# What to leave out, in order, when the feedback does not fit the model's context:
+# (show the worst attempt, lines of each attempt's code). The verdict lines stay.
+SHORTER = ((True, MAX_ATTEMPT_LINES), (False, MAX_ATTEMPT_LINES), (False, 4), (False, 0))
+
+
+def base_feedback(function: str, best: Attempt, worst: Attempt | None = None,
+                  max_lines: int = MAX_ATTEMPT_LINES) -> str:
     """The comment block put before the prompt of a base model (ends with a newline).
 
     >>> from codegen.decoding.verifiers import Check
@@ -80,18 +91,21 @@ def base_feedback(function: str, best: Attempt, worst: Attempt | None = None) ->
         out.append(f"# {title} ({attempt.check.line}):")
         if attempt.check.failure:
             out.append(f"#   {attempt.check.failure}")
-        out += [f"# | {line}" if line.strip() else "# |" for line in _shown_lines(attempt.completion)]
+        if max_lines:
+            out += [f"# | {line}" for line in _shown_lines(attempt.completion, max_lines)]
     out.append("# Write a version that passes every check.")
     return "\n".join(out) + "\n"
 
 
-def chat_feedback(function: str, best: Attempt, worst: Attempt | None = None) -> str:
+def chat_feedback(function: str, best: Attempt, worst: Attempt | None = None,
+                  max_lines: int = MAX_ATTEMPT_LINES) -> str:
     """The same facts as `base_feedback`, in prose for a chat model's user message."""
     out = [f"Earlier attempts at {function}, with what the checks said:"]
     for title, attempt in _attempts(best, worst):
         out.append(f"\n{title} ({attempt.check.line}):")
         if attempt.check.failure:
             out.append(f"- {attempt.check.failure}")
-        out.append("```python\n" + "\n".join(_shown_lines(attempt.completion)) + "\n```")
+        if max_lines:
+            out.append("```python\n" + "\n".join(_shown_lines(attempt.completion, max_lines)) + "\n```")
     out.append("\nWrite a version that passes every check.")
     return "\n".join(out)

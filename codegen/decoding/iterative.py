@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from codegen.decoding.bestof import best_index, ranking
-from codegen.decoding.feedback import Attempt, base_feedback, chat_feedback
+from codegen.decoding.feedback import SHORTER, Attempt, base_feedback, chat_feedback
 from codegen.decoding.verifiers import Check, Verifier
 from codegen.errors import UserError
 from codegen.problems import Problem
@@ -123,29 +123,48 @@ class IADState:
     def satisfied(self) -> bool:
         return self.best is not None and self.best.check.satisfied
 
-    def add_round(self, completions: Sequence[Completion], checks: Sequence[Check], *, prompt_tokens: int | None,
-                  feedback_from: str | None) -> None:
+    def add_round(self, completions: Sequence[Completion], checks: Sequence[Check], *, prompt: str,
+                  prompt_tokens: int | None = None, feedback_from: str | None = None) -> None:
         r = len(self.rounds)
         new = [Candidate(r, i, c.text, check, c.num_tokens, c.mean_logprob)
                for i, (c, check) in enumerate(zip(completions, checks))]
         self.candidates += new
-        self.rounds.append({"round": r, "feedback_from": feedback_from,
+        self.rounds.append({"round": r, "prompt": prompt, "feedback_from": feedback_from,
                             "prompt_tokens": None if prompt_tokens is None else prompt_tokens * len(new),
                             "candidates": [c.to_dict() for c in new]})
 
 
-def refine_prompt(problem: Problem, source: IADState | None, *, tokenizer=None, chat_template: bool = False) -> str:
+def refine_prompt(problem: Problem, source: IADState | None, *, tokenizer=None, chat_template: bool = False,
+                  fits: Callable[[str], bool] | None = None) -> str:
     """The prompt of a round: plain (no ``source`` or no candidates yet) or with ``source``'s feedback.
 
-    ``source`` is the problem's own state, or another problem's (shuffled feedback).
+    ``source`` is the problem's own state, or another problem's (shuffled
+    feedback). ``fits(prompt)`` says whether a prompt leaves the model room
+    to answer; the feedback shrinks (`codegen.decoding.feedback.SHORTER`)
+    until it does, down to the plain prompt.
     """
-    feedback_args = None
+    variants = []
     if source is not None and source.candidates:
-        feedback_args = (source.problem.entry_point, source.best.attempt(), source.worst.attempt())
-    if chat_template:
-        feedback = chat_feedback(*feedback_args) if feedback_args else ""
-        return chat.instruction_prompt(tokenizer, problem.prompt, feedback=feedback)
-    return (base_feedback(*feedback_args) if feedback_args else "") + problem.prompt
+        name, best, worst = source.problem.entry_point, source.best.attempt(), source.worst.attempt()
+        for show_worst, max_lines in SHORTER:
+            if chat_template:
+                feedback = chat_feedback(name, best, worst if show_worst else None, max_lines)
+                variants.append(chat.instruction_prompt(tokenizer, problem.prompt, feedback=feedback))
+            else:
+                variants.append(base_feedback(name, best, worst if show_worst else None, max_lines) + problem.prompt)
+    plain = chat.instruction_prompt(tokenizer, problem.prompt) if chat_template else problem.prompt
+    for text in variants:
+        if fits is None or fits(text):
+            return text
+    return plain
+
+
+def room_check(sampler, max_tokens: int) -> Callable[[str], bool] | None:
+    """``fits(prompt)``: the prompt leaves ``max_tokens`` of the model's context (None: the backend cannot count)."""
+    count, context = getattr(sampler, "count_tokens", None), getattr(sampler, "context_length", None)
+    if count is None or not context:
+        return None
+    return lambda text: count([text])[0] + max_tokens <= context
 
 
 def derangement(n: int, seed: int) -> list[int]:
@@ -189,6 +208,7 @@ def decode_problems(sampler: Sampler, problems: Sequence[Problem], verifier: Ver
     states = [IADState(p) for p in problems]
     others = derangement(len(states), base_seed) if settings.feedback == "shuffled" else None
     count = getattr(sampler, "count_tokens", None)
+    fits = room_check(sampler, params.max_tokens)
     started = time.monotonic()
     for r in range(rounds):
         active = [i for i, s in enumerate(states) if not (settings.early_stop and s.satisfied)]
@@ -196,7 +216,7 @@ def decode_problems(sampler: Sampler, problems: Sequence[Problem], verifier: Ver
             break
         sources = [_feedback_source(states, i, settings, others) for i in active]
         prompts = [refine_prompt(states[i].problem, src, tokenizer=getattr(sampler, "tokenizer", None),
-                                 chat_template=settings.chat_template) for i, src in zip(active, sources)]
+                                 chat_template=settings.chat_template, fits=fits) for i, src in zip(active, sources)]
         round_params = SamplingParams(n=per_round, temperature=params.temperature, top_p=params.top_p,
                                       max_tokens=params.max_tokens, seed=round_seed(base_seed, r),
                                       stop=list(params.stop))
@@ -205,8 +225,8 @@ def decode_problems(sampler: Sampler, problems: Sequence[Problem], verifier: Ver
         checks = verifier.check(items)
         tokens = count(prompts) if count is not None else [None] * len(prompts)
         at = 0
-        for i, cs, src, n_tok in zip(active, outs, sources, tokens):
-            states[i].add_round(cs, checks[at: at + len(cs)], prompt_tokens=n_tok,
+        for i, cs, src, text, n_tok in zip(active, outs, sources, prompts, tokens):
+            states[i].add_round(cs, checks[at: at + len(cs)], prompt=text, prompt_tokens=n_tok,
                                 feedback_from=src.problem.task_id if src is not None and src.candidates else None)
             at += len(cs)
         if log:
