@@ -78,6 +78,7 @@ class Check:
     label: str = "examples"  # what ran: "examples", "hidden tests" (oracle), "tests" (a request's own)
     analysis_only: bool = False
     flipped: bool = False  # a noisy verifier reported the opposite outcome
+    score_name: str = "reranker score"  # what the score is, as the verdict line names it
 
     @property
     def share(self) -> float | None:
@@ -109,7 +110,7 @@ class Check:
             else:
                 parts.append(f"{self.label}: {self.status}")
         if self.score is not None and not math.isnan(self.score):
-            parts.append(f"reranker score {self.score:.2f}")
+            parts.append(f"{self.score_name} {self.score:.2f}")
         if self.analysis_only:
             parts.append("oracle, analysis only")
         return "; ".join(parts) or "no verdict"
@@ -243,14 +244,15 @@ class TestsVerifier:
 
     def check(self, items: Sequence[tuple[Problem, str]]) -> list[Check]:
         verdicts = self.judge.run_pairs(list(items), self.limits) if items else []
-        checks = []
-        for v in verdicts:
-            ok = v.get("status") == "passed"
-            checks.append(Check(passed=int(v.get("tests_passed") or 0), total=int(v.get("tests_total") or 0),
-                                status=v.get("status", "error"), satisfied=ok, label=self.label,
-                                analysis_only=self.analysis_only,
-                                failure=None if ok else last_error_line(v.get("stderr", ""))))
-        return checks
+        return [check_of_verdict(v, self.label, self.analysis_only) for v in verdicts]
+
+
+def check_of_verdict(verdict: dict, label: str = "tests", analysis_only: bool = False) -> Check:
+    """A `Check` from a verdict dict on a problem's tests (`codegen.judging.verdict_dict`)."""
+    ok = verdict.get("status") == "passed"
+    return Check(passed=int(verdict.get("tests_passed") or 0), total=int(verdict.get("tests_total") or 0),
+                 status=verdict.get("status", "error"), satisfied=ok, label=label, analysis_only=analysis_only,
+                 failure=None if ok else last_error_line(verdict.get("stderr", "")))
 
 
 # ---- score-based and composite verifiers ------------------------------------------------------
