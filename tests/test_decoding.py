@@ -145,6 +145,23 @@ def test_feedback_shrinks_until_the_prompt_fits():
     assert refine_prompt(state.problem, state, fits=lambda t: len(t) <= len(PROMPT)) == PROMPT
 
 
+def test_chat_models_get_the_feedback_through_their_chat_template(starter_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(starter_model))
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    state = IADState(problem())
+    state.add_round([Completion(WRONG)], [Check(0, 1, "failed", failure="add_one([1, 2]) should be [2, 3], got [3, 4]")],
+                    prompt=PROMPT)
+    text = refine_prompt(state.problem, state, tokenizer=tokenizer, chat_template=True)
+    user, answer = text.split("<|assistant|>")
+    assert user.startswith("<|user|>Complete the following Python function") and "```python\n" + PROMPT in user
+    assert "Best so far (examples: 0/1 passed):\n- add_one([1, 2]) should be [2, 3], got [3, 4]" in user
+    assert answer == "```python\n" + PROMPT  # the answer is started in the code block, as in round 0
+    assert refine_prompt(state.problem, None, tokenizer=tokenizer, chat_template=True).count("Earlier attempts") == 0
+
+
 # ---- bon and iad at equal budget (a scripted sampler: each call's completions are given) -------
 
 class ScriptedSampler:
@@ -263,6 +280,9 @@ def test_decode_cli_writes_picks_that_eval_scores(starter_model, tmp_path):
     # The oracle verifier grades with the hidden tests: its pick passes exactly when it said so.
     assert summary["samples"] == 3
     assert summary["pass_at_k"]["pass@1"] == sum(r["decode"]["pick"]["check"]["satisfied"] for r in rows) / 3
+    assert "hidden tests" in summary["analysis_only"]
+    table = _cli("eval", "--problems", "synthetic:validation", "--samples", str(out), cwd=tmp_path)
+    assert "ANALYSIS ONLY: 3 of 3 samples were picked with the hidden tests" in table.stdout
 
 
 @pytest.mark.vllm
