@@ -42,15 +42,12 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from codegen.doctests import docstring_examples
+from codegen.doctests import EXAMPLE_LIMITS, docstring_examples
 from codegen.errors import UserError
 from codegen.judging import Judge
 from codegen.problems import Problem
 from sandbox.base import Limits
 
-# The examples are tiny calls: a short timeout keeps a looping candidate from
-# stalling a round (the same limit a reranker's example feedback uses).
-EXAMPLE_LIMITS = Limits(timeout_s=2.0)
 VERIFIERS = ("examples", "reranker", "examples+reranker", "noisy:P", "oracle")
 DEFAULT_NOISY_BASE = "examples+reranker"
 MAX_SHOWN = 160  # characters of a returned value or an error message that feedback shows
