@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be at least 1 (got {args.limit})")
     problems = load_problems(args.problems)[: args.limit]
     backend = args.backend or default_backend(len(problems) * args.budget)
+    options = sampler_options(args, backend)  # a bad backend option fails before a reranker loads
+    if args.tokenizer and backend != "openai":
+        raise UserError(f"--tokenizer is for --backend openai ({backend} counts with the model's own): drop it")
     judge = Judge(args.sandbox, args.sandbox_workers)
     verifier, reranker = open_verifier(args.verifier, judge, args.reranker, seed=args.seed)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -135,9 +138,7 @@ def run(args: argparse.Namespace) -> int:
         f"verifier {verifier.name}" + (" (ORACLE: the hidden tests; analysis only)" if verifier.analysis_only else "")
         + f"; sampling with {backend}")
     started = time.perf_counter()
-    if args.tokenizer and backend != "openai":
-        raise UserError(f"--tokenizer is for --backend openai ({backend} counts with the model's own): drop it")
-    sampler = make_sampler(backend, args.model, **sampler_options(args, backend))
+    sampler = make_sampler(backend, args.model, **options)
     if args.tokenizer:
         sampler = TokenCounting(sampler, args.tokenizer)
     try:
