@@ -16,6 +16,12 @@ from __future__ import annotations
 import ast
 import re
 
+from sandbox.base import Limits
+
+# The limits of a run on the examples (a reranker's feedback, iterative decoding's
+# verifier): tiny calls, so a short timeout keeps a looping candidate from stalling
+# scoring or a round. A reranker reads "# examples: timeout", so it stays fixed.
+EXAMPLE_LIMITS = Limits(timeout_s=2.0)
 # ">>> name(args)" then, on the next line, the expected value.
 EXAMPLE = re.compile(r"^[ \t]*>>> (\w+)\((.*)\)[ \t]*\n[ \t]*(\S.*?)[ \t]*$", re.M)
 DEF = re.compile(r"^def (\w+)\(", re.M)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from codegen.errors import UserError
 from codegen.problems import Problem
-from codegen.samplers import Sampler, SamplingParams
+from codegen.samplers import Completion, Sampler, SamplingParams
 from codegen.samples import Sample
 
 
@@ -53,6 +53,34 @@ def token_budgets(sampler: Sampler, problems: Sequence[Problem], prompts: list[s
     return budgets
 
 
+def generate_prompts(sampler: Sampler, problems: Sequence[Problem], prompts: Sequence[str],
+                     params: SamplingParams) -> list[list[Completion]]:
+    """``params.n`` completions of each prompt (``prompts[i]`` is problem ``i``'s text, built by the caller).
+
+    Prompts near the context end get a smaller max_tokens (`token_budgets`);
+    prompts are grouped by budget so each group is one batched call (nearly
+    always a single group).
+    """
+    prompts = list(prompts)
+    budgets = token_budgets(sampler, problems, prompts, params.max_tokens)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, budget in enumerate(budgets):
+        groups[budget].append(i)
+    completions: list = [None] * len(prompts)
+    for budget, indices in groups.items():
+        group_params = SamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=budget,
+            seed=params.seed,
+            stop=list(params.stop),
+        )
+        for i, outs in zip(indices, sampler.generate([prompts[i] for i in indices], group_params)):
+            completions[i] = outs
+    return completions
+
+
 def sample_problems(
     sampler: Sampler,
     problems: Sequence[Problem],
@@ -78,25 +106,7 @@ def sample_problems(
             raise UserError(f"task_id {p.task_id!r} appears twice: sample ids must be unique, fix the problem file")
         seen.add(p.task_id)
     prompts = build_prompts(sampler, problems, chat_template)
-    budgets = token_budgets(sampler, problems, prompts, params.max_tokens)
-
-    # Prompts near the context end get a smaller max_tokens; group by budget so
-    # each group is one batched call (nearly always a single group).
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, budget in enumerate(budgets):
-        groups[budget].append(i)
-    completions: list = [None] * len(problems)
-    for budget, indices in groups.items():
-        group_params = SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=budget,
-            seed=params.seed,
-            stop=list(params.stop),
-        )
-        for i, outs in zip(indices, sampler.generate([prompts[i] for i in indices], group_params)):
-            completions[i] = outs
+    completions = generate_prompts(sampler, problems, prompts, params)
 
     meta = {
         "temperature": params.temperature,

@@ -163,6 +163,9 @@ class ITERTLConfig(LoopConfig):
 
     # --- training (TRL SFTTrainer, a fresh warmup each round)
     replay_share: Float = 0.25  # share of each round's training set drawn from the reference data
+    # share of repair examples (a failing attempt + its feedback -> a passing solution, loops.repair):
+    # they teach the model to read iterative decoding's feedback
+    repair_share: Float = 0.0
     train_steps: Int = 100  # optimizer steps per round
     batch_size: Int = 16
     learning_rate: Float = 5e-4
@@ -441,6 +444,9 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
     rule(0 <= cfg.replay_share < 1,
          f"replay_share must be in [0, 1): the share of reference data in each round's training set, got {cfg.replay_share}"
          " (for training on reference data alone use benchmarks/itertl.py's baseline)")
+    rule(0 <= cfg.repair_share < 1 and cfg.replay_share + cfg.repair_share < 1,
+         f"repair_share must be in [0, 1) and leave room for self-samples beside replay_share "
+         f"(replay_share + repair_share < 1), got repair_share={cfg.repair_share}")
     rule(cfg.train_steps >= 1, f"train_steps must be >= 1, got {cfg.train_steps}")
     rule(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     rule(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")

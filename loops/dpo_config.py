@@ -41,6 +41,7 @@ class DPOConfig(ITERTLConfig):
 
 ITERTL_ONLY = {
     "keep_per_problem": "it is ITERTL's cap on kept programs; the DPO loop caps pairs with pairs_per_problem=N",
+    "repair_share": "repair examples are SFT rows of ITERTL's select stage; run `itercode loop itertl` with it",
 }
 
 

@@ -10,6 +10,8 @@ function that can be called on its own:
                 deduplicated by syntax tree, capped per problem,
                 plus a replay share of reference solutions (curated self-consuming
                 loops: real data in every round keeps the loop stable)
+                and, with ``repair_share``, repair examples (`loops.repair`:
+                a failing attempt + its feedback -> a passing solution)
     train    -> TRL SFTTrainer from the round k-1 model, a fresh warmup each round
                 (`loops.trainers.train_sft`, which the baseline trains with too)
     evaluate -> validation pass@k, plus forgetting probes: the reference split and
@@ -50,6 +52,7 @@ from codegen.starter import build_starter
 from codegen.synthetic import EVALUATION_SPLITS, TEST_SPLITS
 from loops.config import RESUMABLE_KEYS, ITERTLConfig, LoopConfig, split_name
 from loops.plot import plot_metrics
+from loops.repair import repair_count, round_repair_rows
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
 from loops.table import format_table
@@ -284,15 +287,23 @@ def replay_count(n_self: int, share: float) -> int:
 
 
 def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
-                 reference: Sequence[Problem], cfg: ITERTLConfig, out_dir: Path, round_: int) -> dict[str, Any]:
-    """Write ``train.jsonl``: kept self-samples plus the replay share of reference solutions."""
+                 reference: Sequence[Problem], cfg: ITERTLConfig, out_dir: Path, round_: int,
+                 model: str | None = None) -> dict[str, Any]:
+    """Write ``train.jsonl``: kept self-samples plus the replay share of reference solutions, and the
+    repair share (`loops.repair`; ``model``, the sampling model, fits its rows to ``max_length``)."""
     kept = select_kept(problems, samples, results, cfg.keep_per_problem, stage_seed(cfg, round_, 2))
     replay = replay_rows(reference, replay_count(len(kept), cfg.replay_share), stage_seed(cfg, round_, 3))
-    rows = kept + replay
+    repair = []
+    if cfg.repair_share > 0 and kept:
+        repair = round_repair_rows(problems, samples, results, repair_count(len(kept) + len(replay), cfg.repair_share),
+                                   stage_seed(cfg, round_, 8), executor=cfg.executor, workers=cfg.workers,
+                                   executor_options=cfg.executor_options,
+                                   model=model, max_length=cfg.max_length)
+    rows = kept + replay + repair
     random.Random(stage_seed(cfg, round_, 4)).shuffle(rows)
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     learned = sorted({r["task_id"] for r in kept})
-    return {"kept": len(kept), "replay": len(replay), "learned_task_ids": learned, "learned_problems": len(learned),
+    return {"kept": len(kept), "replay": len(replay), "repair": len(repair), "learned_task_ids": learned, "learned_problems": len(learned),
             **data_report(problems, samples, results, kept)}
 
 
@@ -418,7 +429,7 @@ def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
         if k >= 1:
             row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
             sel = run.info(k, "select")
-            row.update({key: sel.get(key) for key in ("kept", "replay", "kept_problems", "passing_programs",
+            row.update({key: sel.get(key) for key in ("kept", "replay", "repair", "kept_problems", "passing_programs",
                                                        "sample_diversity")})
             row.update({key: value for key, value in sel.items() if key.startswith("kept_steps_")})
             row["train_loss"] = run.info(k, "train").get("train_loss")
@@ -502,7 +513,8 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
             stage(k, "execute", lambda d: execute_stage(unlabeled, read_samples(samples_path)[0], cfg, d))
             results_path = run.stage_dir(k, "execute") / "results.jsonl"
             stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
-                                                      read_jsonl(results_path), splits["reference"], cfg, d, k))
+                                                      read_jsonl(results_path), splits["reference"], cfg, d, k,
+                                                      model=parent))
             if not run.is_done(k, "train"):
                 pool.close()  # free the engine's memory and processes before training
             stage(k, "train", lambda d: train_stage(parent, run.stage_dir(k, "select") / "train.jsonl", cfg, d, k))

@@ -22,19 +22,14 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-from codegen.doctests import example_tests, prompt_function
+from codegen.doctests import EXAMPLE_LIMITS, example_tests, prompt_function
 from codegen.errors import UserError
 from codegen.judging import Judge
 from codegen.problems import Problem
 from sandbox import DEFAULT_BACKEND
-from sandbox.base import Limits
 
 FEEDBACK_KINDS = ("examples", "none")
 NO_EXAMPLES = "# examples: none\n"
-# Deliberately not Limits' default: the examples are tiny calls, and a short timeout
-# keeps a looping candidate from stalling scoring (the server scores during a request).
-# It is part of what a reranker reads ("# examples: timeout"), so it stays fixed.
-EXAMPLE_LIMITS = Limits(timeout_s=2.0)
 
 
 def check_kind(kind: str) -> str:

@@ -3,6 +3,13 @@
 Expensive things (tiny models, a vLLM engine) are built once per session here.
 """
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -201,3 +208,50 @@ def slow_unlabeled_copy(problems_file: Path, dest: Path, seconds: float = 0.2) -
         row["tests"] = f"import time\n\n\ndef check(candidate):\n    time.sleep({seconds})\n    candidate([3, 1, 2])\n"
     write_jsonl_atomic(dest, rows)
     return dest
+
+
+# ---- a real `vllm serve` (the OpenAI sampler's and `itercode decode --backend openai`'s tests) ----
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(starter_model, tmp_path_factory):
+    """A real vLLM OpenAI server (its own process) on 127.0.0.1, serving the starter model as "starter"."""
+    pytest.importorskip("vllm")
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(starter_model),
+           "--served-model-name", "starter", "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--seed", "0",
+           # vllm-cpu dies rewinding a seeded request's generator when a prefill is chunked (see vllm_backend).
+           "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 420
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as r:
+                    if "starter" in r.read().decode():
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve not ready after 420 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

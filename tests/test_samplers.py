@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -19,6 +16,7 @@ from codegen.problems import Problem
 from codegen.samplers import Completion, SamplingParams, make_sampler
 from codegen.samplers._stops import cut_completion
 from codegen.sampling import sample_problems
+from conftest import free_port
 
 GREEDY = dict(n=1, temperature=0.0, max_tokens=96)
 
@@ -310,51 +308,6 @@ def test_vllm_sample_problems_writes_what_eval_reads(vllm_sampler, heldout, star
 
 
 # --- OpenAI-compatible backend against a real `vllm serve` on loopback --------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def vllm_server(starter_model, tmp_path_factory):
-    """A real vLLM OpenAI server (its own process) on 127.0.0.1, serving the starter model as "starter"."""
-    pytest.importorskip("vllm")
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(starter_model),
-           "--served-model-name", "starter", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--seed", "0",
-           # vllm-cpu dies rewinding a seeded request's generator when a prefill is chunked (see vllm_backend).
-           "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 420
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as r:
-                    if "starter" in r.read().decode():
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve not ready after 420 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
 
 @pytest.mark.vllm
 @pytest.mark.slow

@@ -234,6 +234,68 @@ def test_chat_answer_is_tested_as_a_whole_program_from_its_fence():
         assert body["itercode"]["candidates"][0]["verdict"]["passed"] is True
 
 
+class RoundsEngine(ScriptedEngine):
+    """Each generate call answers the next list of (text, mean log-prob); records the prompts it got."""
+
+    def __init__(self, rounds):
+        super().__init__([])
+        self.rounds, self.prompts, self.seeds = list(rounds), [], []
+
+    async def generate(self, prompt, params, *, deadline=None):
+        self.prompts.append(prompt)
+        self.seeds.append(params.seed)
+        outs = self.rounds.pop(0)
+        assert len(outs) == params.n
+        return [Completion(text=t, mean_logprob=lp, num_tokens=3, finish_reason="stop") for t, lp in outs]
+
+
+def test_iad_request_refines_with_the_tests_feedback_and_keeps_the_best():
+    engine = RoundsEngine([[("    return x\n", -0.1), ("    return (\n", -0.2)],
+                           [("    return x + 1\n", -2.0), ("    return x\n", -0.1)]])
+    with _client(engine, n_candidates=4) as client:
+        r = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "tests": TESTS, "seed": 5,
+                                                 "decoding": {"strategy": "iad", "rounds": 2}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert body["choices"][0]["text"] == "    return x + 1\n"
+    info = body["itercode"]["decoding"]
+    assert info["strategy"] == "iad" and info["verifier"] == "tests" and info["rounds_run"] == 2
+    assert info["per_round"] == 2 and [rd["candidates"] for rd in info["rounds"]] == [[0, 1], [2, 3]]
+    second = engine.prompts[1]
+    assert second.startswith("# Earlier attempts at inc") and second.endswith(PROMPT)
+    assert "# Best so far (tests: 0/1 passed; mean log-prob -0.10):" in second and "# Worst so far (tests: error" in second
+    assert engine.seeds[0] == 5 and engine.seeds[1] != 5
+    cands = {c["index"]: c for c in body["itercode"]["candidates"]}
+    assert cands[2]["round"] == 1 and cands[2]["rank"] == 0 and cands[2]["check"]["satisfied"]
+    assert cands[0]["verdict"]["status"] == "failed" and cands[0]["check"]["line"].startswith("tests: 0/1 passed")
+    assert body["itercode"]["n_candidates"] == 4 and body["usage"]["prompt_tokens"] > len(PROMPT.split())
+
+
+def test_iad_stops_early_and_falls_back_to_the_docstring_examples_without_tests():
+    prompt = 'def inc(x):\n    """x plus one.\n\n    >>> inc(1)\n    2\n    """\n'
+    engine = RoundsEngine([[("    return x + 1\n", -3.0), ("    return x\n", -0.1)], [("never", 0.0)] * 2])
+    with _client(engine, n_candidates=4, decoding="iad", rounds=2) as client:  # the server's default: iad
+        body = client.post("/v1/completions", json={"model": "scripted", "prompt": prompt}).json()
+    info = body["itercode"]["decoding"]
+    assert info["verifier"] == "examples" and info["rounds_run"] == 1 and info["stopped_early"]
+    assert len(engine.prompts) == 1 and body["choices"][0]["text"] == "    return x + 1\n"
+    assert body["itercode"]["candidates"][1]["check"]["failure"] == "inc(1) should be 2, got 1"
+
+
+def test_iad_request_errors_name_the_field():
+    with _client(RoundsEngine([]), n_candidates=4) as client:
+        for decoding, match in (({"strategy": "iad", "rounds": 3}, "not a multiple"),
+                                ({"strategy": "iad", "rounds": 9}, "limit of 8"),
+                                ({"strategy": "bon", "rounds": 2}, "one round")):
+            r = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "decoding": decoding})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "decoding.rounds", r.text
+            assert match in r.json()["error"]["message"]
+        r = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "decoding": {"strategy": "x"}})
+        assert r.status_code == 400 and "decoding" in r.json()["error"]["param"]
+    with pytest.raises(UserError, match="not a multiple of --rounds 3"):
+        ServerConfig(model="m", decoding="iad", rounds=3).check()
+
+
 def test_request_past_the_time_limit_gets_503_with_retry_after():
     engine = ScriptedEngine([("    return x + 1\n", -1.0)], delay_s=5.0)
     with _client(engine, request_timeout_s=0.3, n_candidates=1) as client:
@@ -343,6 +405,30 @@ def test_openai_client_completions(hf_server, starter_model):
     assert [c.text for c in r.choices] == [cands[0]["text"], cands[1]["text"]]
     assert all(1 <= c["num_tokens"] <= 40 and not any(s in c["text"] for s in HUMANEVAL_STOP) for c in cands)
     assert r.usage.completion_tokens == sum(c["num_tokens"] for c in cands) and r.usage.prompt_tokens > 10
+
+
+@pytest.mark.slow
+def test_openai_client_with_iterative_decoding(hf_server, starter_model):
+    from codegen.synthetic import load_split
+
+    client = _openai(hf_server)
+    problem = load_split("validation")[1]
+    r = client.completions.create(model=str(starter_model), prompt=problem.prompt, temperature=0.8, max_tokens=48,
+                                  seed=3, extra_body={"n_candidates": 4, "decoding": {"strategy": "iad", "rounds": 2}})
+    info = r.model_extra["itercode"]
+    dec = info["decoding"]
+    assert dec["strategy"] == "iad" and dec["verifier"] == "examples" and dec["per_round"] == 2
+    assert dec["rounds_run"] == len(dec["rounds"]) and 1 <= dec["rounds_run"] <= 2
+    assert info["n_candidates"] == 2 * dec["rounds_run"] == len(info["candidates"])
+    for c in info["candidates"]:
+        assert c["check"]["line"].startswith("examples: ") and c["round"] in (0, 1)
+    best = next(c for c in info["candidates"] if c["rank"] == 0)
+    assert r.choices[0].text == best["text"]
+    if dec["rounds_run"] == 2:  # round 0 did not pass the example: round 1 was shown why
+        assert dec["rounds"][1]["prompt"].startswith(f"# Earlier attempts at {problem.entry_point}")
+        assert dec["rounds"][1]["prompt"].endswith(problem.prompt)
+    else:
+        assert dec["stopped_early"] and best["check"]["satisfied"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from codegen.errors import UserError
 COMMANDS = {
     "eval": "codegen.app.commands.eval",
     "sample": "codegen.app.commands.sample",
+    "decode": "codegen.app.commands.decode",
     "starter": "codegen.app.commands.starter",
     "sandbox": "codegen.app.commands.sandbox",
     "reranker": "codegen.app.commands.reranker",

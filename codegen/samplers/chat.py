@@ -32,12 +32,17 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> tuple[str, bool]:
     return "\n".join(m["content"] for m in messages), False
 
 
-def instruction_prompt(tokenizer, prompt: str, model_name: str = "") -> str:
-    """The chat-formatted prompt text for ``prompt``; `UserError` if the tokenizer has no template."""
+def instruction_prompt(tokenizer, prompt: str, model_name: str = "", feedback: str = "") -> str:
+    """The chat-formatted prompt text for ``prompt``; `UserError` if the tokenizer has no template.
+
+    ``feedback`` (iterative decoding's, `codegen.decoding.feedback.chat_feedback`)
+    follows the function in the same user message.
+    """
     if not has_chat_template(tokenizer):
         raise UserError(
             f"model {model_name or '(this model)'} has no chat template in its tokenizer: drop --chat-template "
             "to sample with the plain prompt"
         )
-    head, _ = render_chat(tokenizer, [{"role": "user", "content": f"{INSTRUCTION}```python\n{prompt}```"}])
+    content = f"{INSTRUCTION}```python\n{prompt}```" + (f"\n\n{feedback}" if feedback else "")
+    head, _ = render_chat(tokenizer, [{"role": "user", "content": content}])
     return f"{head}```python\n{prompt}"

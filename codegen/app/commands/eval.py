@@ -178,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 3),
         "results_file": str(out),
     }
+    oracle = [row for row in rows if isinstance(row.get("decode"), dict) and row["decode"].get("analysis_only")]
+    if oracle:
+        # Picks an `itercode decode --verifier oracle` chose with the very tests that grade them here.
+        summary["analysis_only"] = f"{len(oracle)} of {len(rows)} samples were picked with the hidden tests (oracle " \
+                                   "verifier): their pass@k is an analysis figure, not a result"
     if args.rerank:
         summary["rerank"] = eval_rerank_report(problems, samples, results, args.rerank, progress=sys.stderr.isatty(),
                                                logprob_weight=args.rerank_logprob_weight)
@@ -226,6 +231,8 @@ def format_summary(s: dict, skipped: list[int]) -> str:
                      "twice, on fresh workers): counted as the programs' own errors")
     lines.append(f"cache     {s['cached']} of {s['samples']} verdicts reused" + (" (--no-cache to re-run)" if s["cached"] else ""))
     lines.append(f"results   {s['results_file']}  ({s['seconds']:.1f} s)")
+    if s.get("analysis_only"):
+        lines.append(f"ANALYSIS ONLY: {s['analysis_only']}")
     lines.append("")
     lines.append(f"{'k':>5}  pass@k")
     for key, value in s["pass_at_k"].items():

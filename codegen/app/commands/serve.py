@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"max_tokens when a request leaves it out (default {SamplingParams.max_tokens})")
     g.add_argument("--no-default-stop", action="store_true",
                    help="do not stop at a new top-level statement (HumanEval's stop sequences) when a request sends no `stop`")
+    g.add_argument("--decoding", default="bon", choices=["bon", "iad"],
+                   help="bon: best of n_candidates; iad: n_candidates over --rounds rounds with the verifier's feedback "
+                        "(a request's `decoding` overrides it). Default bon")
+    g.add_argument("--rounds", type=int, default=2, help="iad rounds when a request names none (default 2)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-candidates", type=int, default=32, help="most candidates one request may ask for")
     g.add_argument("--max-tokens-limit", type=int, default=1024, help="most max_tokens one request may ask for")
@@ -76,7 +80,7 @@ def config_from_args(args: argparse.Namespace):
         raise UserError(f"--port must be 1..65535, got {args.port}")
     cfg = ServerConfig(
         model=args.model, backend=args.backend, reranker=args.reranker, served_model_name=args.served_model_name,
-        n_candidates=args.n_candidates, temperature=args.temperature, top_p=args.top_p,
+        n_candidates=args.n_candidates, decoding=args.decoding, rounds=args.rounds, temperature=args.temperature, top_p=args.top_p,
         default_max_tokens=args.default_max_tokens, max_candidates=args.max_candidates,
         max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_kb * 1024,
         request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
@@ -108,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(cfg, tests=tests)
     print(f"itercode serve: {cfg.backend} engine on {cfg.model}, scorer "
           f"{'reranker ' + cfg.reranker if cfg.reranker else 'mean log-prob'}, "
-          f"{cfg.n_candidates} candidates, {cfg.sandbox} sandbox; loading, then listening on http://{args.host}:{args.port}/v1", flush=True)
+          f"{cfg.n_candidates} candidates" + (f" over {cfg.rounds} iad rounds" if cfg.decoding == "iad" else "")
+          + f", {cfg.sandbox} sandbox; loading, then listening on http://{args.host}:{args.port}/v1", flush=True)
     # One process, one event loop: the engine is shared by every request, which is the point.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codegen.app.server import metrics as metrics_mod
 from codegen.app.server.config import ServerConfig
+from codegen.app.server.iad import iad_candidates
 from codegen.app.server.parsing import ApiError, parse, read_json
 from codegen.app.server.ranking import Candidate, LogprobScorer, RerankerScorer, TestRunner, extract_code, order
 from codegen.app.server.schemas import ChatCompletionRequest, CompletionRequest
@@ -123,15 +124,44 @@ class Server:
                                 "retry after the Retry-After seconds", type="rate_limit_error", code="server_busy",
                            headers={"Retry-After": str(c.retry_after_s)})
 
-    async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: SamplingParams) -> dict:
+    def decoding(self, req, params: SamplingParams) -> int:
+        """The iad rounds a request asks for (its own `decoding` or the server's default); 0 for best-of-n."""
+        c = self.config
+        spec = req.decoding
+        strategy = spec.strategy if spec is not None else c.decoding
+        if strategy == "bon":
+            if spec is not None and spec.rounds not in (None, 1):
+                raise ApiError(400, "decoding.rounds is for strategy iad; best-of-n has one round",
+                               param="decoding.rounds", code="invalid_value")
+            return 0
+        rounds = spec.rounds if spec is not None and spec.rounds is not None else c.rounds
+        if rounds > c.max_rounds:
+            raise ApiError(400, f"decoding.rounds={rounds} is above this server's limit of {c.max_rounds}; ask for fewer",
+                           param="decoding.rounds", code="limit_exceeded")
+        if params.n % rounds:
+            raise ApiError(400, f"n_candidates={params.n} is not a multiple of decoding.rounds={rounds}: iad draws "
+                                "n_candidates / rounds per round; send n_candidates as a multiple of rounds",
+                           param="decoding.rounds", code="invalid_value")
+        return rounds
+
+    async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: SamplingParams,
+                     messages: list[dict] | None = None) -> dict:
         """Generate, score, test and order the candidates; the response body."""
         [prompt_tokens] = self.engine.count_tokens([prompt])
         self.check_context(prompt_tokens, params.max_tokens)
+        rounds = self.decoding(req, params)
         self.admit()
         deadline = time.monotonic() + self.config.request_timeout_s
         self.admitted += 1
+        decoding: dict[str, Any] = {"strategy": "bon"}
         try:
-            ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
+            if rounds:
+                work = self._work_iad(prompt, problem, params, extract, deadline, rounds,
+                                      messages=messages if extract else None, continuation=not extract)
+                ranked, decoding = await asyncio.wait_for(work, timeout=self.config.request_timeout_s)
+                prompt_tokens = decoding["prompt_tokens"]
+            else:
+                ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             self.metrics.rejected.labels(reason="timeout").inc()
             raise ApiError(503, f"the request did not finish within the server's {self.config.request_timeout_s:g} s limit; "
@@ -170,11 +200,25 @@ class Server:
                 "candidates": [
                     {"index": c.index, "rank": c.rank, "text": c.text, "score": _finite(c.score),
                      "mean_logprob": _finite(c.mean_logprob), "num_tokens": c.num_tokens,
-                     "finish_reason": c.finish_reason, "verdict": c.verdict}
+                     "finish_reason": c.finish_reason, "verdict": c.verdict,
+                     **({"round": c.round, "check": c.check} if rounds else {})}
                     for c in ranked
                 ],
+                "decoding": decoding,
             },
         }
+
+    async def _work_iad(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float,
+                        rounds: int, **options) -> tuple[list[Candidate], dict]:
+        self.metrics.waiting.inc()
+        try:
+            await self.slots.acquire()
+        finally:
+            self.metrics.waiting.dec()
+        try:
+            return await iad_candidates(self, prompt, problem, params, extract, deadline, rounds, **options)
+        finally:
+            self.slots.release()
 
     async def _work(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float) -> list[Candidate]:
         self.metrics.waiting.inc()
@@ -308,9 +352,10 @@ def create_app(config: ServerConfig, *, engine: GenerationEngine | None = None, 
         req = parse(ChatCompletionRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
         params = server.gen_params(req, req.requested_max_tokens())
-        prompt, templated = server.engine.render_chat([{"role": x.role, "content": x.text()} for x in req.messages])
+        messages = [{"role": x.role, "content": x.text()} for x in req.messages]
+        prompt, templated = server.engine.render_chat(messages)
         problem = _problem(req, prompt, continuation=not templated)
-        body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params)
+        body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params, messages=messages)
         m.latency.labels(endpoint="/v1/chat/completions").observe(time.monotonic() - t0)
         return JSONResponse(body)
 
@@ -355,4 +400,5 @@ def _endpoint_label(path: str) -> str:
 def _model_card(config: ServerConfig) -> dict:
     return {"id": config.model_id, "object": "model", "created": 0, "owned_by": "itercode",
             "root": config.model, "itercode": {"backend": config.backend, "reranker": config.reranker,
-                                               "n_candidates": config.n_candidates}}
+                                               "n_candidates": config.n_candidates, "decoding": config.decoding,
+                                               "rounds": config.rounds}}

@@ -22,12 +22,15 @@ class ServerConfig:
     served_model_name: str | None = None  # the id clients pass as `model`; default: the model path
     # Request defaults (used when a request leaves the field out).
     n_candidates: int = 8
+    decoding: str = "bon"  # "bon" or "iad" (codegen.decoding), when a request names no strategy
+    rounds: int = 2  # iad rounds when a request names none: n_candidates / rounds per round
     temperature: float = SamplingParams.temperature
     top_p: float = SamplingParams.top_p
     default_max_tokens: int = SamplingParams.max_tokens
     default_stop: list[str] = field(default_factory=lambda: list(HUMANEVAL_STOP))
     # Limits.
     max_candidates: int = 32  # per request
+    max_rounds: int = 8  # iad rounds per request
     max_tokens_limit: int = 1024  # per candidate
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 120.0  # wall clock per request: waiting + generation + scoring + tests
@@ -84,6 +87,13 @@ class ServerConfig:
                 raise UserError(f"{flag} must be positive, got {value}")
         if self.kv_cache_gib is not None and self.backend != "vllm":
             raise UserError(f"--kv-cache-gib is for --backend vllm, not {self.backend}: drop it")
+        if self.decoding not in ("bon", "iad"):
+            raise UserError(f"unknown --decoding {self.decoding!r}: use bon or iad")
+        if not 1 <= self.rounds <= self.max_rounds:
+            raise UserError(f"--rounds must be in 1..{self.max_rounds} (got {self.rounds})")
+        if self.decoding == "iad" and self.n_candidates % self.rounds:
+            raise UserError(f"--n-candidates {self.n_candidates} is not a multiple of --rounds {self.rounds}: "
+                            "iad draws n_candidates / rounds per round")
         if self.max_queue < 0:
             raise UserError(f"--max-queue must be 0 or more, got {self.max_queue}")
         if self.n_candidates > self.max_candidates:

@@ -35,6 +35,8 @@ class Candidate:
     score: float | None = None
     verdict: dict[str, Any] | None = None
     rank: int = -1
+    round: int = 0  # iterative decoding's round (0 for best-of-n)
+    check: dict[str, Any] | None = None  # iterative decoding's verifier check (`codegen.decoding.Check.to_dict`)
 
 
 def extract_code(text: str) -> str:

@@ -16,6 +16,15 @@ Extension fields (send them with the openai client's ``extra_body=``):
   asserts); candidates that pass rank first. ``prefix`` is the trusted code a
   candidate continues (completions: default the prompt; chat: default none).
 
+- ``decoding``: ``{"strategy": "iad", "rounds": T}`` answers by iterative
+  decoding (`codegen.decoding`): the candidates (``n_candidates``, the
+  budget) are drawn over T rounds of n_candidates / T, each later round's
+  prompt showing the best and worst so far with their verdicts; the verifier
+  is the request's ``tests`` when it carries them, else the prompt's
+  docstring examples (and the scorer's score); a request whose verifier is
+  satisfied stops early. ``{"strategy": "bon"}`` is best-of-n. Default: the
+  server's ``--decoding`` and ``--rounds``.
+
 Responses carry ``itercode``: the scorer used, ``n_candidates``,
 ``tests_run``, ``sandbox`` (the backend and version that ran the tests, null
 without tests) and every candidate (``index``, ``rank`` with 0 the answer,
@@ -23,7 +32,11 @@ without tests) and every candidate (``index``, ``rank`` with 0 the answer,
 ``verdict``, as `codegen.judging.verdict_dict` writes it: ``status``,
 ``passed``, ``tests_passed``, ``tests_total``, ``duration_s``, ``stderr``,
 ``provoked``, ``cached``, ``attempts``). ``usage.completion_tokens`` counts
-all candidates' tokens.
+all candidates' tokens. With iterative decoding each candidate also has
+``round`` and ``check`` (`codegen.decoding.verifiers.Check`: ``line``,
+``failure``, ``satisfied``...), and ``itercode.decoding`` shows the
+strategy, the verifier, ``rounds_run`` of ``rounds_planned``,
+``stopped_early`` and each round's prompt and candidate indices.
 Responses are built as plain dicts in `codegen.app.server.app`.
 """
 from __future__ import annotations
@@ -62,6 +75,11 @@ class TestsSpec(_Strict):
         return v
 
 
+class DecodingSpec(_Strict):
+    strategy: Literal["bon", "iad"] = "iad"
+    rounds: int | None = Field(None, ge=1)
+
+
 class _RequestBase(_Strict):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
@@ -83,6 +101,7 @@ class _RequestBase(_Strict):
     n_candidates: int | None = Field(None, ge=1)
     best_of: int | None = Field(None, ge=1)
     tests: TestsSpec | None = None
+    decoding: DecodingSpec | None = None
 
     @field_validator("stop")
     @classmethod

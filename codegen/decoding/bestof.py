@@ -1,6 +1,6 @@
-"""Decoding: from n candidates of one problem to the answer.
+"""Best-of-n: from n candidates of one problem to the answer.
 
-Best-of-n is what exists: each candidate has a key, higher is better, and
+Each candidate has a key, higher is better, and
 the top one is the answer. A key is a score (a trained reranker's, the
 sampler's mean log-probability, a seeded random number) or a tuple compared
 in order; `verdict_key` builds the one the server uses when a request
@@ -8,9 +8,9 @@ carries tests: passed first, then the share of tests passed, then the score.
 A tie goes to the earlier candidate (generation order), so a rerun picks the
 same answer. A missing or NaN score ranks below every real one.
 
-`itercode eval --rerank` (`rerankers.report`) and the server
-(`codegen.app.server.ranking`) both choose here. Iterative refinement
-(feed a failing verdict back, sample again) will live here too.
+`itercode eval --rerank` (`rerankers.report`), the server
+(`codegen.app.server.ranking`) and iterative decoding (`codegen.decoding.iterative`,
+which keeps its best-so-far with these keys) all choose here.
 
 >>> best_index([1.0, 3.0, 3.0, 2.0])
 1
