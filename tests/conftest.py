@@ -161,3 +161,13 @@ def slow_unlabeled_copy(problems_file: Path, dest: Path, seconds: float = 0.2) -
         row["tests"] = f"import time\n\n\ndef check(candidate):\n    time.sleep({seconds})\n    candidate([3, 1, 2])\n"
     write_jsonl_atomic(dest, rows)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_repos(tmp_path_factory):
+    """A folder of six small hand-made repositories with cross-file structure (tests/tiny_repos.py)."""
+    from tiny_repos import make_tiny_repos
+
+    root = tmp_path_factory.mktemp("tiny-repos")
+    make_tiny_repos(root, n=6, seed=0)
+    return root
