@@ -114,4 +114,5 @@ def test_cli_runs_without_the_optional_extras():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == sorted(["eval", "sample", "starter", "sandbox", "reranker", "loop", "runs", "serve"])
+    assert done.stdout.split() == sorted(["eval", "sample", "starter", "sandbox", "reranker", "loop", "runs", "serve",
+                                                    "rlcoder", "complete"])

@@ -134,6 +134,9 @@ class Task:
     target: str  # the next lines (at most target_lines), each ending in "\n"
     # BM25's preselection, best first: {"id", "path", "text", "bm25"}
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    # Generator training only: the block BM25 finds with the target in the query (a block that
+    # likely holds what the next lines need; never used for the retriever or evaluation).
+    hint: dict[str, Any] | None = None
 
     @property
     def first_line(self) -> str:
@@ -177,16 +180,27 @@ def cut_points(text: str, rng: random.Random, low: float = 0.2, high: float = 0.
     return None
 
 
+def _as_candidate(block: Block, score: float) -> dict[str, Any]:
+    return {"id": block.id, "path": block.path, "text": block.text, "bm25": round(score, 4)}
+
+
 def make_file_task(repo_name: str, path: str, text: str, line: int, index: BlockIndex, *,
-                   target_lines: int = 2, preselect: int = 20, query_lines: int = 10) -> Task:
-    """The task that cuts ``path`` before ``line`` (0-based), with BM25's ``preselect`` candidates."""
+                   target_lines: int = 2, preselect: int = 20, query_lines: int = 10, hint: bool = False) -> Task:
+    """The task that cuts ``path`` before ``line`` (0-based), with BM25's ``preselect`` candidates.
+
+    ``hint``: also find the block BM25 ranks first with the target in the query (generator training).
+    """
     lines = text.splitlines()
     context = "".join(line_ + "\n" for line_ in lines[:line])
     target = "".join(line_ + "\n" for line_ in lines[line:line + target_lines])
     hits = index.search(query_of(context, query_lines), preselect, exclude_path=path)
     task_id = f"{repo_name}/{path}:{line}"
-    cands = [{"id": b.id, "path": b.path, "text": b.text, "bm25": round(s, 4)} for b, s in hits]
-    return Task(task_id, repo_name, path, line, context, target, cands)
+    cands = [_as_candidate(b, s) for b, s in hits]
+    hint_block = None
+    if hint:
+        found = index.search(query_of(context, 3) + "\n" + target, 1, exclude_path=path)
+        hint_block = _as_candidate(*found[0]) if found and found[0][1] > 0 else None
+    return Task(task_id, repo_name, path, line, context, target, cands, hint_block)
 
 
 def _rng_for(seed: int, name: str) -> random.Random:
@@ -195,7 +209,8 @@ def _rng_for(seed: int, name: str) -> random.Random:
 
 
 def make_tasks(repos: Iterable[str | Path], per_repo: int, seed: int = 0, *, target_lines: int = 2,
-               preselect: int = 20, max_block_lines: int = 15, query_lines: int = 10) -> list[Task]:
+               preselect: int = 20, max_block_lines: int = 15, query_lines: int = 10,
+               hint: bool = False) -> list[Task]:
     """Up to ``per_repo`` tasks from each repository (fewer if it has few usable files), deterministic in ``seed``.
 
     Files are drawn with replacement weighted by length, each cut at a random
@@ -226,7 +241,7 @@ def make_tasks(repos: Iterable[str | Path], per_repo: int, seed: int = 0, *, tar
                 continue
             seen.add((path, line))
             tasks.append(make_file_task(repo.name, path, files[path], line, index, target_lines=target_lines,
-                                        preselect=preselect, query_lines=query_lines))
+                                        preselect=preselect, query_lines=query_lines, hint=hint))
     return tasks
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run (or resume) a learning loop: itertl|grpo|dpo --config FILE.yaml [key=value ...]"
+HELP = "run (or resume) a learning loop: itertl|grpo|dpo|rlcoder --config FILE.yaml [key=value ...]"
 
-METHODS = ("itertl", "grpo", "dpo")
-USAGE = "itercode loop {itertl,grpo,dpo} [--config FILE.yaml] [key=value ...]"
+METHODS = ("itertl", "grpo", "dpo", "rlcoder")
+USAGE = "itercode loop {itertl,grpo,dpo,rlcoder} [--config FILE.yaml] [key=value ...]"
 METHOD_HELP = {
     "itertl": "iterative SFT on the model's own passing samples (configs/demo.yaml)",
     "grpo": ("policy RL on execution rewards with TRL's GRPO, or RLOO with algo=rloo; validation pass@1 beside "
@@ -14,6 +14,9 @@ METHOD_HELP = {
              "while validation falls (configs/grpo.yaml)"),
     "dpo": ("iterative DPO: each round samples the policy, pairs passing with failing programs (the most confident "
             "failures first) and trains with TRL's DPOTrainer against the round's parent (configs/dpo.yaml)"),
+    "rlcoder": ("repository-level completion: a small Llama trained on real repositories, a retriever trained "
+                "round after round from the generator's loss with a stop block, evaluated against BM25 "
+                "(configs/rlcoder.yaml)"),
 }
 
 
@@ -65,7 +68,14 @@ def run(args: argparse.Namespace) -> int:
     # optional: as above
     from loops.itertl import run_itertl
 
-    if args.method == "grpo":
+    if args.method == "rlcoder":
+        # optional: the retrieval and train extras
+        from loops.rlcoder import run_rlcoder
+        # optional: as above
+        from loops.rlcoder_config import load_rlcoder_config
+
+        run_rlcoder(load_rlcoder_config(args.config, args.overrides))
+    elif args.method == "grpo":
         run_grpo(load_grpo_config(args.config, args.overrides))
     elif args.method == "dpo":
         run_dpo(load_dpo_config(args.config, args.overrides))

@@ -11,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from codegen.io import write_jsonl_atomic
 from codegen.repo.corpus import SPLITS, default_cache, fetch_corpus, load_corpus_spec, repos_in
+from codegen.repo.tasks import make_tasks
 
 HELP = "the RLCoder corpus: `rlcoder fetch` downloads the pinned repositories, `rlcoder tasks` writes tasks"
 DEFAULT_CORPUS = "configs/rlcoder_corpus.yaml"
@@ -40,9 +42,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{split}: {len(paths)} repositories")
         print(f"cache: {Path(args.cache) if args.cache else default_cache()}")
         return 0
-    from codegen.io import write_jsonl_atomic
-    from codegen.repo.tasks import make_tasks
-
     if args.repos:
         repos = repos_in(args.repos)
     else:
