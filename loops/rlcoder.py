@@ -36,9 +36,9 @@ from codegen.repo.generator import builder_for, complete_lines, load_generator, 
 from codegen.repo.retriever import Retriever, train_retriever
 from codegen.repo.tasks import Task, edit_similarity, exact_match, make_tasks
 from loops.rlcoder_config import RESUMABLE_KEYS, RLCoderConfig
+from loops.rlcoder_table import ARMS
 from loops.rundir import RunDir
 
-ARMS = ("infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle")
 Log = Callable[[str], None]
 
 
@@ -372,3 +372,4 @@ def run_artifacts(run_dir: str | Path) -> tuple[Path, Path | None]:
     rounds = sorted(int(k.split("/")[0].split("-")[1]) for k in run.finished_stages() if k.endswith("/retriever"))
     retriever = run.stage_dir(rounds[-1], "retriever") / "model" if rounds else None
     return model, retriever
+
