@@ -222,3 +222,23 @@ def test_loop_resumes_after_sigkill_at_each_stage(tiny_repos, tmp_path):
         assert s["stages"][key]["attempts"] == 2, key
     assert json.loads((root / "round-2" / "evaluate" / "eval.json").read_text())["examples"] > 0
     assert not [p for p in root.rglob("*") if p.name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
+    """benchmarks/rlcoder.py --tiny --json --eval-repos DIR: the issue's JSON, on repositories never trained on."""
+    from tiny_repos import make_tiny_repos
+
+    unseen = tmp_path / "unseen"
+    make_tiny_repos(unseen, n=2, seed=7)
+    done = subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
+                           "--eval-repos", str(unseen), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert set(out["arms"]) == {"infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"}
+    assert all(set(a) == {"em", "es", "retrieved_tokens"} for a in out["arms"].values())
+    assert out["examples"] > 0 and {"best", "none", "random"} <= set(out["gate"])
+    assert [Path(p).name for p in out["eval_repos"]] == ["repo0", "repo1"] and Path(out["eval_repos"][0]).parent == unseen
+    assert out["loop_seconds"] > 0 and out["loop_within_45_min"] in ("met", "missed")
