@@ -156,25 +156,27 @@ def test_runs_show_prints_the_rlcoder_table(tiny_run):
     assert "rlcoder_no_stop" in done.stdout and "plot:" in done.stdout
 
 
-def test_complete_on_a_hand_made_repository(tiny_run, tmp_path):
-    run_dir, _ = tiny_run
+def test_complete_on_a_hand_made_repository(tiny_run, tmp_path, capsys):
+    """`itercode complete` (the CLI's main, in process: a subprocess per call would reload torch)."""
+    from codegen.app.cli import main
     from tiny_repos import make_tiny_repos
 
+    run_dir, _ = tiny_run
     repo = make_tiny_repos(tmp_path / "mine", n=1, seed=42)[0]
     app = (repo / "repo0" / "app.py").read_text().splitlines()
-    base = [sys.executable, "-m", "codegen.app.cli", "complete", "--repo", str(repo), "--file", "repo0/app.py",
-            "--line", str(len(app) - 1), "--run", str(run_dir), "--json"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = ["complete", "--repo", str(repo), "--file", "repo0/app.py", "--line", str(len(app) - 1),
+            "--run", str(run_dir), "--json"]
     for extra, retrieval in (([], "rlcoder"), (["--retriever", "bm25"], "bm25")):
-        done = subprocess.run(base + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        out = json.loads(done.stdout)
+        capsys.readouterr()
+        assert main(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
         assert out["retrieval"] == retrieval and isinstance(out["completion"], str) and "\n" not in out["completion"]
         assert all(not b["id"].startswith("repo0/app.py:") for b in out["blocks"])  # other files only
     assert out["blocks"] and out["retrieved_tokens"] > 0
-    bad = subprocess.run(base[:-5] + ["--line", "9999", "--run", str(run_dir)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "outside" in bad.stderr
+    assert main(base[:5] + ["--line", "9999", "--run", str(run_dir)]) == 2
+    assert "outside" in capsys.readouterr().err
+    assert main(base[:5] + ["--line", "3", "--run", str(tmp_path / "no-run")]) == 2
+    assert "pass --model DIR" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- SIGKILL at each stage

@@ -15,7 +15,8 @@ Why the generator learns to use blocks: its training prompts carry blocks
 found by BM25 with the *target* in the query (`make_tasks(...,
 hint=True)`), so the block usually holds the names the next line
 needs, and copying from it pays; some prompts carry BM25's ordinary block or
-a random one, so it also learns that a block may be useless. The loss covers
+a random one, so it also learns that a block may be useless; half of them
+carry a second, random block before the first (evaluation uses up to two). The loss covers
 the in-file context and the target, never the blocks.
 
 `target_losses` is what labels the retriever: the weighted loss on the target
@@ -64,6 +65,7 @@ class GeneratorConfig:
     p_hint: float = 0.5
     p_bm25: float = 0.2
     p_random: float = 0.1
+    p_second: float = 0.5  # of prompts with a block: a second, random one before it
 
 
 TINY = GeneratorConfig(vocab_size=600, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
@@ -224,17 +226,25 @@ def complete_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_
 
 # ----------------------------------------------------------------------------- training
 def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint: dict | None) -> list[dict]:
-    """The block (if any) one training prompt carries: see the module docstring."""
+    """The blocks (if any) one training prompt carries: see the module docstring.
+
+    Half the prompts with a block get a second, random candidate before it:
+    evaluation prompts carry up to ``top_k`` blocks, the most useful last.
+    """
     u = rng.random()
+    main = None
     if hint is not None and u < cfg.p_hint:
-        return [hint]
-    u -= cfg.p_hint
-    if task.candidates and u < cfg.p_bm25:
-        return [task.candidates[0]]
-    u -= cfg.p_bm25
-    if task.candidates and u < cfg.p_random:
-        return [rng.choice(task.candidates)]
-    return []
+        main = hint
+    elif task.candidates and u < cfg.p_hint + cfg.p_bm25:
+        main = task.candidates[0]
+    elif task.candidates and u < cfg.p_hint + cfg.p_bm25 + cfg.p_random:
+        main = rng.choice(task.candidates)
+    if main is None:
+        return []
+    others = [c for c in task.candidates if c["id"] != main["id"]]
+    if others and rng.random() < cfg.p_second:
+        return [rng.choice(others), main]
+    return [main]
 
 
 def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: GeneratorConfig,
