@@ -60,6 +60,7 @@ class RLCoderConfig(BaseModel):
     gen_steps: Int = 600
     gen_batch_size: Int = 8
     gen_lr: Float = 2e-3
+    gen_target_weight: Float = 4.0  # the target's tokens weigh this much more than the context's in training
     gate_tasks: Int = 100  # retriever-training tasks the gate is measured on
 
     # --- the retriever (codegen.repo.retriever)
@@ -85,6 +86,7 @@ class RLCoderConfig(BaseModel):
             intermediate_size=self.gen_intermediate_size, num_layers=self.gen_layers, num_heads=self.gen_heads,
             budget=self.budget, block_budget=self.block_budget, target_tokens=self.target_tokens,
             steps=self.gen_steps, batch_size=self.gen_batch_size, lr=self.gen_lr,
+            target_weight=self.gen_target_weight,
             warmup_steps=min(50, max(1, self.gen_steps // 10)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from codegen.hardware import torch_threads
 from codegen.io import atomic_dir, write_json_atomic
 from codegen.repo.corpus import python_files
 from codegen.repo.tasks import Task
-from codegen.starter import _batches, train_tokenizer
+from codegen.starter import train_tokenizer
 
 _IDENT = re.compile(r"[A-Za-z0-9_]")
 
@@ -66,6 +66,7 @@ class GeneratorConfig:
     p_bm25: float = 0.2
     p_random: float = 0.1
     p_second: float = 0.5  # of prompts with a block: a second, random one before it
+    target_weight: float = 4.0  # the training loss weighs the target's tokens this much more than the context's
 
 
 TINY = GeneratorConfig(vocab_size=600, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
@@ -225,6 +226,41 @@ def complete_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_
 
 
 # ----------------------------------------------------------------------------- training
+def _batches(examples, cfg: GeneratorConfig, seed: int, pad_id: int):
+    """``cfg.steps`` padded batches ``(ids, labels, mask, weights)``, reshuffled each epoch.
+
+    ``weights`` is ``cfg.target_weight`` on the target's tokens, 1 on the
+    context's and 0 where there is no label: the target is where a block
+    helps, and the context's many tokens would otherwise drown it.
+    """
+    import torch  # heavy: only when a generator is trained
+
+    if not examples:
+        raise ValueError("no training examples: the generator split gave no task; check its repositories")
+    gen = torch.Generator().manual_seed(seed)
+    size = min(cfg.batch_size, len(examples))
+    step = 0
+    while True:
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for start in range(0, len(order) - size + 1, size):
+            chunk = [examples[i] for i in order[start:start + size]]
+            width = max(len(ids) for ids, _, _ in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            weights = torch.zeros((len(chunk), width))
+            for row, (x, y, n_target) in enumerate(chunk):
+                ids[row, : len(x)] = torch.tensor(x)
+                labels[row, : len(y)] = torch.tensor(y)
+                mask[row, : len(x)] = 1
+                weights[row, : len(x)] = torch.tensor([float(v != -100) for v in y])
+                weights[row, len(x) - n_target: len(x)] *= cfg.target_weight
+            yield ids, labels, mask, weights
+            step += 1
+            if step >= cfg.steps:
+                return
+
+
 def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint: dict | None) -> list[dict]:
     """The blocks (if any) one training prompt carries: see the module docstring.
 
@@ -248,8 +284,8 @@ def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint:
 
 
 def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: GeneratorConfig,
-                      seed: int) -> list[tuple[list[int], list[int]]]:
-    """``(ids, labels)`` per task: labels cover the in-file context and the target, not the blocks."""
+                      seed: int) -> list[tuple[list[int], list[int], int]]:
+    """``(ids, labels, target length)`` per task: labels cover the in-file context and the target, not the blocks."""
     rng = random.Random(seed)
     out = []
     for task in tasks:
@@ -258,7 +294,7 @@ def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: Genera
         target = builder.target(task)
         ids = prompt + target
         labels = [-100] * n_block + ids[n_block:]
-        out.append((ids, labels))
+        out.append((ids, labels, len(target)))
     return out
 
 
@@ -305,9 +341,12 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, log) ->
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses: list[float] = []
-    for step, (ids, labels, mask) in enumerate(_batches(examples, cfg.batch_size, cfg.steps,
-                                                        torch.Generator().manual_seed(seed), tok.pad_token_id)):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                ignore_index=-100, reduction="none")
+        w = weights[:, 1:].reshape(-1)
+        loss = (nll * w).sum() / w.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
