@@ -16,8 +16,10 @@ found by BM25 with the *target* in the query (`make_tasks(...,
 hint=True)`), so the block usually holds the names the next line
 needs, and copying from it pays; some prompts carry BM25's ordinary block or
 a random one, so it also learns that a block may be useless; half of them
-carry a second, random block before the first (evaluation uses up to two). The loss covers
-the in-file context and the target, never the blocks.
+carry a second, random block before the first (evaluation uses up to two).
+The loss covers the in-file context and the target, never the blocks, and
+weighs the target's tokens ``target_weight`` times more (the context's many
+tokens would otherwise drown the few where a block helps).
 
 `target_losses` is what labels the retriever: the weighted loss on the target
 (the first token and identifier tokens weigh more, as in RLCoder) with each
@@ -173,7 +175,6 @@ def sequence_losses(model, prompts: list[list[int]], targets: list[list[int]], w
     """Per sequence, the (weighted) mean negative log-likelihood of ``target`` after ``prompt``."""
     import torch  # heavy: only when a generator runs
 
-    out: list[float] = []
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(targets[i]))  # less padding
     result: dict[int, float] = {}
     with torch.no_grad():
@@ -191,8 +192,7 @@ def sequence_losses(model, prompts: list[list[int]], targets: list[list[int]], w
                 nll = -logp[j, pos, torch.tensor(t)]
                 w = torch.tensor(weights[i] if weights else [1.0] * len(t))
                 result[i] = float((nll * w).sum() / w.sum())
-    out = [result[i] for i in range(len(prompts))]
-    return out
+    return [result[i] for i in range(len(prompts))]
 
 
 def target_losses(model, builder: PromptBuilder, task: Task, block_sets: Sequence[Sequence[dict[str, Any]]],
