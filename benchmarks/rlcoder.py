@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                            preselect=cfg.preselect, max_block_lines=cfg.max_block_lines,
                            query_lines=cfg.query_lines)
         model, retriever = run_artifacts(cfg.run_dir)
-        result, _ = evaluate_arms(Scorer(model), Retriever.load(retriever), tasks, top_k=cfg.top_k,
+        result, _ = evaluate_arms(Scorer(model, cfg.device), Retriever.load(retriever), tasks, top_k=cfg.top_k,
                                   max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, log=log)
         result["targets"] = targets(result)
         result["eval_repos"] = [str(r) for r in repos]

@@ -103,8 +103,8 @@ def load_tasks(path: Path) -> list[Task]:
 class Scorer:
     """The generator and its prompt builder, loaded once; the weighted target loss of block sets."""
 
-    def __init__(self, model_dir: str | Path):
-        self.model, tok = load_generator(model_dir)
+    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+        self.model, tok = load_generator(model_dir, device)
         info_path = Path(model_dir) / "generator_info.json"
         cfg = json.loads(info_path.read_text())["config"] if info_path.exists() else {}
         self.builder = builder_for(tok, cfg)
@@ -295,11 +295,11 @@ def run_rlcoder(cfg: RLCoderConfig, log: Log | None = None) -> dict[str, Any]:
         def train_gen(d: Path) -> dict[str, Any]:
             return train_generator(d / "model", [Path(p) for p in repos["generator"]],
                                    load_tasks(task_dir / "generator.jsonl"), cfg.generator_config(),
-                                   seed=cfg.seed, threads=cfg.train_threads, log=log)
+                                   seed=cfg.seed, threads=cfg.train_threads, device=cfg.device, log=log)
 
         run.run_logged(0, "generator", train_gen, log)
         model_dir = run.stage_dir(0, "generator") / "model"
-        scorer = Scorer(model_dir)
+        scorer = Scorer(model_dir, cfg.device)
         retr_tasks = load_tasks(task_dir / "retriever.jsonl")
         gate = run.run_logged(0, "gate", lambda d: gate_stage(cfg, scorer, retr_tasks, d, log), log)
         rows = [{"round": 0, "stage": "gate", "gate_best": gate.get("best"), "gate_none": gate.get("none"),

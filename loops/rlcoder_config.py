@@ -19,7 +19,7 @@ from codegen.repo.generator import GeneratorConfig
 from loops.config import Float, Int, Schema, Text, load_with
 
 # Keys a resumed run may change: they do not alter finished work.
-RESUMABLE_KEYS = frozenset({"progress", "train_threads", "cache"})
+RESUMABLE_KEYS = frozenset({"progress", "train_threads", "cache", "device"})
 
 
 class RLCoderConfig(BaseModel):
@@ -32,6 +32,7 @@ class RLCoderConfig(BaseModel):
     seed: Int = 0
     progress: StrictBool = True
     train_threads: Int | None = 1
+    device: Text = "cpu"  # cpu, or cuda: the generator trains and scores there (the retriever stays on the CPU)
 
     # --- the repositories
     corpus: Text = "configs/rlcoder_corpus.yaml"  # pins and their split
@@ -123,6 +124,8 @@ def rules(cfg: RLCoderConfig) -> list[str]:
          f"gen_hidden_size ({cfg.gen_hidden_size}) must be a multiple of gen_heads ({cfg.gen_heads})")
     rule(cfg.bm25_k <= cfg.preselect and cfg.retrieve_k <= cfg.preselect,
          f"bm25_k and retrieve_k must not exceed preselect ({cfg.preselect}): they pick from its pool")
+    rule(cfg.device in ("cpu", "cuda") or cfg.device.startswith("cuda:"),
+         f"device must be cpu or cuda (cuda:N), got {cfg.device!r}")
     rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
     return out
 

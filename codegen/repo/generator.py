@@ -143,13 +143,13 @@ def token_weights(tokenizer, ids: Sequence[int]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- model
-def load_generator(path: str | Path):
-    """``(model, tokenizer)`` from a directory `train_generator` wrote (or any causal LM path)."""
+def load_generator(path: str | Path, device: str = "cpu"):
+    """``(model, tokenizer)`` from a directory `train_generator` wrote (or any causal LM path), on ``device``."""
     # heavy: transformers loads only when a generator is used
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").to(device)
     model.eval()
     return model, tok
 
@@ -181,16 +181,16 @@ def sequence_losses(model, prompts: list[list[int]], targets: list[list[int]], w
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             rows = [prompts[i] + targets[i] for i in idx]
-            ids, mask = _pad(rows, pad)
+            ids, mask = (x.to(model.device) for x in _pad(rows, pad))
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
             for j, i in enumerate(idx):
                 p, t = len(prompts[i]), targets[i]
                 if not t:
                     result[i] = 0.0
                     continue
-                pos = torch.arange(p - 1, p - 1 + len(t))
-                nll = -logp[j, pos, torch.tensor(t)]
-                w = torch.tensor(weights[i] if weights else [1.0] * len(t))
+                pos = torch.arange(p - 1, p - 1 + len(t), device=model.device)
+                nll = -logp[j, pos, torch.tensor(t, device=model.device)]
+                w = torch.tensor(weights[i] if weights else [1.0] * len(t), device=model.device)
                 result[i] = float((nll * w).sum() / w.sum())
     return [result[i] for i in range(len(prompts))]
 
@@ -216,7 +216,7 @@ def complete_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            ids, mask = _pad([prompts[i] for i in idx], tok.pad_token_id, left=True)
+            ids, mask = (x.to(model.device) for x in _pad([prompts[i] for i in idx], tok.pad_token_id, left=True))
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=[tok.eos_token_id, builder.newline], pad_token_id=tok.pad_token_id)
             for j, i in enumerate(idx):
@@ -305,17 +305,18 @@ def train_tokenizer_on(repos: Iterable[Path], vocab_size: int):
 
 
 def train_generator(out_dir: str | Path, repos: Sequence[Path], tasks: Sequence[Task], cfg: GeneratorConfig, *,
-                    seed: int = 0, threads: int | None = 1, log=None) -> dict[str, Any]:
+                    seed: int = 0, threads: int | None = 1, device: str = "cpu", log=None) -> dict[str, Any]:
     """Train the tokenizer on ``repos`` and the Llama on ``tasks`` (made with ``hint=True``); save to ``out_dir``.
 
-    Deterministic in ``seed`` on the CPU. The directory appears whole or not
+    Deterministic in ``seed`` on the CPU; ``device="cuda"`` trains the same
+    recipe on a GPU. The directory appears whole or not
     at all. Returns the info dict it also writes to ``generator_info.json``.
     """
     with torch_threads(threads):
-        return _train(Path(out_dir), repos, tasks, cfg, seed, log)
+        return _train(Path(out_dir), repos, tasks, cfg, seed, device, log)
 
 
-def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, log) -> dict[str, Any]:
+def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device: str, log) -> dict[str, Any]:
     # heavy: torch and transformers load only when a generator is trained
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -330,6 +331,7 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, log) ->
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
         max_position_embeddings=cfg.budget + cfg.target_tokens + 64, tie_word_embeddings=True,
         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
 
@@ -342,6 +344,7 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, log) ->
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses: list[float] = []
     for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
+        ids, labels, mask, weights = (x.to(device) for x in (ids, labels, mask, weights))
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                                 ignore_index=-100, reduction="none")
@@ -356,6 +359,7 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, log) ->
         if log and (step + 1) % max(1, cfg.steps // 10) == 0:
             log(f"generator step {step + 1}/{cfg.steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
+    model.to("cpu")
     model.generation_config = GenerationConfig(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id)
     info = {"seed": seed, "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
