@@ -101,7 +101,10 @@ class BlockIndex:
     """BM25 over one repository's blocks; `search` leaves out the blocks of the file being completed."""
 
     def __init__(self, blocks: Sequence[Block]):
-        import bm25s  # optional: the `retrieval` extra
+        try:
+            import bm25s  # optional: the `retrieval` extra
+        except ImportError:
+            raise UserError("BM25 needs bm25s, which is not installed; pip install 'itercode[retrieval]'") from None
 
         self.blocks = list(blocks)
         self._bm25 = bm25s.BM25()
