@@ -40,6 +40,9 @@ from loops.rlcoder_table import ARMS
 from loops.rundir import RunDir
 
 Log = Callable[[str], None]
+# The gate passes when the most useful block lowers the mean target loss by more than this (nats): with
+# less, the generator hardly reads its context, and what a retriever picks cannot matter.
+GATE_MARGIN = 0.1
 
 
 # --------------------------------------------------------------------------- labels
@@ -122,6 +125,9 @@ def gate_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], d: Pat
     write_json_atomic(d / "gate.json", gate)
     log(f"gate: best block {gate['best']:.3f}, no block {gate['none']:.3f}, random block {gate['random']:.3f} "
         f"(nats, weighted, {gate['tasks']} tasks)")
+    if not gate["passes"]:
+        log(f"gate FAILED: the best block lowers the target loss by less than {GATE_MARGIN} nats, so the generator "
+            "hardly uses its context and no retriever can help; train it longer (gen_steps) before reading the arms")
     return gate
 
 
@@ -135,13 +141,15 @@ def gate_of(scorer: Scorer, tasks: Sequence[Task], seed: int) -> tuple[dict[str,
                      "losses": losses[1:]})
     scored = [r for r in rows if r["losses"]]
     n = max(1, len(scored))
-    return {
+    gate: dict[str, Any] = {
         "tasks": len(scored),
         "best": sum(min(r["losses"]) for r in scored) / n,
         "none": sum(r["none"] for r in scored) / n,
         "random": sum(rng.choice(r["losses"]) for r in scored) / n,
         "best_helps": sum(min(r["losses"]) < r["none"] - 0.1 for r in scored) / n,  # share helped by > 0.1 nats
-    }, rows
+    }
+    gate["passes"] = bool(scored) and gate["best"] < gate["none"] - GATE_MARGIN
+    return gate, rows
 
 
 def _candidates_for_round(task: Task, retriever, bm25_k: int, retrieve_k: int) -> list[dict]:

@@ -136,6 +136,7 @@ def test_tiny_loop_reports_every_arm_and_the_gate(tiny_run):
         assert set(arm) == {"em", "es", "retrieved_tokens"} and 0 <= arm["em"] <= 100 and 0 <= arm["es"] <= 100
     assert result["arms"]["infile"]["retrieved_tokens"] == 0 and result["arms"]["bm25"]["retrieved_tokens"] > 0
     assert {"best", "none", "random", "tasks"} <= set(result["gate"]) and result["examples"] > 0
+    assert result["gate"]["passes"] == (result["gate"]["best"] < result["gate"]["none"] - 0.1)
     assert result["gate"]["best"] <= result["gate"]["none"] + 1e-9 and result["gate"]["best"] <= result["gate"]["random"]
     assert set(result["targets"].values()) <= {"met", "missed"}
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
