@@ -255,3 +255,13 @@ def vllm_server(starter_model, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_repos(tmp_path_factory):
+    """A folder of six small hand-made repositories with cross-file structure (tests/tiny_repos.py)."""
+    from tiny_repos import make_tiny_repos
+
+    root = tmp_path_factory.mktemp("tiny-repos")
+    make_tiny_repos(root, n=6, seed=0)
+    return root

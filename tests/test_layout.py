@@ -115,4 +115,4 @@ def test_cli_runs_without_the_optional_extras():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == sorted(["eval", "sample", "decode", "starter", "sandbox", "reranker", "loop", "runs",
-                                          "serve"])
+                                          "serve", "rlcoder", "complete"])

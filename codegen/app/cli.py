@@ -26,6 +26,8 @@ COMMANDS = {
     "loop": "codegen.app.commands.loop",
     "runs": "codegen.app.commands.runs",
     "serve": "codegen.app.commands.serve",
+    "rlcoder": "codegen.app.commands.rlcoder",
+    "complete": "codegen.app.commands.complete",
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from loops.rlcoder_table import format_rlcoder, is_rlcoder_run
 from loops.rundir import RunDir
 from loops.table import format_points, format_table
 
@@ -20,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.find(args.run, args.runs_dir)
     root, rows = run_dir.root, run_dir.metrics()
-    if rows:
+    if rows and is_rlcoder_run(rows):
+        print(format_rlcoder(rows, title=f"run {root} (RLCoder)"))
+    elif rows:
         print(format_table(rows, title=f"run {root} (pass rates in %)"))
     else:
         print(f"run {root}: no round evaluated yet")

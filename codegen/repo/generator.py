@@ -1,0 +1,379 @@
+"""The code generator of RLCoder: a small Llama that completes a file with retrieved blocks in its prompt.
+
+No pretrained code model can be downloaded here, so the generator is trained
+from scratch on the generator-training repositories, the way
+`codegen.starter` builds its model: a byte-level BPE tokenizer (newlines
+isolated, so prompts and targets tokenize the same apart as together) and a
+``LlamaForCausalLM`` from a config, trained with a plain torch loop.
+
+The prompt (`build_prompt`): each retrieved block under a ``# path`` header,
+the most useful one last (nearest the cursor), then ``# <the file's path>``
+and the in-file context, cut on the left at a line boundary. Blocks and
+context share one token budget, as in RLCoder: a block costs context.
+
+Why the generator learns to use blocks: its training prompts carry blocks
+found by BM25 with the *target* in the query (`make_tasks(...,
+hint=True)`), so the block usually holds the names the next line
+needs, and copying from it pays; some prompts carry BM25's ordinary block or
+a random one, so it also learns that a block may be useless; half of them
+carry a second, random block before the first (evaluation uses up to two).
+The loss covers the in-file context and the target, never the blocks, and
+weighs the target's tokens ``target_weight`` times more (the context's many
+tokens would otherwise drown the few where a block helps).
+
+`target_losses` is what labels the retriever: the weighted loss on the target
+(the first token and identifier tokens weigh more, as in RLCoder) with each
+candidate block in the prompt. `complete_lines` decodes greedily to the end
+of the first line.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from codegen.hardware import torch_threads
+from codegen.io import atomic_dir, write_json_atomic
+from codegen.repo.corpus import python_files
+from codegen.repo.tasks import Task
+from codegen.starter import train_tokenizer
+
+_IDENT = re.compile(r"[A-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Size, prompt budget and training budget of the generator."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 3  # head_dim 64
+    budget: int = 320  # prompt tokens: retrieved blocks and in-file context together
+    block_budget: int = 160  # the most the blocks may take of it
+    target_tokens: int = 32  # the target's tokens scored and trained on
+    steps: int = 1200
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    # share of training prompts with: a block found with the target in the query; BM25's top
+    # block (context-only query); a random candidate; the rest have none
+    p_hint: float = 0.5
+    p_bm25: float = 0.2
+    p_random: float = 0.1
+    p_second: float = 0.5  # of prompts with a block: a second, random one before it
+    target_weight: float = 4.0  # the training loss weighs the target's tokens this much more than the context's
+
+
+TINY = GeneratorConfig(vocab_size=600, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+                       budget=160, block_budget=80, target_tokens=16, steps=30, batch_size=4, lr=5e-3,
+                       warmup_steps=5)
+
+
+# ----------------------------------------------------------------------------- prompts
+def block_piece(block: dict[str, Any]) -> str:
+    """How one retrieved block reads in the prompt."""
+    return f"# {block['path']}\n{block['text']}\n"
+
+
+class PromptBuilder:
+    """Token ids of prompts and targets under a shared budget (tokenizations cached per text)."""
+
+    def __init__(self, tokenizer, budget: int, block_budget: int, target_tokens: int):
+        self.tok = tokenizer
+        self.budget, self.block_budget, self.target_tokens = budget, block_budget, target_tokens
+        self._cache: dict[str, list[int]] = {}
+        self.newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+
+    def ids(self, text: str) -> list[int]:
+        if text not in self._cache:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
+        return self._cache[text]
+
+    def blocks(self, blocks: Sequence[dict[str, Any]]) -> list[int]:
+        """The blocks' ids, in order, within ``block_budget``.
+
+        A block that does not fit whole keeps its first lines (a definition's
+        signature comes first), cut at a line end; one with no room for its
+        header and a line is left out.
+        """
+        out: list[int] = []
+        for b in blocks:
+            piece = self.ids(block_piece(b))
+            room = self.block_budget - len(out)
+            if len(piece) > room:
+                ends = [i for i, t in enumerate(piece[:room]) if t == self.newline]
+                piece = piece[: ends[-1] + 1] if len(ends) >= 2 else []  # header line + at least one line
+            out += piece
+        return out
+
+    def prompt(self, task: Task, blocks: Sequence[dict[str, Any]] = ()) -> tuple[list[int], int]:
+        """``(prompt ids, retrieved-block tokens)``: the blocks, the file header, the context's end."""
+        block_ids = self.blocks(blocks)
+        header = self.ids(f"# {task.path}\n")
+        room = max(0, self.budget - len(block_ids) - len(header))
+        context = self.ids(task.context)
+        if len(context) > room:
+            cut = context[len(context) - room:]
+            # start at a line boundary: drop the partial first line
+            first_nl = next((i for i, t in enumerate(cut) if t == self.newline), len(cut) - 1)
+            context = cut[first_nl + 1:]
+        return block_ids + header + context, len(block_ids)
+
+    def target(self, task: Task) -> list[int]:
+        return self.ids(task.target)[: self.target_tokens]
+
+
+def token_weights(tokenizer, ids: Sequence[int]) -> list[float]:
+    """RLCoder's weighting of the target: the first token and identifier tokens count double."""
+    pieces = tokenizer.convert_ids_to_tokens(list(ids))
+    out = []
+    for i, piece in enumerate(pieces):
+        w = 1.0 + (1.0 if _IDENT.search(piece or "") else 0.0)
+        out.append(w + (1.0 if i == 0 else 0.0))
+    return out
+
+
+# ----------------------------------------------------------------------------- model
+def load_generator(path: str | Path, device: str = "cpu"):
+    """``(model, tokenizer)`` from a directory `train_generator` wrote (or any causal LM path), on ``device``."""
+    # heavy: transformers loads only when a generator is used
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").to(device)
+    model.eval()
+    return model, tok
+
+
+def _pad(rows: list[list[int]], pad: int, left: bool = False):
+    import torch  # heavy: only when a generator runs
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if left:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        else:
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def sequence_losses(model, prompts: list[list[int]], targets: list[list[int]], weights: list[list[float]] | None,
+                    pad: int, batch_size: int = 16) -> list[float]:
+    """Per sequence, the (weighted) mean negative log-likelihood of ``target`` after ``prompt``."""
+    import torch  # heavy: only when a generator runs
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(targets[i]))  # less padding
+    result: dict[int, float] = {}
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            rows = [prompts[i] + targets[i] for i in idx]
+            ids, mask = (x.to(model.device) for x in _pad(rows, pad))
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for j, i in enumerate(idx):
+                p, t = len(prompts[i]), targets[i]
+                if not t:
+                    result[i] = 0.0
+                    continue
+                pos = torch.arange(p - 1, p - 1 + len(t), device=model.device)
+                nll = -logp[j, pos, torch.tensor(t, device=model.device)]
+                w = torch.tensor(weights[i] if weights else [1.0] * len(t), device=model.device)
+                result[i] = float((nll * w).sum() / w.sum())
+    return [result[i] for i in range(len(prompts))]
+
+
+def target_losses(model, builder: PromptBuilder, task: Task, block_sets: Sequence[Sequence[dict[str, Any]]],
+                  weighted: bool = True, batch_size: int = 16) -> list[float]:
+    """The target's loss with each block set in the prompt (``[]`` = no block), in order."""
+    target = builder.target(task)
+    weights = token_weights(builder.tok, target) if weighted else None
+    prompts = [builder.prompt(task, bs)[0] for bs in block_sets]
+    return sequence_losses(model, prompts, [target] * len(prompts), [weights] * len(prompts) if weights else None,
+                           builder.tok.pad_token_id, batch_size)
+
+
+def complete_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_new_tokens: int = 24,
+                   batch_size: int = 16) -> list[str]:
+    """Greedy completion of each prompt up to the end of its first line (the line, without "\\n")."""
+    import torch  # heavy: only when a generator runs
+
+    out: list[str] = [""] * len(prompts)
+    tok = builder.tok
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            ids, mask = (x.to(model.device) for x in _pad([prompts[i] for i in idx], tok.pad_token_id, left=True))
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=[tok.eos_token_id, builder.newline], pad_token_id=tok.pad_token_id)
+            for j, i in enumerate(idx):
+                new = gen[j, ids.shape[1]:].tolist()
+                out[i] = tok.decode(new, skip_special_tokens=True).split("\n", 1)[0]
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def _batches(examples, cfg: GeneratorConfig, seed: int, pad_id: int):
+    """``cfg.steps`` padded batches ``(ids, labels, mask, weights)``, reshuffled each epoch.
+
+    ``weights`` is ``cfg.target_weight`` on the target's tokens, 1 on the
+    context's and 0 where there is no label: the target is where a block
+    helps, and the context's many tokens would otherwise drown it.
+    """
+    import torch  # heavy: only when a generator is trained
+
+    if not examples:
+        raise ValueError("no training examples: the generator split gave no task; check its repositories")
+    gen = torch.Generator().manual_seed(seed)
+    size = min(cfg.batch_size, len(examples))
+    step = 0
+    while True:
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for start in range(0, len(order) - size + 1, size):
+            chunk = [examples[i] for i in order[start:start + size]]
+            width = max(len(ids) for ids, _, _ in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            weights = torch.zeros((len(chunk), width))
+            for row, (x, y, n_target) in enumerate(chunk):
+                ids[row, : len(x)] = torch.tensor(x)
+                labels[row, : len(y)] = torch.tensor(y)
+                mask[row, : len(x)] = 1
+                weights[row, : len(x)] = torch.tensor([float(v != -100) for v in y])
+                weights[row, len(x) - n_target: len(x)] *= cfg.target_weight
+            yield ids, labels, mask, weights
+            step += 1
+            if step >= cfg.steps:
+                return
+
+
+def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint: dict | None) -> list[dict]:
+    """The blocks (if any) one training prompt carries: see the module docstring.
+
+    Half the prompts with a block get a second, random candidate before it:
+    evaluation prompts carry up to ``top_k`` blocks, the most useful last.
+    """
+    u = rng.random()
+    main = None
+    if hint is not None and u < cfg.p_hint:
+        main = hint
+    elif task.candidates and u < cfg.p_hint + cfg.p_bm25:
+        main = task.candidates[0]
+    elif task.candidates and u < cfg.p_hint + cfg.p_bm25 + cfg.p_random:
+        main = rng.choice(task.candidates)
+    if main is None:
+        return []
+    others = [c for c in task.candidates if c["id"] != main["id"]]
+    if others and rng.random() < cfg.p_second:
+        return [rng.choice(others), main]
+    return [main]
+
+
+def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: GeneratorConfig,
+                      seed: int) -> list[tuple[list[int], list[int], int]]:
+    """``(ids, labels, target length)`` per task: labels cover the in-file context and the target, not the blocks."""
+    rng = random.Random(seed)
+    out = []
+    for task in tasks:
+        blocks = _training_blocks(task, rng, cfg, task.hint)
+        prompt, n_block = builder.prompt(task, blocks)
+        target = builder.target(task)
+        ids = prompt + target
+        labels = [-100] * n_block + ids[n_block:]
+        out.append((ids, labels, len(target)))
+    return out
+
+
+def train_tokenizer_on(repos: Iterable[Path], vocab_size: int):
+    """The starter's byte-level BPE (newlines isolated) trained on the repositories' Python files."""
+    texts = [t for repo in repos for t in python_files(repo).values()]
+    return train_tokenizer(texts, vocab_size)
+
+
+def train_generator(out_dir: str | Path, repos: Sequence[Path], tasks: Sequence[Task], cfg: GeneratorConfig, *,
+                    seed: int = 0, threads: int | None = 1, device: str = "cpu", log=None) -> dict[str, Any]:
+    """Train the tokenizer on ``repos`` and the Llama on ``tasks`` (made with ``hint=True``); save to ``out_dir``.
+
+    Deterministic in ``seed`` on the CPU; ``device="cuda"`` trains the same
+    recipe on a GPU. The directory appears whole or not
+    at all. Returns the info dict it also writes to ``generator_info.json``.
+    """
+    with torch_threads(threads):
+        return _train(Path(out_dir), repos, tasks, cfg, seed, device, log)
+
+
+def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device: str, log) -> dict[str, Any]:
+    # heavy: torch and transformers load only when a generator is trained
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    started = time.time()
+    torch.manual_seed(seed)
+    tok = train_tokenizer_on(repos, cfg.vocab_size)
+    builder = PromptBuilder(tok, cfg.budget, cfg.block_budget, cfg.target_tokens)
+    examples = training_examples(builder, tasks, cfg, seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.budget + cfg.target_tokens + 64, tie_word_embeddings=True,
+        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.to(device)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:  # warm-up, then cosine to 10%
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    losses: list[float] = []
+    for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
+        ids, labels, mask, weights = (x.to(device) for x in (ids, labels, mask, weights))
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                ignore_index=-100, reduction="none")
+        w = weights[:, 1:].reshape(-1)
+        loss = (nll * w).sum() / w.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log and (step + 1) % max(1, cfg.steps // 10) == 0:
+            log(f"generator step {step + 1}/{cfg.steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    model.to("cpu")
+    model.generation_config = GenerationConfig(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id)
+    info = {"seed": seed, "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
+            "train_examples": len(examples), "repos": len(list(repos)),
+            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+            "train_seconds": round(time.time() - started, 1)}
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_json_atomic(tmp / "generator_info.json", info)
+    return info
+
+
+def builder_for(tokenizer, cfg: GeneratorConfig | dict[str, Any]) -> PromptBuilder:
+    """The `PromptBuilder` of a trained generator's config (its info file's ``config``)."""
+    c = cfg if isinstance(cfg, GeneratorConfig) else GeneratorConfig(**cfg)
+    return PromptBuilder(tokenizer, c.budget, c.block_budget, c.target_tokens)

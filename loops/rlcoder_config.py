@@ -1,0 +1,139 @@
+"""The RLCoder loop's configuration (`itercode loop rlcoder`), read and checked like the other loops'.
+
+    cfg = load_rlcoder_config("configs/rlcoder.yaml", ["rounds=2", "gen_steps=100"])
+
+Strict types, every mistake at once, each naming the key and the fix
+(`loops.config.load_with`). The defaults are the full size (about 15 minutes
+of generator training on 2 cores); `TINY_OVERRIDES` is the seconds-scale
+setting the tests and `benchmarks/rlcoder.py --tiny` use.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, StrictBool
+
+from codegen.repo.generator import GeneratorConfig
+from loops.config import Float, Int, Schema, Text, load_with
+
+# Keys a resumed run may change: they do not alter finished work.
+RESUMABLE_KEYS = frozenset({"progress", "train_threads", "cache", "device"})
+
+
+class RLCoderConfig(BaseModel):
+    """Everything one RLCoder run needs. See configs/rlcoder.yaml for the commented example."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Text = "rlcoder"
+    runs_dir: Text = "runs"
+    seed: Int = 0
+    progress: StrictBool = True
+    train_threads: Int | None = 1
+    device: Text = "cpu"  # cpu, or cuda: the generator trains and scores there (the retriever stays on the CPU)
+
+    # --- the repositories
+    corpus: Text = "configs/rlcoder_corpus.yaml"  # pins and their split
+    cache: Text | None = None  # where pins are unpacked; null = ~/.cache/itercode/rlcoder-repos
+    repos: Text | None = None  # a folder of repositories instead of the corpus (split by a hash of each name)
+    eval_repos: Text | None = None  # a folder whose repositories are ALL the evaluation set (replaces the split's)
+
+    # --- tasks (codegen.repo.tasks)
+    target_lines: Int = 2
+    preselect: Int = 20  # BM25's candidates per task: the pool the retriever ranks
+    max_block_lines: Int = 15
+    query_lines: Int = 10
+    gen_tasks_per_repo: Int = 120
+    retriever_tasks_per_repo: Int = 60
+    eval_tasks_per_repo: Int = 25
+
+    # --- the generator (codegen.repo.generator.GeneratorConfig)
+    gen_vocab_size: Int = 4096
+    gen_hidden_size: Int = 128
+    gen_intermediate_size: Int = 384
+    gen_layers: Int = 4
+    gen_heads: Int = 2
+    budget: Int = 256  # prompt tokens, blocks and in-file context together
+    block_budget: Int = 128
+    target_tokens: Int = 24
+    gen_steps: Int = 600
+    gen_batch_size: Int = 8
+    gen_lr: Float = 2e-3
+    gen_target_weight: Float = 4.0  # the target's tokens weigh this much more than the context's in training
+    gate_tasks: Int = 100  # retriever-training tasks the gate is measured on
+
+    # --- the retriever (codegen.repo.retriever)
+    rounds: Int = 3  # label -> train rounds, each re-retrieving with the latest retriever
+    bm25_k: Int = 4  # BM25's top candidates labelled each round
+    retrieve_k: Int = 4  # the retriever's own top candidates labelled each round (from round 2)
+    epochs_per_round: Int = 2
+    retriever_lr: Float = 3e-3
+    retriever_dim: Int = 64
+    stop_margin: Float = 0.02  # stop is the label unless a block lowers the loss by more than this (nats)
+
+    # --- evaluation
+    top_k: Int = 2  # blocks in an evaluated prompt (at most; block_budget may fit fewer)
+    max_new_tokens: Int = 24
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def generator_config(self) -> GeneratorConfig:
+        return dataclasses.replace(
+            GeneratorConfig(), vocab_size=self.gen_vocab_size, hidden_size=self.gen_hidden_size,
+            intermediate_size=self.gen_intermediate_size, num_layers=self.gen_layers, num_heads=self.gen_heads,
+            budget=self.budget, block_budget=self.block_budget, target_tokens=self.target_tokens,
+            steps=self.gen_steps, batch_size=self.gen_batch_size, lr=self.gen_lr,
+            target_weight=self.gen_target_weight,
+            warmup_steps=min(50, max(1, self.gen_steps // 10)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+# Seconds-scale: tests and `benchmarks/rlcoder.py --tiny` (the figures mean nothing at this size).
+TINY_OVERRIDES = [
+    "gen_tasks_per_repo=12", "retriever_tasks_per_repo=6", "eval_tasks_per_repo=4", "preselect=6",
+    "gen_vocab_size=400", "gen_hidden_size=64", "gen_intermediate_size=128", "gen_layers=2", "gen_heads=1",
+    "budget=128", "block_budget=64", "target_tokens=12", "gen_steps=20", "gen_batch_size=4", "gen_lr=5e-3",
+    "gate_tasks=6", "rounds=2", "bm25_k=2", "retrieve_k=2", "epochs_per_round=2", "retriever_dim=16",
+    "max_new_tokens=8",
+]
+
+
+def rules(cfg: RLCoderConfig) -> list[str]:
+    """Every rule between values that ``cfg`` breaks, each with its fix."""
+    out = []
+
+    def rule(ok: bool, message: str) -> None:
+        if not ok:
+            out.append(message)
+
+    for key in ("target_lines", "preselect", "max_block_lines", "query_lines", "gen_tasks_per_repo",
+                "retriever_tasks_per_repo", "eval_tasks_per_repo", "gen_steps", "gen_batch_size", "rounds",
+                "bm25_k", "epochs_per_round", "top_k", "max_new_tokens", "gate_tasks", "retriever_dim"):
+        rule(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}; e.g. {key}=1")
+    rule(cfg.retrieve_k >= 0, f"retrieve_k must be >= 0, got {cfg.retrieve_k}")
+    rule(0 < cfg.block_budget < cfg.budget,
+         f"block_budget ({cfg.block_budget}) must be positive and below budget ({cfg.budget}): the in-file "
+         "context needs room too; e.g. block_budget=budget/2")
+    rule(cfg.gen_hidden_size % cfg.gen_heads == 0,
+         f"gen_hidden_size ({cfg.gen_hidden_size}) must be a multiple of gen_heads ({cfg.gen_heads})")
+    rule(cfg.bm25_k <= cfg.preselect and cfg.retrieve_k <= cfg.preselect,
+         f"bm25_k and retrieve_k must not exceed preselect ({cfg.preselect}): they pick from its pool")
+    rule(cfg.device in ("cpu", "cuda") or cfg.device.startswith("cuda:"),
+         f"device must be cpu or cuda (cuda:N), got {cfg.device!r}")
+    rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
+    return out
+
+
+SCHEMA = Schema(model=RLCoderConfig, rules=rules, label="rlcoder",  # type: ignore[arg-type]
+                example_file="configs/rlcoder.yaml", example_override="rounds=2")
+
+
+def load_rlcoder_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RLCoderConfig:
+    """The config of ``path`` (YAML; None = defaults) with ``key=value`` overrides, checked."""
+    return load_with(SCHEMA, path, overrides)

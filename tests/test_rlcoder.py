@@ -1,0 +1,247 @@
+"""RLCoder: prompts under a shared budget, the weighted target loss, labels, the retriever and its stop
+block, the whole loop on hand-made repositories (SIGKILL at each stage), `itercode complete`, the benchmark."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bm25s")
+pytest.importorskip("torch")
+
+from codegen.repo.corpus import repos_in  # noqa: E402
+from codegen.repo.generator import TINY, PromptBuilder, token_weights, train_generator  # noqa: E402
+from codegen.repo.retriever import STOP, Retriever, train_retriever  # noqa: E402
+from codegen.repo.tasks import Task, make_tasks  # noqa: E402
+from loops.rlcoder import Scorer, label_of, label_stage, run_artifacts, run_rlcoder  # noqa: E402
+from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_repos, tmp_path_factory):
+    """A whole tiny RLCoder run on the hand-made repositories (seconds)."""
+    runs = tmp_path_factory.mktemp("rlcoder-runs")
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + [f"repos={tiny_repos}", f"runs_dir={runs}", "progress=false"])
+    result = run_rlcoder(cfg)
+    return cfg.run_dir, result
+
+
+# --------------------------------------------------------------------------- labels
+def test_label_is_the_candidate_that_most_lowers_the_loss_or_stop():
+    assert label_of([2.0, 1.5, 1.7], no_block=2.1) == 1
+    assert label_of([1.5, 1.5], no_block=2.0) == 0  # a tie goes to BM25's earlier candidate
+    assert label_of([2.0, 2.2], no_block=1.9) == 2  # nothing helps: stop
+    assert label_of([2.0, 1.98], no_block=2.0, margin=0.05) == 2  # helps, but by less than the margin
+    assert label_of([2.0, 1.9], no_block=2.0, margin=0.05) == 1
+    assert label_of([], no_block=1.0) == 0
+
+
+def test_token_weights_favour_the_first_token_and_identifiers(tiny_run):
+    run_dir, _ = tiny_run
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    ids = scorer.builder.ids("    x = (y)\n")
+    w = token_weights(scorer.builder.tok, ids)
+    pieces = scorer.builder.tok.convert_ids_to_tokens(ids)
+    assert w[0] >= 2.0
+    for piece, weight in list(zip(pieces, w))[1:]:
+        # byte-level pieces spell a space as "Ġ": only ASCII letters, digits and "_" make an identifier
+        assert weight == (2.0 if any(ch.isascii() and (ch.isalnum() or ch == "_") for ch in piece) else 1.0), piece
+
+
+def test_labels_match_the_generators_own_losses_and_reuse_scores(tiny_run, tmp_path):
+    """label_stage on real tasks with the real tiny generator: each label is label_of of target_losses."""
+    run_dir, _ = tiny_run
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + ["progress=false", "stop_margin=0.0"])
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    tasks = [Task.from_dict(json.loads(line)) for line in
+             (run_dir / "round-0" / "tasks" / "retriever.jsonl").read_text().splitlines()][:3]
+    known: dict = {}
+    (tmp_path / "a").mkdir()
+    info = label_stage(cfg, scorer, tasks, None, known, tmp_path / "a", print)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "labels.jsonl").read_text().splitlines()]
+    for t, row in zip(tasks, rows):
+        assert row["cands"] == [c["id"] for c in t.candidates[: cfg.bm25_k]]
+        direct = scorer.losses(t, [[]] + [[c] for c in t.candidates[: cfg.bm25_k]])
+        assert row["none"] == pytest.approx(direct[0], abs=1e-5)
+        assert row["losses"] == pytest.approx(direct[1:], abs=1e-5)
+        assert row["label"] == label_of(direct[1:], direct[0])
+    assert info["scored"] == sum(len(r["cands"]) + 1 for r in rows)
+    (tmp_path / "b").mkdir()
+    again = label_stage(cfg, scorer, tasks, None, known, tmp_path / "b", print)
+    assert again["scored"] == 0  # every loss was known: nothing scored twice
+
+
+# --------------------------------------------------------------------------- prompts
+def test_prompt_shares_one_budget_and_cuts_at_line_boundaries(tiny_run, tiny_repos):
+    run_dir, _ = tiny_run
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    tok = scorer.builder.tok
+    b = PromptBuilder(tok, budget=60, block_budget=30, target_tokens=8)
+    task = make_tasks(repos_in(tiny_repos)[:1], per_repo=1, seed=0, preselect=3)[0]
+    plain, n0 = b.prompt(task)
+    with_blocks, n = b.prompt(task, task.candidates)
+    assert n0 == 0 and 0 < n <= 30
+    assert len(plain) <= 60 and len(with_blocks) <= 60
+    text = tok.decode(with_blocks)
+    assert text.startswith("# ") and f"# {task.path}\n" in text
+    after_header = text.split(f"# {task.path}\n", 1)[1]
+    assert task.context.endswith(after_header) and (after_header == "" or task.context[
+        len(task.context) - len(after_header) - 1] == "\n")  # whole lines only
+    assert len(with_blocks) - n < len(plain)  # the blocks cost context
+    assert len(b.target(task)) <= 8
+
+
+# --------------------------------------------------------------------------- the retriever
+def _toy_task(i: int) -> Task:
+    cands = [{"id": f"a.py:{j}", "path": "a.py", "text": text, "bm25": 3.0 - j}
+             for j, text in enumerate(["x = 1\ny = 2", f"def helper_{i}(v):\n    return v", "import os"])]
+    return Task(f"t{i}", "r", "b.py", 5, f"a = 1\nresult = helper_{i}(3)\n", "z = 2\n", cands)
+
+
+def test_retriever_starts_in_bm25_order_learns_labels_and_round_trips(tmp_path):
+    r = Retriever.new(dim=8, buckets=256, seed=0)
+    task = _toy_task(0)
+    assert r.rank(task)[:3] == ["a.py:0", "a.py:1", "a.py:2"] and r.rank(task)[-1] == STOP
+    examples = [(t, t.candidates, 1) for t in map(_toy_task, range(8))]  # the definition is always best
+    losses = train_retriever(r, examples, epochs=15, lr=0.05)
+    assert losses[-1] < losses[0]
+    assert r.rank(_toy_task(99))[0] == "a.py:1"  # generalises to a name never seen (the def feature)
+    assert [b["id"] for b in r.select(task, 1)] == ["a.py:1"]
+    r.save(tmp_path / "ret")
+    loaded = Retriever.load(tmp_path / "ret")
+    assert loaded.scores(task, task.candidates).tolist() == pytest.approx(r.scores(task, task.candidates).tolist())
+
+
+def test_stop_block_learns_to_retrieve_nothing():
+    r = Retriever.new(dim=8, buckets=256, seed=0)
+    assert len(r.select(_toy_task(0), 2)) == 2  # stop starts last: never cuts
+    examples = [(t, t.candidates, len(t.candidates)) for t in map(_toy_task, range(8))]  # stop is always best
+    train_retriever(r, examples, epochs=15, lr=0.05)
+    assert r.select(_toy_task(50), 2) == []
+    assert len(r.select(_toy_task(50), 2, use_stop=False)) == 2
+
+
+# --------------------------------------------------------------------------- the loop
+def test_tiny_loop_reports_every_arm_and_the_gate(tiny_run):
+    run_dir, result = tiny_run
+    assert list(result["arms"]) == ["infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"]
+    for arm in result["arms"].values():
+        assert set(arm) == {"em", "es", "retrieved_tokens"} and 0 <= arm["em"] <= 100 and 0 <= arm["es"] <= 100
+    assert result["arms"]["infile"]["retrieved_tokens"] == 0 and result["arms"]["bm25"]["retrieved_tokens"] > 0
+    assert {"best", "none", "random", "tasks"} <= set(result["gate"]) and result["examples"] > 0
+    assert result["gate"]["passes"] == (result["gate"]["best"] < result["gate"]["none"] - 0.1)
+    assert result["gate"]["best"] <= result["gate"]["none"] + 1e-9 and result["gate"]["best"] <= result["gate"]["random"]
+    assert set(result["targets"].values()) <= {"met", "missed"}
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["gate", "retriever", "retriever", "evaluate"]
+    assert (run_dir / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, retriever = run_artifacts(run_dir)
+    assert (model / "config.json").is_file() and retriever == run_dir / "round-2" / "retriever" / "model"
+    repos = json.loads((run_dir / "round-0" / "corpus" / "repos.json").read_text())
+    flat = [p for ps in repos.values() for p in ps]
+    assert len(flat) == len(set(flat)) == 6  # no repository in two splits
+
+
+def test_runs_show_prints_the_rlcoder_table(tiny_run):
+    run_dir, _ = tiny_run
+    done = subprocess.run([sys.executable, "-m", "codegen.app.cli", "runs", "show", str(run_dir)], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "rlcoder_no_stop" in done.stdout and "plot:" in done.stdout
+
+
+def test_complete_on_a_hand_made_repository(tiny_run, tmp_path, capsys):
+    """`itercode complete` (the CLI's main, in process: a subprocess per call would reload torch)."""
+    from codegen.app.cli import main
+    from tiny_repos import make_tiny_repos
+
+    run_dir, _ = tiny_run
+    repo = make_tiny_repos(tmp_path / "mine", n=1, seed=42)[0]
+    app = (repo / "repo0" / "app.py").read_text().splitlines()
+    base = ["complete", "--repo", str(repo), "--file", "repo0/app.py", "--line", str(len(app) - 1),
+            "--run", str(run_dir), "--json"]
+    for extra, retrieval in (([], "rlcoder"), (["--retriever", "bm25"], "bm25")):
+        capsys.readouterr()
+        assert main(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["retrieval"] == retrieval and isinstance(out["completion"], str) and "\n" not in out["completion"]
+        assert all(not b["id"].startswith("repo0/app.py:") for b in out["blocks"])  # other files only
+    assert out["blocks"] and out["retrieved_tokens"] > 0
+    assert main(base[:5] + ["--line", "9999", "--run", str(run_dir)]) == 2
+    assert "outside" in capsys.readouterr().err
+    assert main(base[:5] + ["--line", "3", "--run", str(tmp_path / "no-run")]) == 2
+    assert "pass --model DIR" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- SIGKILL at each stage
+KILLER = """
+import os, signal, sys
+import loops.rlcoder as L
+target = os.environ["RLCODER_KILL_IN"]
+real = getattr(L, target)
+def killed(*a, **k):
+    real(*a, **k)  # the stage's work is done and written, but the run has not recorded it
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(L, target, killed)
+from loops.rlcoder_config import load_rlcoder_config
+L.run_rlcoder(load_rlcoder_config(None, sys.argv[1:]))
+"""
+STAGES = {"corpus_stage": "round-0/corpus", "tasks_stage": "round-0/tasks", "train_generator": "round-0/generator",
+          "gate_stage": "round-0/gate", "label_stage": "round-1/label", "retriever_stage": "round-1/retriever",
+          "evaluate_stage": "round-2/evaluate"}
+
+
+@pytest.mark.slow
+def test_loop_resumes_after_sigkill_at_each_stage(tiny_repos, tmp_path):
+    overrides = TINY_OVERRIDES + [f"repos={tiny_repos}", f"runs_dir={tmp_path}", "name=k", "progress=true"]
+    root = tmp_path / "k"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+    def state() -> dict:
+        return json.loads((root / "state.json").read_text())
+
+    for fn, key in STAGES.items():
+        before = {k: v for k, v in (state()["stages"].items() if root.exists() else []) if v["status"] == "done"}
+        done = subprocess.run([sys.executable, "-c", KILLER, *overrides], cwd=REPO, capture_output=True, text=True,
+                              env={**env, "RLCODER_KILL_IN": fn}, timeout=600)
+        assert done.returncode == -signal.SIGKILL, done.stdout[-2000:] + done.stderr[-2000:]
+        s = state()
+        assert s["running"] == key and s["stages"][key]["status"] == "running", (fn, s)
+        for k, v in before.items():
+            assert s["stages"][k] == v, f"{k} was redone before the kill in {key}"
+    done = subprocess.run([sys.executable, "-m", "codegen.app.cli", "loop", "rlcoder", *overrides], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    s = state()
+    assert s["running"] is None and all(v["status"] == "done" for v in s["stages"].values())
+    for key in STAGES.values():
+        assert s["stages"][key]["attempts"] == 2, key
+    assert json.loads((root / "round-2" / "evaluate" / "eval.json").read_text())["examples"] > 0
+    assert not [p for p in root.rglob("*") if p.name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
+    """benchmarks/rlcoder.py --tiny --json --eval-repos DIR: the issue's JSON, on repositories never trained on."""
+    from tiny_repos import make_tiny_repos
+
+    unseen = tmp_path / "unseen"
+    make_tiny_repos(unseen, n=2, seed=7)
+    done = subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
+                           "--eval-repos", str(unseen), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert set(out["arms"]) == {"infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"}
+    assert all(set(a) == {"em", "es", "retrieved_tokens"} for a in out["arms"].values())
+    assert out["examples"] > 0 and {"best", "none", "random"} <= set(out["gate"])
+    assert [Path(p).name for p in out["eval_repos"]] == ["repo0", "repo1"] and Path(out["eval_repos"][0]).parent == unseen
+    assert out["loop_seconds"] > 0 and out["loop_within_45_min"] in ("met", "missed")
