@@ -49,8 +49,8 @@ from codegen.problems import Problem
 from codegen.samplers import HUMANEVAL_STOP
 from loops.canary import Canary
 from loops.grpo_config import GRPO_RESUMABLE_KEYS, GRPOConfig
-from loops.itertl import (evaluate_stage, load_splits, reference_probe_of, score_test_splits, scores_of_test_stage,
-                          starter_stage)
+from loops.itertl import (check_test_stage, evaluate_stage, load_splits, reference_probe_of, score_test_splits,
+                          scores_of_test_stage, starter_stage)
 from loops.plot import plot_rl
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
@@ -232,6 +232,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
             probes = {"validation": splits["validation"], "reference": reference_probe}
             stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
             if cfg.test:  # the start and the end: only ever reported
+                check_test_stage(run, cfg, k)
                 stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
             publish(run, cfg)
 

@@ -22,8 +22,9 @@ from loops.canary import CanaryRule
 from loops.config import Float, Int, LoopConfig, Schema, Text, common_rules, load_with, parse_overrides_with
 from loops.trainers import ALGOS
 
-# Keys a resumed run may change: they do not alter work already finished.
-GRPO_RESUMABLE_KEYS = frozenset({"workers", "ray_address", "progress", "train_threads"})
+# Keys a resumed run may change: they do not alter work already finished (a run may gain a test split,
+# as ITERTL's may: see loops.config.RESUMABLE_KEYS).
+GRPO_RESUMABLE_KEYS = frozenset({"workers", "ray_address", "progress", "train_threads", "test"})
 # TRL config fields the loop sets from its own keys (field: the key to set instead): trl_args may not
 # set them behind the config's back.
 OWN_TRL_FIELDS = {"num_generations": "num_generations", "num_iterations": "num_iterations", "beta": "beta",

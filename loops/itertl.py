@@ -440,7 +440,7 @@ def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
 TEST_BOOKKEEPING = ("round", "model", "eval_n", "eval_temperature", "seconds")
 
 
-def check_test_stage(run: RunDir, cfg: ITERTLConfig, round_: int) -> None:
+def check_test_stage(run: RunDir, cfg: LoopConfig, round_: int) -> None:
     """A finished test stage must have scored every split of ``cfg.test`` (the
     test key may change on resume: see RESUMABLE_KEYS); one that did not is refused."""
     if not run.is_done(round_, "test"):

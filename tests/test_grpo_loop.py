@@ -425,3 +425,18 @@ def test_policy_targets_read_the_summary_as_met_or_missed():
     summary = summarize(results, 4800)
     assert summary["targets"]["no_canary_flag"] == "MISSED: the canary fired in grpo"
     assert summary["targets"]["rl_vs_itertl"].startswith("MISSED")
+
+
+def test_a_grpo_run_may_gain_a_test_split_but_not_another_learning_rate(tmp_path):
+    """Test splits are only reported, so a finished run may be reopened with one more (ITERTL's rule);
+    a key that changes the training is refused."""
+    from loops.grpo_config import GRPO_RESUMABLE_KEYS
+    from loops.rundir import RunDir
+
+    cfg = load_grpo_config(None, [f"runs_dir={tmp_path}", "test=[]"])
+    RunDir.open(cfg.run_dir, cfg.to_dict(), GRPO_RESUMABLE_KEYS).close()
+    more = load_grpo_config(None, [f"runs_dir={tmp_path}", "test=[synthetic:test-fresh]"])
+    RunDir.open(more.run_dir, more.to_dict(), GRPO_RESUMABLE_KEYS).close()
+    other = load_grpo_config(None, [f"runs_dir={tmp_path}", "test=[synthetic:test-fresh]", "learning_rate=1e-3"])
+    with pytest.raises(UserError, match="learning_rate"):
+        RunDir.open(other.run_dir, other.to_dict(), GRPO_RESUMABLE_KEYS)

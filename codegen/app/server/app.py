@@ -210,23 +210,24 @@ class Server:
 
     async def _work_iad(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float,
                         rounds: int, **options) -> tuple[list[Candidate], dict]:
+        async with self._slot():
+            return await iad_candidates(self, prompt, problem, params, extract, deadline, rounds, **options)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """One of ``max_concurrent`` request slots; the wait for it shows in the ``waiting`` gauge."""
         self.metrics.waiting.inc()
         try:
             await self.slots.acquire()
         finally:
             self.metrics.waiting.dec()
         try:
-            return await iad_candidates(self, prompt, problem, params, extract, deadline, rounds, **options)
+            yield
         finally:
             self.slots.release()
 
     async def _work(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float) -> list[Candidate]:
-        self.metrics.waiting.inc()
-        try:
-            await self.slots.acquire()
-        finally:
-            self.metrics.waiting.dec()
-        try:
+        async with self._slot():
             outs = await self.engine.generate(prompt, params, deadline=deadline)
             cands = [
                 Candidate(index=i, text=o.text, code=extract_code(o.text) if extract else o.text,
@@ -242,8 +243,6 @@ class Server:
                     c.verdict = v
                     self.metrics.verdicts.labels(status=v["status"]).inc()
             return order(cands)
-        finally:
-            self.slots.release()
 
 
 def _finite(x: float | None) -> float | None:
