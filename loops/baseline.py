@@ -36,7 +36,7 @@ def run_reference_baseline(cfg: ITERTLConfig, base_model: str, log: Log = print)
     """
     root = Path(cfg.runs_dir) / f"{cfg.name}-baseline"
     run = RunDir.open(root, {**cfg.to_dict(), "baseline_of": cfg.name, "base_model_path": base_model},
-                      RESUMABLE_KEYS - {"rounds"})
+                      RESUMABLE_KEYS - {"rounds"}, cfg.defaults())
     steps = cfg.rounds * cfg.train_steps
     pool = SamplerPool(cfg, log)
     try:

@@ -145,6 +145,10 @@ class LoopConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
+    def defaults(self) -> dict[str, Any]:
+        """Every key at its default: what a run made before a key existed ran with (`RunDir.open`)."""
+        return type(self).model_construct().model_dump()
+
 
 class ITERTLConfig(LoopConfig):
     """Everything one ITERTL run needs. See configs/demo.yaml for a commented example."""

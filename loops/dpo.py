@@ -187,7 +187,7 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
 
     >>> run_dpo(load_dpo_config("configs/dpo.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
+    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, cfg.defaults())
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())
     try:

@@ -213,7 +213,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
 
     >>> run_grpo(load_grpo_config("configs/grpo.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), GRPO_RESUMABLE_KEYS)
+    run = RunDir.open(cfg.run_dir, cfg.to_dict(), GRPO_RESUMABLE_KEYS, cfg.defaults())
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())
     try:

@@ -465,7 +465,7 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
 
     >>> run_itertl(load_config("configs/demo.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS)
+    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, cfg.defaults())
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())
     try:

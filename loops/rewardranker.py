@@ -422,7 +422,7 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
 
     >>> run_rewardranker(load_rewardranker_config("configs/rewardranker.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), REWARDRANKER_RESUMABLE_KEYS)
+    run = RunDir.open(cfg.run_dir, cfg.to_dict(), REWARDRANKER_RESUMABLE_KEYS, cfg.defaults())
     pool = SamplerPool(cfg, log)
     finished_before = set(run.finished_stages())
     try:

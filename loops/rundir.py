@@ -62,11 +62,14 @@ class RunDir:
 
     # ----- opening, config and lock
     @classmethod
-    def open(cls, root: str | Path, config: dict[str, Any], resumable_keys: frozenset[str] = frozenset()) -> "RunDir":
+    def open(cls, root: str | Path, config: dict[str, Any], resumable_keys: frozenset[str] = frozenset(),
+             defaults: dict[str, Any] | None = None) -> "RunDir":
         """Create the run, or reopen it to resume.
 
         Reopening with a config that differs in a key outside ``resumable_keys``
-        is an error: the finished stages were made under the old values.
+        is an error: the finished stages were made under the old values. A key
+        the saved config lacks (one added to the schema after the run began)
+        counts as its value in ``defaults``: the run was made as that default.
         """
         run = cls(root)
         run.root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ class RunDir:
                 leftover.unlink(missing_ok=True)
         saved_path = run.root / "config.yaml"
         if saved_path.exists():
-            saved = yaml.safe_load(saved_path.read_text()) or {}
+            saved = {**(defaults or {}), **(yaml.safe_load(saved_path.read_text()) or {})}
             changed = sorted(k for k in set(saved) | set(config)
                              if saved.get(k) != config.get(k) and k not in resumable_keys)
             if changed:

@@ -15,7 +15,7 @@ import yaml
 from codegen.errors import UserError
 from codegen.problems import Problem
 from codegen.samples import Sample
-from loops.config import ITERTLConfig, load_config, parse_overrides
+from loops.config import RESUMABLE_KEYS, ITERTLConfig, load_config, parse_overrides
 from codegen.io import TMP_PREFIX, atomic_dir
 from loops.rundir import RunDir
 from loops.table import format_table
@@ -668,3 +668,20 @@ def test_a_run_may_gain_test_splits_but_a_stale_test_stage_is_refused(tmp_path):
         error = str(pytest.raises(UserError, check_test_stage, run, cfg, 0).value)
         assert "synthetic:heldout" in error and "name=NEW_NAME" in error
         check_test_stage(run, load_config(None, ["test=[synthetic:test-fresh]"]), 0)
+
+
+def test_a_run_begun_before_a_key_existed_resumes_when_the_key_keeps_its_default(tmp_path):
+    """A key added to the schema later (say `repair_share`) is absent from an old run's config.yaml: the old
+    run ran as its default, so reopening at the default resumes; any other value is a change, refused."""
+    from loops.rundir import RunDir
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}"])
+    RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, cfg.defaults()).close()
+    saved = yaml.safe_load((cfg.run_dir / "config.yaml").read_text())
+    del saved["repair_share"], saved["replicas"]  # as a run written before those keys existed
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, cfg.defaults()).close()
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    changed = load_config(None, [f"runs_dir={tmp_path}", "repair_share=0.2"])
+    with pytest.raises(UserError, match="repair_share"):
+        RunDir.open(changed.run_dir, changed.to_dict(), RESUMABLE_KEYS, changed.defaults())
