@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from codegen.app.commands.sample import sampler_options
+from codegen.app.commands.sample import add_engine_arguments, sampler_options
 from codegen.datasets import SYNTHETIC_SPEC, load_problems
 from codegen.decoding import FEEDBACK_MODES, STRATEGIES, VERIFIERS, DecodeSettings, decode_problems, make_verifier
 from codegen.errors import UserError
@@ -58,14 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="decode only the first N problems")
     p.add_argument("--chat-template", action="store_true",
                    help="chat models: the prompt and the feedback go through the tokenizer's chat template")
-    p.add_argument("--base-url", action="append", default=None, metavar="URL",
-                   help="OpenAI-compatible endpoint (e.g. a `vllm serve`), http://host:8000/v1; repeat for several")
-    p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
+    add_engine_arguments(p)
     p.add_argument("--tokenizer", default=None, metavar="PATH_OR_ID",
                    help="--backend openai: the served model's tokenizer (a local dir or hub id), to count prompt "
                         "tokens and shrink feedback that would not fit the model's context")
-    p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
-    p.add_argument("--kv-cache-gib", type=int, default=None, help="vllm on CPU: KV-cache size in GiB")
     p.add_argument("--sandbox", default=DEFAULT_BACKEND, metavar="|".join(SANDBOXES),
                    help=f"sandbox of the examples and oracle verifiers (default {DEFAULT_BACKEND})")
     p.add_argument("--sandbox-workers", type=int, default=None, help="parallel sandbox runs (default: the backend's)")

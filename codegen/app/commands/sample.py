@@ -44,8 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="wrap prompts in the tokenizer's chat template (instruction-tuned models)")
     p.add_argument("--no-stop", action="store_true",
                    help="do not stop at HumanEval's stop sequences (a new def/class/print/if __name__...)")
+    add_engine_arguments(p)
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Each sampler backend's own options (`sampler_options` reads them): every command that samples has them."""
     p.add_argument("--base-url", action="append", default=None, metavar="URL",
-                   help="OpenAI-compatible endpoint, e.g. http://host:8000/v1; repeat to spread requests over several")
+                   help="OpenAI-compatible endpoint (e.g. a `vllm serve`), http://host:8000/v1; repeat to spread "
+                        "requests over several")
     p.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY or 'EMPTY')")
     p.add_argument("--batch-size", type=int, default=64, help="hf backend: sequences per generate call (default 64)")
     p.add_argument("--kv-cache-gib", type=int, default=None,
