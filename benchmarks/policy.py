@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--seeds must be >= 1, got {args.seeds}")
         sets = _sets(args.set)
         starter = args.starter or _build_starter(Path(args.runs_dir) / "starter")
-        results = [run_method(name, known[name], seed=args.seed + i, budget=args.budget, starter=starter,
-                              runs_dir=args.runs_dir, overrides=sets.get(name, []))
-                   for name in chosen for i in range(args.seeds)]
+        results = [arm for name in chosen for i in range(args.seeds)  # one result per arm (RewardRanker: two)
+                   for arm in run_method(name, known[name], seed=args.seed + i, budget=args.budget, starter=starter,
+                                         runs_dir=args.runs_dir, overrides=sets.get(name, []))]
         summary = summarize(results, args.budget)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
