@@ -2,7 +2,9 @@
 
 DESIGN.md's "Learning claims" for the policy loops: one starter checkpoint,
 the same number of sampled completions for every method (``budget``), the
-same unlabeled pool, settings from each method's config file (chosen on
+same unlabeled pool (RewardRanker excepted: it samples its config's whole
+unlabeled split, 200 problems, each iteration), settings from each method's
+config file (chosen on
 validation), figures on the protocol's test splits only, mean and standard
 deviation over seeds. A method's budget is what it samples to learn, not
 what its evaluations sample:
