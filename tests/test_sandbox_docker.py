@@ -207,6 +207,8 @@ def test_judge_touched_by_a_candidate_never_judges_again(client, imports, action
     from sandbox.docker_backend import DockerExecutor
 
     if "affinity" in action and len(os.sched_getaffinity(0)) < 2:
+        if os.environ.get("CI"):  # CI machines have 2 cores: the test must run there
+            pytest.fail("CI is set but this process may use one CPU only: the affinity case cannot be tried")
         pytest.skip("one CPU: an affinity change is no change")
     touch = Job("touch", TOUCH_JUDGE.format(imports=imports, action=action), ADD.tests, "add")
     with DockerExecutor(workers=1) as ex:
