@@ -181,6 +181,7 @@ def reranker_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, splits: di
     if round_ >= 2:
         previous = [Pair(**row) for row in read_jsonl(run.stage_dir(round_ - 1, "reranker") / "pairs.jsonl")]
         reranker = Reranker.load(reranker_dir(run, round_ - 1), sandbox=cfg.executor, sandbox_workers=cfg.workers,
+                                 sandbox_options=cfg.executor_options,
                                  threads=cfg.train_threads)
     try:
         pairs, fresh, hard = reranker_pairs(cfg, round_, unlabeled, sets, previous, reranker, forbidden)
@@ -284,10 +285,11 @@ def rerank_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, splits: dict
     t0 = time.monotonic()
     info: dict[str, Any] = {}
     reranker = (Reranker.load(reranker_path, sandbox=cfg.executor, sandbox_workers=cfg.workers,
+                              sandbox_options=cfg.executor_options,
                               threads=cfg.train_threads) if reranker_path is not None else None)
     # The examples pick runs where the reranker's feedback runs, or in a sandbox of its own.
     own_runner = reranker is None or reranker.examples is None
-    runner = ExampleRunner(cfg.executor, cfg.workers) if own_runner else reranker.examples
+    runner = ExampleRunner(cfg.executor, cfg.workers, options=cfg.executor_options) if own_runner else reranker.examples
     try:
         scores: dict[str, dict[str, list[float]]] = {}
         if reranker is not None:

@@ -79,7 +79,7 @@ class RewardRankerConfig(GRPOConfig):
         return TrainConfig(epochs=self.reranker_epochs, learning_rate=self.reranker_learning_rate,
                            batch_size=self.reranker_batch_size, max_length=self.reranker_max_length,
                            threads=self.train_threads, progress=self.progress, feedback=self.reranker_feedback,
-                           sandbox=self.executor)
+                           sandbox=self.executor, sandbox_options=self.executor_options)
 
 
 def _reward_rules(cfg: RewardRankerConfig) -> list[str]:

@@ -75,12 +75,14 @@ class ExampleRunner:
     verdicts go through the verdict cache like any other, so a candidate seen
     in training and again in scoring runs once. ``judge``: a running judge to
     share (e.g. an RL run's, whose rewards use the same sandbox); `close` then
-    leaves it to its owner.
+    leaves it to its owner. ``options``: the backend's own options for a judge
+    made here (``sandbox.backend_options``, e.g. a Ray cluster's address).
     """
 
-    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None, *, judge: Judge | None = None):
+    def __init__(self, backend: str = DEFAULT_BACKEND, workers: int | None = None, *, judge: Judge | None = None,
+                 options: dict | None = None):
         self.owns_judge = judge is None
-        self.judge = Judge(backend, workers) if judge is None else judge
+        self.judge = Judge(backend, workers, options=options) if judge is None else judge
 
     def lines(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """One feedback line per (prompt, completion)."""

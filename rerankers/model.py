@@ -91,7 +91,7 @@ class Reranker:
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, meta: dict | None = None,
                  batch_size: int = 16, sandbox: str | None = None, sandbox_workers: int | None = None,
-                 judge: Judge | None = None):
+                 judge: Judge | None = None, sandbox_options: dict | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -101,11 +101,13 @@ class Reranker:
         self.feedback = check_kind(self.meta.get("feedback", "none"))
         # The examples run where the caller says (`itercode serve --sandbox`), else where training ran them.
         backend = sandbox or self.meta.get("config", {}).get("sandbox", DEFAULT_BACKEND)
-        self.examples = ExampleRunner(backend, sandbox_workers, judge=judge) if self.feedback == "examples" else None
+        self.examples = (ExampleRunner(backend, sandbox_workers, judge=judge, options=sandbox_options)
+                         if self.feedback == "examples" else None)
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 16, threads: int | None = None, sandbox: str | None = None,
-             sandbox_workers: int | None = None, judge: Judge | None = None) -> "Reranker":
+             sandbox_workers: int | None = None, judge: Judge | None = None,
+             sandbox_options: dict | None = None) -> "Reranker":
         """Load a reranker saved by `rerankers.train.train_reranker`.
 
         A missing directory, or one that does not hold a sequence-classification
@@ -113,7 +115,8 @@ class Reranker:
         naming the path and the fix. A reranker trained with example feedback
         runs candidates on their docstring examples when it scores them, in a
         sandbox of its own (stopped by `close`): ``sandbox`` names its backend
-        (default: the one it was trained with), ``sandbox_workers`` its width;
+        (default: the one it was trained with), ``sandbox_workers`` its width,
+        ``sandbox_options`` the backend's options (``sandbox.backend_options``);
         or in ``judge``'s, a running `codegen.judging.Judge` to share (its
         owner closes it).
         """
@@ -140,7 +143,7 @@ class Reranker:
         model.eval()
         max_length = int(meta.get("max_length") or getattr(model.config, "max_position_embeddings", 512) or 512)
         return cls(model, tokenizer, max_length=max_length, meta=meta, batch_size=batch_size, sandbox=sandbox,
-                   sandbox_workers=sandbox_workers, judge=judge)
+                   sandbox_workers=sandbox_workers, judge=judge, sandbox_options=sandbox_options)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str], *, progress: bool = False) -> list[float]:
         """Scores for (prompt, completion) pairs, in batches of ``batch_size``."""

@@ -49,6 +49,7 @@ class TrainConfig:
     # (rerankers.feedback); "none": the code alone.
     feedback: str = "examples"
     sandbox: str = DEFAULT_BACKEND  # the backend that runs the examples
+    sandbox_options: dict = field(default_factory=dict)  # its options (sandbox.backend_options)
 
     def check(self) -> None:
         """Raise UserError naming the bad field and a valid range."""
@@ -100,7 +101,7 @@ def _with_feedback(pairs: Sequence[Pair], config: TrainConfig) -> list[tuple[str
     if config.feedback == "none":
         return [(p.prompt, p.chosen, p.rejected) for p in pairs]
     texts = sorted({(p.prompt, c) for p in pairs for c in (p.chosen, p.rejected)})
-    with ExampleRunner(config.sandbox) as runner:
+    with ExampleRunner(config.sandbox, options=config.sandbox_options) as runner:
         lines = dict(zip(texts, runner.lines([t[0] for t in texts], [t[1] for t in texts])))
     return [(p.prompt, with_feedback(p.chosen, lines[p.prompt, p.chosen]),
              with_feedback(p.rejected, lines[p.prompt, p.rejected])) for p in pairs]

@@ -12,6 +12,7 @@ before any itercode part) is used as it is and never shut down here.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -48,18 +49,44 @@ def import_ray():
 def init_options(address: str | None) -> dict:
     """The keyword arguments of ``ray.init`` for ``address`` (resolved as in the module docstring).
 
-    The sandbox package travels with the job (Ray's ``py_modules``), so every
-    node runs this driver's harness code, whatever itercode it has installed.
+    On a cluster the sandbox package travels with the job (Ray's
+    ``py_modules``), so every node runs this driver's harness code, whatever
+    itercode it has installed; a local runtime's workers import it from here.
     """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     ship = {"py_modules": [SANDBOX_PACKAGE], "excludes": ["__pycache__"]}
     if address.startswith("ray://"):  # Ray Client takes few options
         return {"address": address, "logging_level": logging.WARNING, "runtime_env": ship}
-    options = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False, "runtime_env": ship}
+    options = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
     if address == "local":
+        # Our own runtime: its workers are started from this process's environment
+        # (see `_local_workers_import_us`) on this machine's files, so nothing is
+        # shipped. Without a runtime env, Ray's prestarted idle workers take the
+        # sandbox actors at once; a runtime env needs fresh worker processes, about
+        # a second each (the bulk of the Ray backend's start-up).
         options.update(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                        object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+    else:
+        options["runtime_env"] = ship
     return options
+
+
+@contextlib.contextmanager
+def _local_workers_import_us():
+    """While a local runtime starts, PYTHONPATH leads with the directory that
+    holds this sandbox package (and the rest of itercode beside it), so the
+    runtime's workers, which inherit the environment, import this code,
+    whatever is installed; the caller's PYTHONPATH is restored afterwards."""
+    before = os.environ.get("PYTHONPATH")
+    root = str(Path(SANDBOX_PACKAGE).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, before] if before else [root])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def acquire(address: str | None = None):
@@ -69,8 +96,10 @@ def acquire(address: str | None = None):
     with _lock:
         if not ray.is_initialized():
             options = init_options(address)
+            local = options["address"] == "local"
             try:
-                ray.init(**options)
+                with _local_workers_import_us() if local else contextlib.nullcontext():
+                    ray.init(**options)
             except ConnectionError as e:
                 raise ConnectionError(
                     f"cannot reach a Ray cluster at {options['address']!r} ({e}); start one with "

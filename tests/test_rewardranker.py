@@ -46,6 +46,19 @@ def test_config_defaults_are_the_grpo_loops_plus_the_reranker():
     assert train.learning_rate == pytest.approx(3e-4) and train.threads == 2 and train.feedback == "examples"
 
 
+def test_every_sandbox_the_loop_makes_runs_on_the_loops_ray_cluster():
+    """The reranker's example feedback (in training, scoring and the rerank stage) runs where the
+    loop's rewards run: the loop's ``ray_address``, not only $RAY_ADDRESS."""
+    from rerankers.feedback import ExampleRunner
+
+    cfg = load_rewardranker_config(None, ["executor=ray", "ray_address=ray://head:10001"])
+    assert cfg.train_config.sandbox == "ray"
+    assert cfg.train_config.sandbox_options == {"address": "ray://head:10001"}
+    runner = ExampleRunner(cfg.executor, cfg.workers, options=cfg.executor_options)
+    assert (runner.judge.backend_name, runner.judge.options) == ("ray", {"address": "ray://head:10001"})
+    runner.close()  # never started: nothing to stop
+
+
 def test_rewardranker_yaml_is_valid_and_follows_the_protocol():
     cfg = load_rewardranker_config(REPO / "configs" / "rewardranker.yaml")
     assert cfg.iterations == 2 and cfg.base_model == "starter" and cfg.validation == "synthetic:validation"

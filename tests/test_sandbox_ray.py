@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -68,10 +69,38 @@ def test_ray_init_options_start_a_small_quiet_local_runtime(monkeypatch):
     local = init_options(None)
     assert local["address"] == "local" and local["include_dashboard"] is False
     assert local["num_cpus"] == os.cpu_count() and local["object_store_memory"] <= 256 << 20
-    assert local["runtime_env"]["py_modules"] == [str(REPO / "sandbox")]  # the driver's harness on every node
-    assert init_options("auto")["address"] == "auto" and "num_cpus" not in init_options("auto")
+    assert "runtime_env" not in local  # its workers are ours: Ray's prestarted ones take the actors
+    auto = init_options("auto")
+    assert auto["address"] == "auto" and "num_cpus" not in auto
+    assert auto["runtime_env"]["py_modules"] == [str(REPO / "sandbox")]  # the driver's harness on every node
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert init_options(None)["address"] == "10.0.0.1:6379"
+
+
+LOCAL_RUNTIME_SCRIPT = """
+import os, sys
+from sandbox import Job, Limits, make_executor, ray_runtime
+before = os.environ.get("PYTHONPATH")
+ray_runtime.acquire(None)
+assert os.environ.get("PYTHONPATH") == before, "the caller's PYTHONPATH is restored"
+with make_executor("ray", workers=1) as ex:
+    v = ex.run([Job("a", "def f():\\n    return 1\\n", "assert f() == 1", "f")], Limits())
+ray_runtime.release()
+print(v[0].status, ex.version)
+"""
+
+
+@pytest.mark.slow
+def test_a_local_runtime_runs_this_sandbox_code_without_shipping_it(tmp_path):
+    """No address: a local Ray runtime whose actors import this checkout's sandbox (not an
+    installed copy, not the working directory's), started with no runtime env so that Ray's
+    prestarted workers take them."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", LOCAL_RUNTIME_SCRIPT], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == PASSED and "/process/" in out.stdout
 
 
 # ------------------------------------------------------------------ on the two-node cluster
