@@ -154,7 +154,7 @@ def test_load_splits_refuses_problem_files_cut_from_evaluation_splits(tmp_path, 
     """The file-level guard: a set's problems say which synthetic split they came from (meta, else task id)."""
     from codegen.io import write_jsonl_atomic
     from codegen.synthetic import load_split
-    from loops.itertl import load_splits
+    from loops.splits import load_splits
 
     files = {k: str(problem_files / f"{k}.jsonl") for k in ("reference", "unlabeled", "validation", "heldout")}
     base = dict(reference=files["reference"], unlabeled=files["unlabeled"], validation=files["validation"],
@@ -177,7 +177,7 @@ def test_load_splits_refuses_problem_files_cut_from_evaluation_splits(tmp_path, 
 
 
 def test_tests_are_due_at_round_zero_and_the_last_round():
-    from loops.itertl import tests_due
+    from loops.stages import tests_due
 
     cfg = ITERTLConfig(rounds=3)
     assert [k for k in range(4) if tests_due(cfg, k)] == [0, 3]
@@ -186,7 +186,7 @@ def test_tests_are_due_at_round_zero_and_the_last_round():
 
 
 def test_sample_diversity_ignores_whitespace():
-    from loops.itertl import sample_diversity
+    from loops.stages import sample_diversity
 
     samples = [Sample("a", "    return x\n", sample_id="a#0"), Sample("a", "    return  x  \n\n", sample_id="a#1"),
                Sample("a", "    return y\n", sample_id="a#2"), Sample("a", "    return x\n", sample_id="a#3"),
@@ -644,7 +644,7 @@ def test_plot_writes_a_png_atomically(tmp_path):
 
 
 def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
-    from loops.itertl import round_problems
+    from loops.splits import round_problems
 
     pool = list(range(10))
     assert round_problems(pool, None, 1) == pool
@@ -657,7 +657,7 @@ def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
 
 def test_a_run_may_gain_test_splits_but_a_stale_test_stage_is_refused(tmp_path):
     from loops.config import RESUMABLE_KEYS
-    from loops.itertl import check_test_stage
+    from loops.stages import check_test_stage
     from loops.rundir import RunDir
 
     assert {"test", "test_every_round"} <= RESUMABLE_KEYS  # only reported, never fed back

@@ -126,7 +126,7 @@ class ByLength:
 
 def _judged(round_, rows):
     """(task, completion, status) rows -> samples and verdicts with the loop's round-unique ids."""
-    from loops.rewardranker import with_round_ids
+    from loops.rewardranker_pairs import with_round_ids
 
     samples = [Sample(t, c, sample_id=f"{t}#{i}") for i, (t, c, _) in enumerate(rows)]
     results = [{"sample_id": s.sample_id, "task_id": s.task_id, "status": st, "passed": st == "passed"}
@@ -135,7 +135,7 @@ def _judged(round_, rows):
 
 
 def test_reranker_pairs_round_one_then_hard_negatives_in_both_variants():
-    from loops.rewardranker import reranker_pairs
+    from loops.rewardranker_pairs import reranker_pairs
 
     unlabeled = [_problem("u/a"), _problem("u/b")]
     first = _judged(1, [("u/a", "    return 1\n", "passed"), ("u/a", "    return 0\n", "failed"),
@@ -168,7 +168,7 @@ def test_reranker_pairs_round_one_then_hard_negatives_in_both_variants():
 def test_no_evaluation_problem_enters_the_rerankers_pairs():
     """Point 7 at the data layer: the samples of a validation problem are refused before any pair is
     built, and the pairs are checked again against every evaluation split before training."""
-    from loops.rewardranker import check_reranker_pairs, reranker_pairs
+    from loops.rewardranker_pairs import check_reranker_pairs, reranker_pairs
 
     unlabeled, validation = [_problem("u/a")], [_problem("v/a")]
     leaked = _judged(1, [("v/a", "    return 1\n", "passed"), ("v/a", "    return 0\n", "failed")])
