@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from loops.table import format_table
 
 from conftest import slow_unlabeled_copy
 
-from runstate import read_state
+from runstate import kill_inside_stages, resume_to_the_end
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -518,33 +516,12 @@ def test_loop_resumes_after_sigkill_at_each_stage(tmp_path, problem_files, start
     root = tmp_path / "runs" / "t"
     targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp_path / "verdicts")}
-    for target in targets:
-        before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-        proc = subprocess.Popen(loop_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 600
-        while read_state(root).get("running") != target:
-            assert proc.poll() is None, f"loop ended before reaching {target}:\n{proc.stdout.read()}"
-            assert time.monotonic() < deadline, f"never reached {target}"
-            time.sleep(0.02)
-        time.sleep(0.5 if target.endswith("train") else 0.1)  # well inside the stage
-        proc.send_signal(signal.SIGKILL)
-        output = proc.communicate()[0]
-        state = read_state(root)
-        assert state["running"] == target and state["stages"][target]["status"] == "running", output
-        for key, entry in before.items():  # finished stages were skipped, not redone
-            assert state["stages"][key] == entry, f"{key} was redone before the kill at {target}"
-        assert f"{target.split('/')[0].replace('-', ' ')} {target.split('/')[1]}: done already" not in output
+    for kill in kill_inside_stages(loop_command(overrides), root, targets, env):
+        round_, stage = kill.target.split("/")
+        assert f"{round_.replace('-', ' ')} {stage}: done already" not in kill.output
         assert_no_half_written_artifact(root)
 
-    before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-    done = subprocess.run(loop_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    state = read_state(root)
-    for key, entry in before.items():
-        assert state["stages"][key] == entry, f"{key} was redone on the final resume"
-    assert state["running"] is None
-    assert all(v["status"] == "done" for v in state["stages"].values())
+    done, state = resume_to_the_end(loop_command(overrides), root, env)
     for target in targets:  # killed once, finished on the next attempt
         assert state["stages"][target]["attempts"] == 2, target
     assert state["stages"]["round-1/select"]["info"]["kept"] > 0, "nothing passed: the train stage did no work"
