@@ -244,8 +244,7 @@ def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
         run, splits = s.run, s.splits
 
         def evaluate(k: int, model: str) -> None:
-            probes = {"validation": splits["validation"], "reference": s.reference_probe}
-            s.evaluate(k, model, probes, test=bool(cfg.test))  # the start and the end: only ever reported
+            s.evaluate(k, model, s.probes(), test=bool(cfg.test))  # the start and the end: only ever reported
             publish(run, cfg)
 
         s.start_base()

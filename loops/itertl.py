@@ -235,9 +235,7 @@ def evaluate_round(s: Session, round_: int, title: str,
     """Evaluate round ``round_``'s model (validation and the forgetting probes; the test splits when due),
     then rewrite the metrics and the plot."""
     model = model_for_round(s.run, s.cfg, round_)
-    probes = {"validation": s.splits["validation"], "reference": s.reference_probe,
-              "learned": learned_probe(s, round_)}
-    s.evaluate(round_, model, probes, test=tests_due(s.cfg, round_))
+    s.evaluate(round_, model, s.probes(learned_probe(s, round_)), test=tests_due(s.cfg, round_))
     rows = collect(s.run, s.cfg)
     s.run.write_metrics(rows)
     plot_metrics(rows, s.run.plot_path, title=title)

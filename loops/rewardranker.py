@@ -342,8 +342,7 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
         run, splits = s.run, s.splits
 
         def evaluate(k: int) -> None:
-            probes = {"validation": splits["validation"], "reference": s.reference_probe}
-            s.evaluate(k, policy_model(run, cfg, k), probes,
+            s.evaluate(k, policy_model(run, cfg, k), s.probes(),
                        test=bool(cfg.test) and (k in (0, cfg.iterations) or cfg.test_every_iteration))
             publish(run, cfg)
             path = reranker_dir(run, k) if k >= 1 else None

@@ -59,6 +59,11 @@ class Session:
         self.stage(round_, "execute", lambda d: execute_stage(problems, read_samples(samples_path)[0], self.cfg, d))
         return samples_path, self.run.stage_dir(round_, "execute") / "results.jsonl"
 
+    def probes(self, learned: list[Problem] | None = None) -> dict[str, list[Problem]]:
+        """What the evaluate stage scores: validation, the reference probe and (ITERTL, DPO) ``learned``."""
+        probes = {"validation": self.splits["validation"], "reference": self.reference_probe}
+        return probes if learned is None else {**probes, "learned": learned}
+
     def evaluate(self, round_: int, model: str, probes: dict[str, Sequence[Problem]], *, test: bool) -> None:
         """The evaluate stage of ``model`` on ``probes``; with ``test``, the test stage on every test split
         (a finished test stage that lacks a split of the config is refused: `check_test_stage`)."""
