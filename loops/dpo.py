@@ -39,12 +39,12 @@ from codegen.rewards import reward
 from codegen.samples import Sample, read_samples
 from loops.config import RESUMABLE_KEYS
 from loops.dpo_config import DPOConfig
-from loops.itertl import evaluate_round, model_for_round, normalized_program, round_learning_rate
+from loops.itertl import evaluate_round, model_for_round, normalized_program, round_learning_rate, round_rows
 from loops.rundir import RunDir
 from loops.sampler_pool import Log
 from loops.session import open_session
 from loops.splits import round_problems, tests_summary
-from loops.stages import sample_diversity, scores_of_test_stage, stage_seed
+from loops.stages import sample_diversity, stage_seed
 from loops.trainers import train_dpo
 
 
@@ -167,19 +167,11 @@ TRAIN_COLUMNS = ("train_loss", "reward_margin", "reward_chosen", "reward_rejecte
 
 def collect_metrics(run: RunDir, cfg: DPOConfig) -> list[dict[str, Any]]:
     """One row per evaluated round: the evaluate stage's metrics, the test scores, and the round's pairs and margins."""
-    rows = []
-    for k in range(0, cfg.rounds + 1):
-        ev = run.info(k, "evaluate")
-        if not ev:
-            continue
-        row = {**dict(ev), **scores_of_test_stage(run.info(k, "test"))}
-        if k >= 1:
-            row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
-            sel, train = run.info(k, "select"), run.info(k, "train")
-            row.update({key: sel.get(key) for key in SELECT_COLUMNS})
-            row.update({key: train.get(key) for key in TRAIN_COLUMNS})
-        rows.append(row)
-    return rows
+    def figures(k: int) -> dict[str, Any]:
+        sel, train = run.info(k, "select"), run.info(k, "train")
+        return {**{key: sel.get(key) for key in SELECT_COLUMNS}, **{key: train.get(key) for key in TRAIN_COLUMNS}}
+
+    return round_rows(run, cfg.rounds, figures)
 
 
 def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:

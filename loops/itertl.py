@@ -202,23 +202,34 @@ def model_for_round(run: RunDir, cfg: ITERTLConfig, round_: int) -> str:
     return str(run.stage_dir(round_, "train") / info["model"])
 
 
-def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
-    """One row per evaluated round: the evaluate stage's metrics plus sample/select/train figures."""
+def round_rows(run: RunDir, rounds: int, round_figures: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluated round: its evaluate stage's metrics and test scores, and for a round k >= 1
+    the sampled pass rate and ``round_figures(k)`` (what the loop's own select and train stages report)."""
     rows = []
-    for k in range(0, cfg.rounds + 1):
+    for k in range(0, rounds + 1):
         ev = run.info(k, "evaluate")
         if not ev:
             continue
         row = {**dict(ev), **scores_of_test_stage(run.info(k, "test"))}
         if k >= 1:
             row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
-            sel = run.info(k, "select")
-            row.update({key: sel.get(key) for key in ("kept", "replay", "repair", "kept_problems", "passing_programs",
-                                                       "sample_diversity")})
-            row.update({key: value for key, value in sel.items() if key.startswith("kept_steps_")})
-            row["train_loss"] = run.info(k, "train").get("train_loss")
+            row.update(round_figures(k))
         rows.append(row)
     return rows
+
+
+SELECT_COLUMNS = ("kept", "replay", "repair", "kept_problems", "passing_programs", "sample_diversity")
+
+
+def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
+    """One row per evaluated round: the evaluate stage's metrics plus sample/select/train figures."""
+    def figures(k: int) -> dict[str, Any]:
+        sel = run.info(k, "select")
+        return {**{key: sel.get(key) for key in SELECT_COLUMNS},
+                **{key: value for key, value in sel.items() if key.startswith("kept_steps_")},
+                "train_loss": run.info(k, "train").get("train_loss")}
+
+    return round_rows(run, cfg.rounds, figures)
 
 
 def learned_probe(s: Session, round_: int) -> list[Problem]:
