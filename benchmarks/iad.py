@@ -40,12 +40,15 @@ points, and iad_no_feedback not above bon.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# _report lives beside this file; a test loads this file by path, without the folder on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit_result  # noqa: E402
 
 DEFAULT_SWEEP = "oracle,examples+reranker,reranker,examples,noisy:0.2"
 MAIN_VERIFIER = "examples+reranker"
@@ -217,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     from codegen.datasets import load_problems
     from codegen.decoding import make_verifier
     from codegen.errors import UserError
-    from codegen.io import write_json_atomic
     from codegen.judging import Judge
     from rerankers.model import Reranker
 
@@ -260,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                           "seconds": round(time.monotonic() - t0, 1)}
     for line in target_lines(result):
         print(line)
-    if args.json:
-        write_json_atomic(Path(args.json), result)
-        print(f"results JSON: {args.json}")
-    print(json.dumps(result))
+    emit_result(result, args.json, "results")
     return 0
 
 

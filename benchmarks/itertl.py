@@ -23,10 +23,10 @@ invocation only prints.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
+
+from _report import emit_result  # this folder is on sys.path when run as a script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from codegen.errors import UserError
-    from codegen.io import write_json_atomic
     from loops.config import load_config
     from loops.seeds import format_summary, run_seeds, summarize
     from loops.table import format_table
@@ -59,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_summary(summary, cfg, results))
     print(f"\nwall time of this invocation: {time.monotonic() - t0:.0f}s (finished stages of earlier runs are skipped)")
-    if args.json:
-        write_json_atomic(Path(args.json), summary)
-        print(f"summary JSON: {args.json}")
-    print(json.dumps(summary))
+    emit_result(summary, args.json, "summary")
     return 0
 
 

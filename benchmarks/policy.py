@@ -19,9 +19,10 @@ Without ``--starter`` the starter is built once into ``<runs-dir>/starter``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from _report import emit_result  # this folder is on sys.path when run as a script
 
 
 def _sets(values: list[str]) -> dict[str, list[str]]:
@@ -51,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from codegen.errors import UserError
-    from codegen.io import write_json_atomic
     from loops.policy_compare import format_summary, methods, run_method, summarize
 
     try:
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(format_summary(summary))
-    if args.json:
-        write_json_atomic(Path(args.json), summary)
-        print(f"summary JSON: {args.json}")
-    print(json.dumps(summary))
+    emit_result(summary, args.json, "summary")
     return 0
 
 

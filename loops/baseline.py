@@ -21,10 +21,11 @@ from typing import Any
 
 from codegen.io import write_jsonl_atomic
 from loops.config import RESUMABLE_KEYS, ITERTLConfig
-from loops.itertl import (check_test_stage, evaluate_stage, load_splits, model_for_round, score_test_splits,
-                          scores_of_test_stage)
+from loops.itertl import model_for_round
 from loops.rundir import RunDir
 from loops.sampler_pool import Log, SamplerPool
+from loops.splits import load_splits
+from loops.stages import check_test_stage, evaluate_stage, score_test_splits, scores_of_test_stage
 from loops.trainers import train_sft
 
 

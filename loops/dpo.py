@@ -4,8 +4,8 @@ ITERTL with another select and train stage. Round 0 evaluates the base model
 (building the starter first when ``base_model: starter``). Each round k >= 1:
 
     sample   -> n completions per unlabeled problem from the round k-1 model
-                (ITERTL's stage, same seeds, same slice of the pool per round)
-    execute  -> run them in the sandbox (ITERTL's stage)
+                (the shared `loops.stages` stage, same seeds, same slice of the pool per round)
+    execute  -> run them in the sandbox (the shared stage)
     select   -> (passing, failing) pairs per problem (`preference_pairs`):
                 passing programs deduplicated by syntax tree, failing ones too,
                 the failures the policy was most confident in (highest mean
@@ -21,7 +21,8 @@ Why the most confident failures: they are the mistakes the policy would make
 again, and DPO's gradient is largest on pairs the policy ranks the wrong way
 round. On-policy pairs from the latest model are what makes DPO iterative
 (METHODS.md, "Preference pairs from search"). Evaluation is ITERTL's
-(`evaluate_stage`, `tests_due`, `score_test_splits`), so the figures compare.
+(`loops.itertl.evaluate_round`; its "learned" probe here: the problems earlier
+rounds made pairs of), so the figures compare.
 
 `run_dpo` strings the stages together in a `RunDir`: a killed run resumes at
 the first unfinished stage and never redoes a finished one.
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from codegen.io import read_jsonl, write_jsonl_atomic
 from codegen.problems import Problem
@@ -38,13 +39,12 @@ from codegen.rewards import reward
 from codegen.samples import Sample, read_samples
 from loops.config import RESUMABLE_KEYS
 from loops.dpo_config import DPOConfig
-from loops.itertl import (evaluate_stage, execute_stage, load_splits, model_for_round, normalized_program, probe_subset,
-                          reference_probe_of, round_learning_rate, round_problems, sample_diversity, sample_stage,
-                          score_test_splits, scores_of_test_stage, stage_seed, starter_stage, tests_due)
-from loops.plot import plot_metrics
+from loops.itertl import evaluate_round, model_for_round, normalized_program, round_learning_rate, round_rows
 from loops.rundir import RunDir
-from loops.sampler_pool import Log, SamplerPool
-from loops.table import format_table
+from loops.sampler_pool import Log
+from loops.session import open_session
+from loops.splits import round_problems, tests_summary
+from loops.stages import sample_diversity, stage_seed
 from loops.trainers import train_dpo
 
 
@@ -167,19 +167,11 @@ TRAIN_COLUMNS = ("train_loss", "reward_margin", "reward_chosen", "reward_rejecte
 
 def collect_metrics(run: RunDir, cfg: DPOConfig) -> list[dict[str, Any]]:
     """One row per evaluated round: the evaluate stage's metrics, the test scores, and the round's pairs and margins."""
-    rows = []
-    for k in range(0, cfg.rounds + 1):
-        ev = run.info(k, "evaluate")
-        if not ev:
-            continue
-        row = {**dict(ev), **scores_of_test_stage(run.info(k, "test"))}
-        if k >= 1:
-            row["sampled_pass_rate"] = run.info(k, "execute").get("sampled_pass_rate")
-            sel, train = run.info(k, "select"), run.info(k, "train")
-            row.update({key: sel.get(key) for key in SELECT_COLUMNS})
-            row.update({key: train.get(key) for key in TRAIN_COLUMNS})
-        rows.append(row)
-    return rows
+    def figures(k: int) -> dict[str, Any]:
+        sel, train = run.info(k, "select"), run.info(k, "train")
+        return {**{key: sel.get(key) for key in SELECT_COLUMNS}, **{key: train.get(key) for key in TRAIN_COLUMNS}}
+
+    return round_rows(run, cfg.rounds, figures)
 
 
 def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
@@ -187,65 +179,28 @@ def run_dpo(cfg: DPOConfig, log: Log = print) -> RunDir:
 
     >>> run_dpo(load_dpo_config("configs/dpo.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, cfg.defaults())
-    pool = SamplerPool(cfg, log)
-    finished_before = set(run.finished_stages())
-    try:
-        splits = load_splits(cfg)
-        tests = ", ".join(f"{len(ps)} {name}" for name, ps in splits["test"].items()) or "none"
-        log(f"run {run.root} (iterative DPO): {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} "
-            f"reference, {len(splits['validation'])} validation problems; test splits (reported only): {tests}; "
-            f"{cfg.rounds} rounds" + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = reference_probe_of(cfg, splits)
+    def describe(splits: dict[str, Any]) -> str:
+        return (f" (iterative DPO): {len(splits['unlabeled'])} unlabeled, {len(splits['reference'])} reference, "
+                f"{len(splits['validation'])} validation problems; test splits (reported only): "
+                f"{tests_summary(splits)}; {cfg.rounds} rounds")
 
-        def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            return run.run_logged(round_, name, fn, log)
-
-        def publish() -> None:
-            rows = collect_metrics(run, cfg)
-            run.write_metrics(rows)
-            plot_metrics(rows, run.plot_path, title=f"iterative DPO: {cfg.name}")
-
-        def evaluate(k: int) -> None:
-            model = model_for_round(run, cfg, k)
-            learned: list[Problem] = []
-            if cfg.eval_learned and k >= 1:  # problems earlier rounds made pairs of
-                ids = {t for j in range(1, k) for t in run.info(j, "select").get("learned_task_ids", [])}
-                learned = probe_subset([p for p in splits["unlabeled"] if p.task_id in ids],
-                                        cfg.probe_problems, cfg.seed + k)
-            probes = {"validation": splits["validation"], "reference": reference_probe, "learned": learned}
-            stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
-            if tests_due(cfg, k):
-                stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
-            publish()
-
-        if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: starter_stage(cfg, d))
+    with open_session(cfg, RESUMABLE_KEYS, describe, log) as s:
+        run, splits = s.run, s.splits
+        s.start_base()
         run.record_lineage(0, {"model": model_for_round(run, cfg, 0), "parent": None})
-        evaluate(0)
+        evaluate_round(s, 0, f"iterative DPO: {cfg.name}", collect_metrics)
         for k in range(1, cfg.rounds + 1):
             parent = model_for_round(run, cfg, k - 1)
             unlabeled = round_problems(splits["unlabeled"], cfg.unlabeled_per_round, k)
-            stage(k, "sample", lambda d: sample_stage(pool.get(parent), unlabeled, cfg, d,
-                                                      model_name=parent, round_=k))
-            samples_path = run.stage_dir(k, "sample") / "samples.jsonl"
-            stage(k, "execute", lambda d: execute_stage(unlabeled, read_samples(samples_path)[0], cfg, d))
-            results_path = run.stage_dir(k, "execute") / "results.jsonl"
-            stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
-                                                      read_jsonl(results_path), cfg, d, k))
+            samples_path, results_path = s.sample_and_execute(k, parent, unlabeled)
+            s.stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
+                                                        read_jsonl(results_path), cfg, d, k))
             if not run.is_done(k, "train"):
-                pool.close()  # free the engine's memory and processes before training
-            stage(k, "train", lambda d: train_stage(parent, run.stage_dir(k, "select") / "pairs.jsonl", cfg, d, k))
+                s.pool.close()  # free the engine's memory and processes before training
+            s.stage(k, "train", lambda d: train_stage(parent, run.stage_dir(k, "select") / "pairs.jsonl", cfg, d, k))
             run.record_lineage(k, {"model": model_for_round(run, cfg, k), "parent": parent, "reference": parent,
                                    "trained_on": f"round-{k}/select/pairs.jsonl",
                                    "learning_rate": round_learning_rate(cfg, k), "beta": cfg.beta})
-            evaluate(k)
-        rows = collect_metrics(run, cfg)
-        log("")
-        log(format_table(rows, title=f"iterative DPO run {run.root} (pass rates in %, n={cfg.eval_n}, "
-                                     f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
-        log(f"plot: {run.plot_path}")
-    finally:
-        pool.close()
-        run.close()
+            evaluate_round(s, k, f"iterative DPO: {cfg.name}", collect_metrics)
+        s.log_table(collect_metrics(run, cfg), "iterative DPO run")
     return run

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from loops.config import REPLACED_KEYS, Float, Int, ITERTLConfig, Schema, Text, broken_rules, load_with
+from loops.config import REPLACED_KEYS, ITERTLConfig, broken_rules
+from loops.yaml_config import Float, Int, Schema, Text, load_with
 
 
 class DPOConfig(ITERTLConfig):

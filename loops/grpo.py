@@ -16,7 +16,7 @@ unfinished stage):
                           canary (`loops.canary`)
              evaluate, test -> the trained model, as round 0
 
-The figures are ITERTL's (`loops.itertl.evaluate_stage`, `score_test_splits`),
+The figures are ITERTL's (`loops.stages.evaluate_stage`, `score_test_splits`),
 so a GRPO run and an ITERTL run from one starter compare row by row.
 
 What the run writes beside the stages: ``metrics.jsonl`` (a row per evaluated
@@ -49,12 +49,12 @@ from codegen.problems import Problem
 from codegen.samplers import HUMANEVAL_STOP
 from loops.canary import Canary
 from loops.grpo_config import GRPO_RESUMABLE_KEYS, GRPOConfig
-from loops.itertl import (check_test_stage, evaluate_stage, load_splits, reference_probe_of, score_test_splits,
-                          scores_of_test_stage, starter_stage)
 from loops.plot import plot_rl
 from loops.rundir import RunDir
-from loops.sampler_pool import Log, SamplerPool
-from loops.table import format_points, format_table
+from loops.sampler_pool import Log
+from loops.session import open_session
+from loops.splits import evaluation_task_ids, tests_summary
+from loops.stages import scores_of_test_stage
 from loops.trainers import RLMonitor, greedy_pass_at_1, train_grpo
 from sandbox.base import Limits
 
@@ -70,9 +70,7 @@ def training_rows(problems: Sequence[Problem]) -> list[dict[str, str]]:
 def check_training_rows(rows: Sequence[dict], splits: dict[str, Any]) -> None:
     """Refuse training rows whose problem is in an evaluation split (validation, a test split) or outside
     the unlabeled set the reward was built from."""
-    evaluation = {p.task_id: "validation" for p in splits["validation"]}
-    for name, problems in splits["test"].items():
-        evaluation.update({p.task_id: f"test split {name}" for p in problems})
+    evaluation = evaluation_task_ids(splits)
     unlabeled = {p.task_id for p in splits["unlabeled"]}
     for row in rows:
         if row["task_id"] in evaluation:
@@ -123,31 +121,45 @@ class StepLog:
         write_jsonl_atomic(self.path, self.records)
 
 
+def rl_rows(splits: dict[str, Any], out_dir: Path) -> list[dict[str, str]]:
+    """The unlabeled prompts as training rows (`training_rows`), checked and written to ``out_dir/train.jsonl``."""
+    rows = training_rows(splits["unlabeled"])
+    check_training_rows(rows, splits)
+    write_jsonl_atomic(out_dir / "train.jsonl", rows)
+    return rows
+
+
+def train_policy(cfg: GRPOConfig, parent: str, rows: list[dict], out_dir: Path, reward, judge: Judge,
+                 validation: Sequence[Problem], steps: StepLog, seed: int) -> dict[str, Any]:
+    """GRPO / RLOO from ``parent`` on ``rows`` with ``reward`` into ``out_dir/model``; ``judge`` also runs
+    the canary's greedy validation on ``validation``, whose records go to ``steps``."""
+    limits = Limits(timeout_s=cfg.timeout_s)
+    monitor = RLMonitor(validate=greedy_pass_at_1(validation, judge, limits=limits, max_new_tokens=cfg.max_tokens),
+                        validate_every=cfg.validate_every, canary=Canary(cfg.canary_rule), on_record=steps)
+    info = train_grpo(parent, rows, out_dir / "model", reward_funcs=[reward], steps=cfg.steps,
+                      scratch=out_dir / ".tmp-trainer", algo=cfg.algo, num_generations=cfg.num_generations,
+                      prompts_per_step=cfg.prompts_per_step, num_iterations=cfg.num_iterations, beta=cfg.beta,
+                      learning_rate=cfg.learning_rate, temperature=cfg.temperature,
+                      max_completion_length=cfg.max_completion_length, seed=seed, monitor=monitor,
+                      threads=cfg.train_threads, progress=cfg.progress, trl_args=cfg.trl_args)
+    info.pop("validation")  # the points are in log.jsonl and steps.jsonl, with their status rates
+    return info
+
+
 def train_stage(cfg: GRPOConfig, run: RunDir, parent: str, splits: dict[str, Any], out_dir: Path,
                 on_point: Callable[[list[dict]], None] = lambda points: None) -> dict[str, Any]:
     """Train ``parent`` with GRPO / RLOO on the unlabeled prompts into ``out_dir/model``; the stage's info.
 
     One `Judge` runs both the reward's programs and the validation hook's.
     """
-    problems = splits["unlabeled"]
-    rows = training_rows(problems)
-    check_training_rows(rows, splits)
-    write_jsonl_atomic(out_dir / "train.jsonl", rows)
-    limits = Limits(timeout_s=cfg.timeout_s)
+    rows = rl_rows(splits, out_dir)
     validation = validation_problems(cfg, splits["validation"])
     with Judge(cfg.executor, cfg.workers, options=cfg.executor_options) as judge:
         # Completions are cut at the samplers' stop strings, as evaluation cuts them.
-        reward = execution_reward(cfg.reward_weights, judge, problems, limits, stop=HUMANEVAL_STOP)
+        reward = execution_reward(cfg.reward_weights, judge, splits["unlabeled"], Limits(timeout_s=cfg.timeout_s),
+                                  stop=HUMANEVAL_STOP)
         steps = StepLog(out_dir, run, reward, on_point)
-        monitor = RLMonitor(validate=greedy_pass_at_1(validation, judge, limits=limits, max_new_tokens=cfg.max_tokens),
-                            validate_every=cfg.validate_every, canary=Canary(cfg.canary_rule), on_record=steps)
-        info = train_grpo(parent, rows, out_dir / "model", reward_funcs=[reward], steps=cfg.steps,
-                          scratch=out_dir / ".tmp-trainer", algo=cfg.algo, num_generations=cfg.num_generations,
-                          prompts_per_step=cfg.prompts_per_step, num_iterations=cfg.num_iterations, beta=cfg.beta,
-                          learning_rate=cfg.learning_rate, temperature=cfg.temperature,
-                          max_completion_length=cfg.max_completion_length, seed=_seed(cfg, 5), monitor=monitor,
-                          threads=cfg.train_threads, progress=cfg.progress, trl_args=cfg.trl_args)
-    info.pop("validation")  # the points are in log.jsonl and steps.jsonl, with their status rates
+        info = train_policy(cfg, parent, rows, out_dir, reward, judge, validation, steps, _seed(cfg, 5))
     return {"model": "model", **info, "prompts": len(rows), "reward": cfg.reward_name,
             "validation_problems": len(validation), "validation_points": len(steps.points),
             "validation_completions": len(validation) * len(steps.points)}
@@ -208,65 +220,50 @@ def trained_model(run: RunDir) -> str:
     return str(run.stage_dir(TRAINED, "train") / info["model"])
 
 
+def log_point(log: Log, points: list[dict], reward_name: str = "training", where: str = "") -> None:
+    """The latest validation point in one line: the step, the reward, validation pass@1, the canary's flag."""
+    last = points[-1]
+    reward = "-" if last["train_reward"] is None else f"{last['train_reward']:.3f}"
+    log(f"  {where}step {last['step']}: {reward_name} reward {reward}, validation pass@1 "
+        f"{100 * last['validation_pass@1']:.1f}%" + (f"; CANARY: {last['canary']['message']}"
+                                                      if last.get("canary") else ""))
+
+
 def run_grpo(cfg: GRPOConfig, log: Log = print) -> RunDir:
     """Run (or resume) the policy RL loop described by ``cfg``; returns the closed run directory.
 
     >>> run_grpo(load_grpo_config("configs/grpo.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), GRPO_RESUMABLE_KEYS, cfg.defaults())
-    pool = SamplerPool(cfg, log)
-    finished_before = set(run.finished_stages())
-    try:
-        splits = load_splits(cfg)
-        tests = ", ".join(f"{len(ps)} {name}" for name, ps in splits["test"].items()) or "none"
-        log(f"run {run.root}: {cfg.algo} on {len(splits['unlabeled'])} unlabeled prompts, reward {cfg.reward_name}, "
-            f"{cfg.steps} steps x {cfg.prompts_per_step} prompts x {cfg.num_generations} completions; "
-            f"{len(splits['validation'])} validation problems; test splits (reported only): {tests}"
-            + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = reference_probe_of(cfg, splits)
+    def describe(splits: dict[str, Any]) -> str:
+        return (f": {cfg.algo} on {len(splits['unlabeled'])} unlabeled prompts, reward {cfg.reward_name}, "
+                f"{cfg.steps} steps x {cfg.prompts_per_step} prompts x {cfg.num_generations} completions; "
+                f"{len(splits['validation'])} validation problems; test splits (reported only): "
+                f"{tests_summary(splits)}")
 
-        def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            return run.run_logged(round_, name, fn, log)
+    with open_session(cfg, GRPO_RESUMABLE_KEYS, describe, log) as s:
+        run, splits = s.run, s.splits
 
         def evaluate(k: int, model: str) -> None:
-            probes = {"validation": splits["validation"], "reference": reference_probe}
-            stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
-            if cfg.test:  # the start and the end: only ever reported
-                check_test_stage(run, cfg, k)
-                stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
+            s.evaluate(k, model, s.probes(), test=bool(cfg.test))  # the start and the end: only ever reported
             publish(run, cfg)
 
-        if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: starter_stage(cfg, d))
+        s.start_base()
         base = base_model(run, cfg)
         run.record_lineage(0, {"model": base, "parent": None})
         evaluate(0, base)
 
         if not run.is_done(TRAINED, "train"):
-            pool.close()  # free the sampling engine's memory and processes before training
+            s.pool.close()  # free the sampling engine's memory and processes before training
 
         def on_point(points: list[dict]) -> None:
-            last = points[-1]
-            reward = "-" if last["train_reward"] is None else f"{last['train_reward']:.3f}"
-            log(f"  step {last['step']}: training reward {reward}, validation pass@1 "
-                f"{100 * last['validation_pass@1']:.1f}%" + (f"; CANARY: {last['canary']['message']}"
-                                                              if last.get("canary") else ""))
+            log_point(log, points)
             publish(run, cfg, points)
 
-        stage(TRAINED, "train", lambda d: train_stage(cfg, run, base, splits, d, on_point))
+        s.stage(TRAINED, "train", lambda d: train_stage(cfg, run, base, splits, d, on_point))
         model = trained_model(run)
         run.record_lineage(TRAINED, {"model": model, "parent": base, "trained_on": f"round-{TRAINED}/train/train.jsonl",
                                      "algo": cfg.algo, "reward": cfg.reward_name, "steps": cfg.steps,
                                      "learning_rate": cfg.learning_rate})
         evaluate(TRAINED, model)
-        rows = collect_metrics(run)
-        log("")
-        log(format_table(rows, title=f"{title(cfg)}: run {run.root} (pass rates in %, n={cfg.eval_n}, "
-                                     f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
-        log("")
-        log(format_points(run.points()))
-        log(f"plot: {run.plot_path}")
-    finally:
-        pool.close()
-        run.close()
+        s.log_table(collect_metrics(run), f"{title(cfg)}: run", points=run.points())
     return run

@@ -19,8 +19,9 @@ from pydantic import field_validator
 
 from codegen.execution_rewards import EXECUTION_KINDS, reward_name
 from loops.canary import CanaryRule
-from loops.config import Float, Int, LoopConfig, Schema, Text, common_rules, load_with, parse_overrides_with
+from loops.config import LoopConfig, common_rules
 from loops.trainers import ALGOS
+from loops.yaml_config import Float, Int, Schema, Text, load_with, parse_overrides_with
 
 # Keys a resumed run may change: they do not alter work already finished (a run may gain a test split,
 # as ITERTL's may: see loops.config.RESUMABLE_KEYS).

@@ -49,10 +49,11 @@ from loops.dpo import run_dpo
 from loops.dpo_config import load_dpo_config
 from loops.grpo import run_grpo
 from loops.grpo_config import load_grpo_config
-from loops.itertl import load_splits, run_itertl
+from loops.itertl import run_itertl
 from loops.rewardranker import run_rewardranker
 from loops.rewardranker_config import load_rewardranker_config
 from loops.sampler_pool import Log
+from loops.splits import load_splits
 
 # Every method samples from this pool: large, and sharing no skeleton with validation or test.
 UNLABELED = "synthetic:practice"

@@ -27,15 +27,7 @@ from codegen.rewards import is_infra_error, passed
 from codegen.samplers import Completion
 from codegen.samples import Sample
 from codegen.synthetic import EVALUATION_SPLITS
-
-
-def split_of(problem: Problem) -> str | None:
-    """The synthetic split a problem came from (its meta, else its task id), or None."""
-    split = problem.meta.get("split")
-    if isinstance(split, str) and split:
-        return split
-    parts = problem.task_id.split("/")
-    return parts[1] if len(parts) == 3 and parts[0] == "synthetic" else None
+from loops.splits import synthetic_split_of
 
 
 def repair_count(n_other: int, share: float) -> int:
@@ -60,7 +52,7 @@ def repair_rows(problems: Sequence[Problem], samples: Sequence[Sample], results:
     completion)`` (e.g. within the trainer's max_length) shrinks the feedback
     as iterative decoding would; a row whose plain prompt does not fit is skipped.
     """
-    refused = [p.task_id for p in problems if split_of(p) in EVALUATION_SPLITS]
+    refused = [p.task_id for p in problems if synthetic_split_of(p) in EVALUATION_SPLITS]
     if refused:
         raise UserError(f"repair data is built from training problems only; {refused[0]} is an evaluation "
                         "problem (validation or test): train on synthetic:unlabeled or practice")

@@ -55,28 +55,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from codegen.errors import UserError
 from codegen.execution_rewards import execution_reward
 from codegen.io import read_jsonl, write_jsonl_atomic
 from codegen.judging import Judge
 from codegen.problems import Problem
-from codegen.samplers import HUMANEVAL_STOP, SamplingParams
+from codegen.samplers import HUMANEVAL_STOP
 from codegen.samples import Sample, read_samples
-from codegen.sampling import sample_problems
-from loops.canary import Canary
-from loops.grpo import StepLog, base_model, check_training_rows, rl_figures, training_rows, validation_problems
-from loops.itertl import (evaluate_stage, execute_stage, load_splits, reference_probe_of, sample_diversity,
-                          score_test_splits, scores_of_test_stage, stage_seed, starter_stage)
+from loops.grpo import StepLog, base_model, log_point, rl_figures, rl_rows, train_policy, validation_problems
 from loops.plot import plot_metrics
 from loops.rewardranker_config import RERANKER, REWARDRANKER_RESUMABLE_KEYS, RewardRankerConfig
+from loops.rewardranker_pairs import check_reranker_pairs, reranker_pairs, with_round_ids
 from loops.rundir import RunDir
-from loops.sampler_pool import Log, SamplerPool
-from loops.table import format_points, format_table
-from loops.trainers import RLMonitor, greedy_pass_at_1, train_grpo
+from loops.sampler_pool import Log
+from loops.session import open_session
+from loops.splits import evaluation_task_ids, tests_summary
+from loops.stages import sample_diversity, scores_of_test_stage, stage_seed
+from loops.stages import sample_stage as shared_sample_stage
 from rerankers.combined import choose_logprob_weight, pairwise_accuracy, record_logprob_weight
-from rerankers.data import HeldOutLeakError, Pair, build_pairs, pair_stats
+from rerankers.data import Pair, pair_stats
 from rerankers.feedback import ExampleRunner
-from rerankers.hard_negatives import mine_hard_negatives
 from rerankers.model import Reranker
 from rerankers.report import group_candidates, rerank_report
 from rerankers.rewards import reranker_reward
@@ -84,88 +81,14 @@ from rerankers.train import train_reranker
 from sandbox.base import Limits
 
 
-# --------------------------------------------------------------------------- data: who may be trained on
-def evaluation_task_ids(splits: dict[str, Any]) -> dict[str, str]:
-    """``{task id: split}`` of every evaluation problem (validation and each test split)."""
-    where = {p.task_id: "validation" for p in splits["validation"]}
-    for name, problems in splits["test"].items():
-        where.update({p.task_id: f"test split {name}" for p in problems})
-    return where
-
-
-def check_reranker_pairs(pairs: Sequence[Pair], splits: dict[str, Any]) -> None:
-    """Refuse reranker pairs (hard negatives included) of an evaluation problem or of any problem
-    outside the unlabeled set the loop samples."""
-    evaluation = evaluation_task_ids(splits)
-    unlabeled = {p.task_id for p in splits["unlabeled"]}
-    for pair in pairs:
-        if pair.task_id in evaluation:
-            raise HeldOutLeakError(f"reranker pair of {pair.task_id!r}, a problem of the {evaluation[pair.task_id]}: "
-                                   "evaluation problems never enter a reranker's training data; check unlabeled=")
-        if pair.task_id not in unlabeled:
-            raise UserError(f"reranker pair of {pair.task_id!r}, which is not an unlabeled problem: the loop trains "
-                            "its reranker on unlabeled= alone")
-
-
-def with_round_ids(samples: Sequence[Sample], results: Sequence[dict], round_: int) -> tuple[list[Sample], list[dict]]:
-    """Samples and verdicts with ids unique across rounds (``round-2/<task>#3``): each round's
-    sampler numbers its samples from 0, and pools of several rounds are joined by id."""
-    prefix = f"round-{round_}/"
-    renamed = [Sample(**{**s.to_dict(), "sample_id": prefix + s.sample_id}) for s in samples]
-    return renamed, [{**r, "sample_id": prefix + r["sample_id"]} for r in results]
-
-
-def _pair_key(pair: Pair) -> tuple[str, str, str]:
-    return pair.task_id, pair.chosen.rstrip(), pair.rejected.rstrip()
-
-
-def merge_pairs(*groups: Sequence[Pair]) -> list[Pair]:
-    """The pairs of every group in order, a (problem, chosen, rejected) triple once."""
-    seen, out = set(), []
-    for group in groups:
-        for pair in group:
-            if _pair_key(pair) not in seen:
-                seen.add(_pair_key(pair))
-                out.append(pair)
-    return out
-
-
-def reranker_pairs(cfg: RewardRankerConfig, round_: int, unlabeled: Sequence[Problem],
-                   candidate_sets: Sequence[tuple[list[Sample], list[dict]]], previous_pairs: Sequence[Pair],
-                   previous_reranker: Any, forbidden: Sequence[str]) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """``(all pairs, new sampled pairs, hard-negative pairs)`` reranker ``round_`` trains on.
-
-    ``candidate_sets``: rounds 1..``round_``'s samples and verdicts (ids made
-    unique by `with_round_ids`), the last one the newest policy's.
-    ``previous_reranker`` (round >= 2): anything with ``score_problems``, the
-    reranker the hard negatives are mined with.
-    """
-    samples, results = candidate_sets[-1]
-    seed = stage_seed(cfg, round_, 2)
-    new = build_pairs(unlabeled, samples, results, max_pairs_per_problem=cfg.max_pairs_per_problem, seed=seed,
-                      forbidden_task_ids=forbidden)
-    if round_ == 1:
-        return new, new, []
-    earlier = [s for ss, _ in candidate_sets[:-1] for s in ss], [r for _, rs in candidate_sets[:-1] for r in rs]
-    hard = mine_hard_negatives(previous_reranker, unlabeled, samples, results,
-                               negatives_per_problem=cfg.negatives_per_problem,
-                               positives_per_negative=cfg.positives_per_negative, forbidden_task_ids=forbidden,
-                               positive_pool=earlier)
-    fresh = new if cfg.hard_negatives == "with_positives" else []
-    return merge_pairs(previous_pairs, fresh, hard), fresh, hard
-
-
 # --------------------------------------------------------------------------- stages
 def sample_stage(sampler, problems: Sequence[Problem], cfg: RewardRankerConfig, out_dir: Path, *,
                  model_name: str, round_: int) -> dict[str, Any]:
     """Draw ``n_samples`` completions per unlabeled problem at ``sample_temperature``; write ``samples.jsonl``."""
-    params = SamplingParams(n=cfg.n_samples, temperature=cfg.sample_temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=stage_seed(cfg, round_, 1))
-    t0 = time.monotonic()
-    samples = sample_problems(sampler, problems, params, model_name=model_name, round=round_)
-    write_jsonl_atomic(out_dir / "samples.jsonl", [s.to_dict() for s in samples])
-    return {"samples": len(samples), "problems": len(problems), "model": model_name,
-            "sample_diversity": sample_diversity(samples), "seconds": round(time.monotonic() - t0, 2)}
+    info = shared_sample_stage(sampler, problems, cfg, out_dir, model_name=model_name, round_=round_,
+                               temperature=cfg.sample_temperature)
+    samples = read_samples(out_dir / "samples.jsonl")[0]
+    return {**info, "model": model_name, "sample_diversity": sample_diversity(samples)}
 
 
 def reranker_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, splits: dict[str, Any], base: str,
@@ -224,31 +147,18 @@ def rl_stage(cfg: RewardRankerConfig, run: RunDir, round_: int, base: str, split
     One `Judge` runs the reranker's example feedback, any execution part of
     the reward and the canary's validation.
     """
-    problems = splits["unlabeled"]
-    rows = training_rows(problems)
-    check_training_rows(rows, splits)
-    write_jsonl_atomic(out_dir / "train.jsonl", rows)
-    limits = Limits(timeout_s=cfg.timeout_s)
+    rows = rl_rows(splits, out_dir)
     validation = validation_problems(cfg, splits["validation"])
     with Judge(cfg.executor, cfg.workers, options=cfg.executor_options) as judge:
         scorer = reranker_reward(reranker_dir(run, round_), judge=judge, stop=HUMANEVAL_STOP)
         try:
-            reward = execution_reward(cfg.reward_weights, judge, problems, limits, scorers={RERANKER: scorer},
-                                      stop=HUMANEVAL_STOP, name=cfg.reward_name)
+            reward = execution_reward(cfg.reward_weights, judge, splits["unlabeled"], Limits(timeout_s=cfg.timeout_s),
+                                      scorers={RERANKER: scorer}, stop=HUMANEVAL_STOP, name=cfg.reward_name)
             steps = StepLog(out_dir, IterationPoints(run, round_), reward, on_point)
-            monitor = RLMonitor(validate=greedy_pass_at_1(validation, judge, limits=limits,
-                                                          max_new_tokens=cfg.max_tokens),
-                                validate_every=cfg.validate_every, canary=Canary(cfg.canary_rule), on_record=steps)
-            info = train_grpo(base, rows, out_dir / "model", reward_funcs=[reward], steps=cfg.steps,
-                              scratch=out_dir / ".tmp-trainer", algo=cfg.algo, num_generations=cfg.num_generations,
-                              prompts_per_step=cfg.prompts_per_step, num_iterations=cfg.num_iterations,
-                              beta=cfg.beta, learning_rate=cfg.learning_rate, temperature=cfg.temperature,
-                              max_completion_length=cfg.max_completion_length, seed=stage_seed(cfg, round_, 5),
-                              monitor=monitor, threads=cfg.train_threads, progress=cfg.progress,
-                              trl_args=cfg.trl_args)
+            info = train_policy(cfg, base, rows, out_dir, reward, judge, validation, steps,
+                                stage_seed(cfg, round_, 5))
         finally:
             scorer.close()
-    info.pop("validation")  # the points are in log.jsonl and steps.jsonl
     return {"model": "model", **info, "prompts": len(rows), "reward": cfg.reward_name,
             "reranker": run.rel(reranker_dir(run, round_)), "validation_problems": len(validation),
             "validation_points": len(steps.points)}
@@ -424,57 +334,39 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
 
     >>> run_rewardranker(load_rewardranker_config("configs/rewardranker.yaml"))   # doctest: +SKIP
     """
-    run = RunDir.open(cfg.run_dir, cfg.to_dict(), REWARDRANKER_RESUMABLE_KEYS, cfg.defaults())
-    pool = SamplerPool(cfg, log)
-    finished_before = set(run.finished_stages())
-    try:
-        splits = load_splits(cfg)
-        tests = ", ".join(f"{len(ps)} {name}" for name, ps in splits["test"].items()) or "none"
-        log(f"run {run.root} (RewardRanker): {len(splits['unlabeled'])} unlabeled, {len(splits['validation'])} "
-            f"validation problems; test splits (reported only): {tests}; {cfg.iterations} iterations of "
-            f"reranker ({cfg.n_samples} samples per problem, hard negatives: {cfg.hard_negatives}) -> {cfg.algo} "
-            f"({cfg.steps} steps, reward {cfg.reward_name})"
-            + (f"; resuming after {len(finished_before)} finished stages" if finished_before else ""))
-        reference_probe = reference_probe_of(cfg, splits)
+    def describe(splits: dict[str, Any]) -> str:
+        return (f" (RewardRanker): {len(splits['unlabeled'])} unlabeled, {len(splits['validation'])} validation "
+                f"problems; test splits (reported only): {tests_summary(splits)}; {cfg.iterations} iterations of "
+                f"reranker ({cfg.n_samples} samples per problem, hard negatives: {cfg.hard_negatives}) -> {cfg.algo} "
+                f"({cfg.steps} steps, reward {cfg.reward_name})")
 
-        def stage(round_: int, name: str, fn: Callable[[Path], dict]) -> dict:
-            return run.run_logged(round_, name, fn, log)
+    with open_session(cfg, REWARDRANKER_RESUMABLE_KEYS, describe, log) as s:
+        run, splits = s.run, s.splits
 
         def evaluate(k: int) -> None:
-            model = policy_model(run, cfg, k)
-            probes = {"validation": splits["validation"], "reference": reference_probe}
-            stage(k, "evaluate", lambda d: evaluate_stage(pool.get(model), model, probes, cfg, d, k))
-            if cfg.test and (k in (0, cfg.iterations) or cfg.test_every_iteration):
-                stage(k, "test", lambda d: score_test_splits(pool.get(model), model, splits["test"], cfg, d, k))
+            s.evaluate(k, policy_model(run, cfg, k), s.probes(),
+                       test=bool(cfg.test) and (k in (0, cfg.iterations) or cfg.test_every_iteration))
             publish(run, cfg)
             path = reranker_dir(run, k) if k >= 1 else None
-            stage(k, "rerank", lambda d: rerank_stage(cfg, run, k, splits, d, path))
+            s.stage(k, "rerank", lambda d: rerank_stage(cfg, run, k, splits, d, path))
             publish(run, cfg)
 
-        if cfg.base_model == "starter":
-            stage(0, "starter", lambda d: starter_stage(cfg, d))
+        s.start_base()
         base = base_model(run, cfg)
         run.record_lineage(0, {"model": base, "parent": None})
         evaluate(0)
 
         for k in range(1, cfg.iterations + 1):
             sampler_model = policy_model(run, cfg, k - 1)  # the base policy, then the last RL policy
-            stage(k, "sample", lambda d: sample_stage(pool.get(sampler_model), splits["unlabeled"], cfg, d,
-                                                      model_name=sampler_model, round_=k))
-            samples_path = run.stage_dir(k, "sample") / "samples.jsonl"
-            stage(k, "execute", lambda d: execute_stage(splits["unlabeled"], read_samples(samples_path)[0], cfg, d))
+            s.sample_and_execute(k, sampler_model, splits["unlabeled"], sample=sample_stage)
             if not (run.is_done(k, "reranker") and run.is_done(k, "rl")):
-                pool.close()  # free the sampling engine before training
-            stage(k, "reranker", lambda d: reranker_stage(cfg, run, k, splits, base, d))
+                s.pool.close()  # free the sampling engine before training
+            s.stage(k, "reranker", lambda d: reranker_stage(cfg, run, k, splits, base, d))
 
             def on_point(points: list[dict], k: int = k) -> None:
-                last = points[-1]
-                reward = "-" if last["train_reward"] is None else f"{last['train_reward']:.3f}"
-                log(f"  iteration {k} step {last['step']}: reranker reward {reward}, validation pass@1 "
-                    f"{100 * last['validation_pass@1']:.1f}%" + (f"; CANARY: {last['canary']['message']}"
-                                                                  if last.get("canary") else ""))
+                log_point(log, points, "reranker", where=f"iteration {k} ")
 
-            stage(k, "rl", lambda d: rl_stage(cfg, run, k, base, splits, d, on_point))
+            s.stage(k, "rl", lambda d: rl_stage(cfg, run, k, base, splits, d, on_point))
             run.record_lineage(k, {"model": policy_model(run, cfg, k), "parent": base,
                                    "reward": run.rel(reranker_dir(run, k)),
                                    "trained_on": f"round-{k}/rl/train.jsonl", "algo": cfg.algo, "steps": cfg.steps,
@@ -482,18 +374,8 @@ def run_rewardranker(cfg: RewardRankerConfig, log: Log = print) -> dict[str, Any
             evaluate(k)
 
         rows = publish(run, cfg)
-        log("")
-        log(format_table(rows, title=f"{title(cfg)}: run {run.root} (pass rates in %, n={cfg.eval_n}, "
-                                     f"T={cfg.eval_temperature}, sampler={cfg.sampler})"))
-        points = run.points()
-        if points:
-            log("")
-            log(format_points(points))
-        log(f"plot: {run.plot_path}")
+        s.log_table(rows, f"{title(cfg)}: run", points=run.points() or None)
         return {"run": str(run.root), "rows": rows, "rounds": iteration_figures(rows)}
-    finally:
-        pool.close()
-        run.close()
 
 
 def load_summary(run_dir: str | Path) -> dict[str, Any]:

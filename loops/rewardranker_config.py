@@ -22,8 +22,8 @@ from pydantic import StrictBool
 
 from codegen.execution_rewards import EXECUTION_KINDS
 from codegen.samplers import SamplingParams
-from loops.config import Float, Int, Schema, Text, load_with, parse_overrides_with
 from loops.grpo_config import GRPO_RESUMABLE_KEYS, GRPOConfig, grpo_rules
+from loops.yaml_config import Float, Int, Schema, Text, load_with, parse_overrides_with
 from rerankers.combined import DEFAULT_LOGPROB_WEIGHTS
 from rerankers.feedback import FEEDBACK_KINDS
 from rerankers.train import TrainConfig

@@ -3,7 +3,7 @@
     cfg = load_rlcoder_config("configs/rlcoder.yaml", ["rounds=2", "gen_steps=100"])
 
 Strict types, every mistake at once, each naming the key and the fix
-(`loops.config.load_with`). The defaults are the full size (about 15 minutes
+(`loops.yaml_config.load_with`). The defaults are the full size (about 15 minutes
 of generator training on 2 cores); `TINY_OVERRIDES` is the seconds-scale
 setting the tests and `benchmarks/rlcoder.py --tiny` use.
 """
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from codegen.repo.generator import GeneratorConfig
-from loops.config import Float, Int, Schema, Text, load_with
+from loops.yaml_config import Float, Int, Schema, Text, load_with
 
 # Keys a resumed run may change: they do not alter finished work.
 RESUMABLE_KEYS = frozenset({"progress", "train_threads", "cache", "device"})

@@ -121,105 +121,23 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-import json
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
-from sandbox.harness.worker import SAFE_ENV
-from sandbox.process_host import remove_cgroups, sweep_stale_cgroups, visible_paths
-from sandbox.harness.wire import read_frame, write_frame
+from sandbox.process_host import sweep_stale_cgroups, visible_paths
+# The host's handle of one worker; SANDBOX_DIR and the WORKER_* names stay importable from here.
+from sandbox.process_worker import SANDBOX_DIR, WORKER_ENV, WORKER_MAIN, _WorkerProc  # noqa: F401
 from sandbox.syscall_filter import candidate_filter, filter_tag
 
-SANDBOX_DIR = str(Path(__file__).resolve().parent)
-# The worker's own environment: SAFE_ENV, plus eager symbol binding so that
-# no run pays for the dynamic linker's lazy PLT fix-ups (each one a
-# copy-on-write fault in the forked candidate); the worker hands its
-# children SAFE_ENV alone.
-WORKER_ENV = {**SAFE_ENV, "LD_BIND_NOW": "1"}
-# The worker runs the harness package from this directory, in isolated mode (-I)
-# and without site (-S): see harness.worker.main.
-WORKER_MAIN = f"import sys; sys.path.insert(0, {SANDBOX_DIR!r}); from harness.worker import main; sys.exit(main())"
 VERSION = "process-1"
 # Jobs queued in each worker ahead of the one running, so it never waits for the host.
 PIPELINE = 2
 
 _instances = itertools.count()
-
-
-def _read_frame(fd: int, deadline: float | None) -> dict | None:
-    body = read_frame(fd, deadline=deadline)
-    return None if body is None else json.loads(body)
-
-
-def _write_frame(fd: int, obj: dict) -> None:
-    write_frame(fd, json.dumps(obj).encode())
-
-
-class _WorkerProc:
-    """Host-side handle of one harness worker."""
-
-    def __init__(self, slot: int, config: dict, python: str):
-        self.slot = slot
-        self.config = config
-        self.proc = subprocess.Popen(
-            [python, "-I", "-S", "-c", WORKER_MAIN, "--config", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
-            env=WORKER_ENV,  # the caller's environment (its secrets) never enters the worker's memory
-        )
-        self.wfd = self.proc.stdin.fileno()
-        self.rfd = self.proc.stdout.fileno()
-        hello = _read_frame(self.rfd, time.monotonic() + 60)
-        if not hello or not hello.get("ready"):
-            self.kill()
-            raise RuntimeError(f"sandbox worker {slot} did not start")
-        self.info = hello
-
-    def send(self, job: dict) -> None:
-        _write_frame(self.wfd, job)
-
-    def recv(self, timeout_s: float) -> dict:
-        # The worker enforces each run's timeout itself; this guards against a stuck worker.
-        reply = _read_frame(self.rfd, time.monotonic() + timeout_s + 30)
-        if reply is None:
-            raise EOFError("sandbox worker exited")
-        return reply
-
-    def close(self, grace: float = 2.0) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        try:
-            self.proc.stdout.close()
-        except OSError:
-            pass
-        self.remove_cgroups()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(2)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self.remove_cgroups()
-
-    def remove_cgroups(self) -> None:
-        if self.config.get("cgroup_name"):
-            remove_cgroups(self.config["cgroup_name"])
 
 
 class ProcessExecutor:

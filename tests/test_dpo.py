@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +15,10 @@ from codegen.problems import Problem
 from codegen.samples import Sample
 from loops.dpo import pairs_report, preference_pairs
 from loops.dpo_config import DPOConfig, load_dpo_config
-from test_loop import problem_files, quick_overrides, read_state  # noqa: F401  (problem_files is a fixture)
+from test_loop import problem_files, quick_overrides  # noqa: F401  (problem_files is a fixture)
 
 from conftest import slow_unlabeled_copy
+from runstate import finished_stages, kill_inside_stages, resume_to_the_end
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,34 +276,13 @@ def test_dpo_resumes_after_sigkill_without_redoing_finished_stages(tmp_path, pro
     root = tmp_path / "runs" / "t"
     targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp_path / "verdicts")}
-    for target in targets:
-        before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-        proc = subprocess.Popen(dpo_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 600
-        while read_state(root).get("running") != target:
-            assert proc.poll() is None, f"loop ended before reaching {target}:\n{proc.stdout.read()}"
-            assert time.monotonic() < deadline, f"never reached {target}"
-            time.sleep(0.02)
-        time.sleep(0.5 if target.endswith("train") else 0.1)  # well inside the stage
-        proc.send_signal(signal.SIGKILL)
-        output = proc.communicate()[0]
-        state = read_state(root)
-        assert state["running"] == target and state["stages"][target]["status"] == "running", output
-        for key, entry in before.items():  # finished stages were skipped, not redone
-            assert state["stages"][key] == entry, f"{key} was redone before the kill at {target}"
-        if target == "round-1/train":
-            assert not (root / target / "model").exists()  # a checkpoint appears whole or not at all
+    for kill in kill_inside_stages(dpo_command(overrides), root, targets, env):
+        if kill.target == "round-1/train":
+            assert not (root / kill.target / "model").exists()  # a checkpoint appears whole or not at all
 
-    before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-    assert "round-1/select" in before  # finished between the kills
-    done = subprocess.run(dpo_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    state = read_state(root)
-    for key, entry in before.items():
-        assert state["stages"][key] == entry, f"{key} was redone on the final resume"
+    assert "round-1/select" in finished_stages(root)  # finished between the kills
+    done, state = resume_to_the_end(dpo_command(overrides), root, env)
     assert "round 1 select: done already, skipped" in done.stdout
-    assert state["running"] is None and all(v["status"] == "done" for v in state["stages"].values())
     for target in targets:  # killed once, finished on the next attempt
         assert state["stages"][target]["attempts"] == 2, target
     assert state["stages"]["round-1/select"]["info"]["pairs"] > 0, "no pair: the train stage did no work"

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from loops.table import format_table
 
 from conftest import slow_unlabeled_copy
 
-from runstate import read_state
+from runstate import kill_inside_stages, resume_to_the_end
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,7 +152,7 @@ def test_load_splits_refuses_problem_files_cut_from_evaluation_splits(tmp_path, 
     """The file-level guard: a set's problems say which synthetic split they came from (meta, else task id)."""
     from codegen.io import write_jsonl_atomic
     from codegen.synthetic import load_split
-    from loops.itertl import load_splits
+    from loops.splits import load_splits
 
     files = {k: str(problem_files / f"{k}.jsonl") for k in ("reference", "unlabeled", "validation", "heldout")}
     base = dict(reference=files["reference"], unlabeled=files["unlabeled"], validation=files["validation"],
@@ -177,7 +175,7 @@ def test_load_splits_refuses_problem_files_cut_from_evaluation_splits(tmp_path, 
 
 
 def test_tests_are_due_at_round_zero_and_the_last_round():
-    from loops.itertl import tests_due
+    from loops.stages import tests_due
 
     cfg = ITERTLConfig(rounds=3)
     assert [k for k in range(4) if tests_due(cfg, k)] == [0, 3]
@@ -186,7 +184,7 @@ def test_tests_are_due_at_round_zero_and_the_last_round():
 
 
 def test_sample_diversity_ignores_whitespace():
-    from loops.itertl import sample_diversity
+    from loops.stages import sample_diversity
 
     samples = [Sample("a", "    return x\n", sample_id="a#0"), Sample("a", "    return  x  \n\n", sample_id="a#1"),
                Sample("a", "    return y\n", sample_id="a#2"), Sample("a", "    return x\n", sample_id="a#3"),
@@ -518,33 +516,12 @@ def test_loop_resumes_after_sigkill_at_each_stage(tmp_path, problem_files, start
     root = tmp_path / "runs" / "t"
     targets = ["round-0/evaluate", "round-1/sample", "round-1/execute", "round-1/train", "round-1/evaluate"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp_path / "verdicts")}
-    for target in targets:
-        before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-        proc = subprocess.Popen(loop_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 600
-        while read_state(root).get("running") != target:
-            assert proc.poll() is None, f"loop ended before reaching {target}:\n{proc.stdout.read()}"
-            assert time.monotonic() < deadline, f"never reached {target}"
-            time.sleep(0.02)
-        time.sleep(0.5 if target.endswith("train") else 0.1)  # well inside the stage
-        proc.send_signal(signal.SIGKILL)
-        output = proc.communicate()[0]
-        state = read_state(root)
-        assert state["running"] == target and state["stages"][target]["status"] == "running", output
-        for key, entry in before.items():  # finished stages were skipped, not redone
-            assert state["stages"][key] == entry, f"{key} was redone before the kill at {target}"
-        assert f"{target.split('/')[0].replace('-', ' ')} {target.split('/')[1]}: done already" not in output
+    for kill in kill_inside_stages(loop_command(overrides), root, targets, env):
+        round_, stage = kill.target.split("/")
+        assert f"{round_.replace('-', ' ')} {stage}: done already" not in kill.output
         assert_no_half_written_artifact(root)
 
-    before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-    done = subprocess.run(loop_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    state = read_state(root)
-    for key, entry in before.items():
-        assert state["stages"][key] == entry, f"{key} was redone on the final resume"
-    assert state["running"] is None
-    assert all(v["status"] == "done" for v in state["stages"].values())
+    done, state = resume_to_the_end(loop_command(overrides), root, env)
     for target in targets:  # killed once, finished on the next attempt
         assert state["stages"][target]["attempts"] == 2, target
     assert state["stages"]["round-1/select"]["info"]["kept"] > 0, "nothing passed: the train stage did no work"
@@ -644,7 +621,7 @@ def test_plot_writes_a_png_atomically(tmp_path):
 
 
 def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
-    from loops.itertl import round_problems
+    from loops.splits import round_problems
 
     pool = list(range(10))
     assert round_problems(pool, None, 1) == pool
@@ -657,7 +634,7 @@ def test_each_round_samples_a_fresh_slice_of_a_large_unlabeled_pool():
 
 def test_a_run_may_gain_test_splits_but_a_stale_test_stage_is_refused(tmp_path):
     from loops.config import RESUMABLE_KEYS
-    from loops.itertl import check_test_stage
+    from loops.stages import check_test_stage
     from loops.rundir import RunDir
 
     assert {"test", "test_every_round"} <= RESUMABLE_KEYS  # only reported, never fed back

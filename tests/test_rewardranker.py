@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from test_grpo_loop import problem_files  # noqa: F401  (a module fixture)
 
 from conftest import slow_unlabeled_copy
 
-from runstate import read_jsonl, read_state
+from runstate import kill_inside_stages, read_jsonl, read_state, resume_to_the_end
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +137,7 @@ class ByLength:
 
 def _judged(round_, rows):
     """(task, completion, status) rows -> samples and verdicts with the loop's round-unique ids."""
-    from loops.rewardranker import with_round_ids
+    from loops.rewardranker_pairs import with_round_ids
 
     samples = [Sample(t, c, sample_id=f"{t}#{i}") for i, (t, c, _) in enumerate(rows)]
     results = [{"sample_id": s.sample_id, "task_id": s.task_id, "status": st, "passed": st == "passed"}
@@ -148,7 +146,7 @@ def _judged(round_, rows):
 
 
 def test_reranker_pairs_round_one_then_hard_negatives_in_both_variants():
-    from loops.rewardranker import reranker_pairs
+    from loops.rewardranker_pairs import reranker_pairs
 
     unlabeled = [_problem("u/a"), _problem("u/b")]
     first = _judged(1, [("u/a", "    return 1\n", "passed"), ("u/a", "    return 0\n", "failed"),
@@ -181,7 +179,7 @@ def test_reranker_pairs_round_one_then_hard_negatives_in_both_variants():
 def test_no_evaluation_problem_enters_the_rerankers_pairs():
     """Point 7 at the data layer: the samples of a validation problem are refused before any pair is
     built, and the pairs are checked again against every evaluation split before training."""
-    from loops.rewardranker import check_reranker_pairs, reranker_pairs
+    from loops.rewardranker_pairs import check_reranker_pairs, reranker_pairs
 
     unlabeled, validation = [_problem("u/a")], [_problem("v/a")]
     leaked = _judged(1, [("v/a", "    return 1\n", "passed"), ("v/a", "    return 0\n", "failed")])
@@ -265,42 +263,24 @@ def killed_run(tmp_path_factory, problem_files, starter_model):  # noqa: F811
     overrides = rr_overrides(tmp / "runs", problem_files, starter_model, unlabeled=str(unlabeled))
     root = tmp / "runs" / "r"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ITERCODE_CACHE": str(tmp / "verdicts")}
-    kills = []
-    for target in KILL_AT:
-        before = {k: dict(v) for k, v in read_state(root)["stages"].items() if v.get("status") == "done"}
-        proc = subprocess.Popen(rr_command(overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 600
-        while read_state(root).get("running") != target:
-            assert proc.poll() is None, f"loop ended before reaching {target}:\n{proc.stdout.read()[-4000:]}"
-            assert time.monotonic() < deadline, f"never reached {target}"
-            time.sleep(0.02)
-        time.sleep(0.1)  # inside the stage
-        proc.send_signal(signal.SIGKILL)
-        output = proc.communicate()[0]
-        kills.append({"target": target, "before": before, "after": read_state(root), "output": output,
-                      "model_dirs": sorted(str(p.relative_to(root)) for p in root.rglob("model.safetensors"))})
-    done = subprocess.run(rr_command(overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return {"root": root, "problems": problem_files, "unlabeled": unlabeled, "kills": kills, "stdout": done.stdout,
-            "before_last": kills[-1]["after"]}
+    # Checkpoint directories as each kill left them (read before the next start).
+    kills = [{"target": kill.target, "before": kill.before, "after": kill.after, "output": kill.output,
+              "model_dirs": sorted(str(p.relative_to(root)) for p in root.rglob("model.safetensors"))}
+             for kill in kill_inside_stages(rr_command(overrides), root, KILL_AT, env, settle=lambda target: 0.1)]
+    done, _ = resume_to_the_end(rr_command(overrides), root, env, timeout=1200)  # nothing finished redone
+    return {"root": root, "problems": problem_files, "unlabeled": unlabeled, "kills": kills, "stdout": done.stdout}
 
 
 @pytest.mark.slow
 def test_rewardranker_resumes_after_sigkill_in_every_stage(killed_run):
     root, kills = killed_run["root"], killed_run["kills"]
+    # kill_inside_stages checked each kill (inside its target, nothing finished redone), resume_to_the_end
+    # the last run (nothing finished redone, every stage done).
     for kill in kills:
-        target, after = kill["target"], kill["after"]
-        assert after["running"] == target and after["stages"][target]["status"] == "running", kill["output"][-3000:]
-        for key, entry in kill["before"].items():  # finished stages were skipped, not redone
-            assert after["stages"][key] == entry, f"{key} was redone before the kill at {target}"
+        target = kill["target"]
         if target.endswith(("/reranker", "/rl")):  # a checkpoint appears whole or not at all
             assert not any(d.startswith(target) for d in kill["model_dirs"]), target
     state = read_state(root)
-    finished = {k: v for k, v in killed_run["before_last"]["stages"].items() if v.get("status") == "done"}
-    for key, entry in finished.items():
-        assert state["stages"][key] == entry, f"{key} was redone on the final resume"
-    assert state["running"] is None and all(v["status"] == "done" for v in state["stages"].values())
     for target in KILL_AT:  # killed once, finished on the next attempt
         assert state["stages"][target]["attempts"] == 2, target
     assert "round 1 rerank: done already, skipped" in killed_run["stdout"]

@@ -38,6 +38,7 @@ are built with `base_feedback` too, so the model trains on exactly this text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from codegen.decoding.verifiers import Check
 
@@ -61,11 +62,21 @@ def _shown_lines(completion: str, max_lines: int) -> list[str]:
     return lines
 
 
-def _attempts(best: Attempt, worst: Attempt | None) -> list[tuple[str, Attempt]]:
+def _shown_attempts(best: Attempt, worst: Attempt | None, max_lines: int, title: str, failure: str,
+                    code: Callable[[list[str]], list[str]]) -> list[str]:
+    """The best attempt (and the worst, when it differs), each as lines: ``title`` formatted with the
+    attempt's ``name`` and check ``line``, ``failure`` with what failed, then ``code`` of its first lines."""
     shown = [("Best so far", best)]
     if worst is not None and worst.completion != best.completion:
         shown.append(("Worst so far", worst))
-    return shown
+    out = []
+    for name, attempt in shown:
+        out.append(title.format(name=name, line=attempt.check.line))
+        if attempt.check.failure:
+            out.append(failure.format(attempt.check.failure))
+        if max_lines:
+            out += code(_shown_lines(attempt.completion, max_lines))
+    return out
 
 
 # What to leave out, in order, when the feedback does not fit the model's context:
@@ -86,26 +97,18 @@ def base_feedback(function: str, best: Attempt, worst: Attempt | None = None,
     # |     return 4
     # Write a version that passes every check.
     """
-    out = [f"# Earlier attempts at {function}, with what the checks said."]
-    for title, attempt in _attempts(best, worst):
-        out.append(f"# {title} ({attempt.check.line}):")
-        if attempt.check.failure:
-            out.append(f"#   {attempt.check.failure}")
-        if max_lines:
-            out += [f"# | {line}" for line in _shown_lines(attempt.completion, max_lines)]
-    out.append("# Write a version that passes every check.")
+    out = [f"# Earlier attempts at {function}, with what the checks said.",
+           *_shown_attempts(best, worst, max_lines, "# {name} ({line}):", "#   {}",
+                            lambda lines: [f"# | {line}" for line in lines]),
+           "# Write a version that passes every check."]
     return "\n".join(out) + "\n"
 
 
 def chat_feedback(function: str, best: Attempt, worst: Attempt | None = None,
                   max_lines: int = MAX_ATTEMPT_LINES) -> str:
     """The same facts as `base_feedback`, in prose for a chat model's user message."""
-    out = [f"Earlier attempts at {function}, with what the checks said:"]
-    for title, attempt in _attempts(best, worst):
-        out.append(f"\n{title} ({attempt.check.line}):")
-        if attempt.check.failure:
-            out.append(f"- {attempt.check.failure}")
-        if max_lines:
-            out.append("```python\n" + "\n".join(_shown_lines(attempt.completion, max_lines)) + "\n```")
-    out.append("\nWrite a version that passes every check.")
+    out = [f"Earlier attempts at {function}, with what the checks said:",
+           *_shown_attempts(best, worst, max_lines, "\n{name} ({line}):", "- {}",
+                            lambda lines: ["```python\n" + "\n".join(lines) + "\n```"]),
+           "\nWrite a version that passes every check."]
     return "\n".join(out)

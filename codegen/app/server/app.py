@@ -283,7 +283,7 @@ def create_app(config: ServerConfig, *, engine: GenerationEngine | None = None, 
     app.state.server = server
     m = server.metrics
 
-    app.add_middleware(CountRequests, metrics=m)
+    app.add_middleware(metrics_mod.CountRequests, metrics=m)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -359,41 +359,6 @@ def create_app(config: ServerConfig, *, engine: GenerationEngine | None = None, 
         return JSONResponse(body)
 
     return app
-
-
-_KNOWN = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
-
-
-class CountRequests:
-    """Counts responses by endpoint and status code.
-
-    A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` would run
-    every request through an extra task and memory stream.
-    """
-
-    def __init__(self, app, metrics: metrics_mod.Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status = 500  # an exception that escapes becomes a 500 further out
-
-        async def send_and_note(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            self.metrics.requests.labels(endpoint=_endpoint_label(scope["path"]), code=str(status)).inc()
-
-
-def _endpoint_label(path: str) -> str:
-    # Unknown paths share one label so a scanner cannot blow up the metric's cardinality.
-    return path if path in _KNOWN else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
 
 
 def _model_card(config: ServerConfig) -> dict:

@@ -3,6 +3,8 @@
 Each `Metrics` keeps its metrics in its own `CollectorRegistry`, so two apps
 in one process (tests, a benchmark) never share or collide on a name, and
 vLLM's own metrics in the global registry stay out of our page.
+`CountRequests` is the app's outermost layer: it counts every response by
+endpoint and status code.
 
 >>> m = Metrics()
 >>> m.requests.labels(endpoint="/v1/completions", code="200").inc()
@@ -54,3 +56,38 @@ class Metrics:
     def render(self) -> str:
         """The page in the text format `CONTENT_TYPE` names."""
         return generate_latest(self.registry).decode("utf-8")
+
+
+_KNOWN = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+
+
+class CountRequests:
+    """Counts responses by endpoint and status code.
+
+    A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` would run
+    every request through an extra task and memory stream.
+    """
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # an exception that escapes becomes a 500 further out
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(endpoint=_endpoint_label(scope["path"]), code=str(status)).inc()
+
+
+def _endpoint_label(path: str) -> str:
+    # Unknown paths share one label so a scanner cannot blow up the metric's cardinality.
+    return path if path in _KNOWN else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
