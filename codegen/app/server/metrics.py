@@ -11,6 +11,9 @@ True
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 # No `*_created` gauge beside every counter and histogram: in the classic text
@@ -20,6 +23,10 @@ disable_created_metrics()
 # What `generate_latest` writes: the classic text format, which every Prometheus scrapes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Stages run from well under a millisecond (parsing) to the whole request (generation).
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# What a completion request's wall time is spent on, in order (`Metrics.stage`).
+STAGES = ("prepare", "wait", "generate", "score", "tests", "respond")
 
 
 class Metrics:
@@ -48,9 +55,58 @@ class Metrics:
         self.engine_peak = Gauge(p + "engine_requests_running_peak",
                                  "Most generation calls inside the engine at once since start "
                                  "(above 1 means requests were batched together).", registry=r)
+        self.stage = Histogram(p + "request_stage_seconds",
+                               "Wall time of each stage of a completion request: prepare (read, validate, count "
+                               "prompt tokens), wait (for a work slot), generate (the engine), score, tests (the "
+                               "sandbox), respond (order and build the body).", ("stage",), buckets=STAGE_BUCKETS,
+                               registry=r)
         self.info = Gauge(p + "server_info", "Constant 1; labels describe the server.", ("backend", "model", "scorer"),
                           registry=r)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Observe the block's wall time as ``stage`` (one of `STAGES`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage.labels(stage=stage).observe(time.perf_counter() - t0)
 
     def render(self) -> str:
         """The page in the text format `CONTENT_TYPE` names."""
         return generate_latest(self.registry).decode("utf-8")
+
+
+_KNOWN = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+
+
+class CountRequests:
+    """Counts responses by endpoint and status code.
+
+    A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` would run
+    every request through an extra task and memory stream.
+    """
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # an exception that escapes becomes a 500 further out
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(endpoint=_endpoint_label(scope["path"]), code=str(status)).inc()
+
+
+def _endpoint_label(path: str) -> str:
+    # Unknown paths share one label so a scanner cannot blow up the metric's cardinality.
+    return path if path in _KNOWN else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
