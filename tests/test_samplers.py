@@ -296,6 +296,22 @@ def test_vllm_many_seeded_prompts_at_once(vllm_sampler, heldout):
 
 
 @pytest.mark.vllm
+def test_vllm_prompt_token_ids_give_what_the_prompt_text_gives(vllm_sampler, heldout):
+    """The server hands vLLM the ids it counted (no second tokenization): same seeded samples as the text."""
+    from codegen.samplers.engine import run_sync
+
+    engine = vllm_sampler.engine
+    prompt = heldout[0].prompt
+    ids = engine.tokenize(prompt)
+    assert len(ids) == engine.count_tokens([prompt])[0]
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=32, seed=3)
+    by_text = run_sync(engine.generate(prompt, params))
+    by_ids = run_sync(engine.generate(prompt, params, prompt_ids=ids))
+    assert [(c.text, c.num_tokens, c.mean_logprob) for c in by_ids] == [(c.text, c.num_tokens, c.mean_logprob) for c in by_text]
+    assert all(c.num_tokens > 0 and c.mean_logprob < 0 for c in by_ids)  # log-probs still come back (flat lists)
+
+
+@pytest.mark.vllm
 def test_vllm_sample_problems_writes_what_eval_reads(vllm_sampler, heldout, starter_model, tmp_path):
     from codegen.evaluate import evaluate_samples
 

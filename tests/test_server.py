@@ -167,10 +167,14 @@ class ScriptedEngine(GenerationEngine):
     def count_tokens(self, prompts):
         return [len(text.split()) for text in prompts]
 
+    def tokenize(self, prompt):
+        return [hash(word) for word in prompt.split()]
+
     def render_chat(self, messages):
         return "\n".join(m["content"] for m in messages), False
 
-    async def generate(self, prompt, params, *, deadline=None):
+    async def generate(self, prompt, params, *, deadline=None, prompt_ids=None):
+        self.prompt_ids = prompt_ids
         with self._in_engine():
             if self.gate is not None:
                 while not self.gate.is_set():
@@ -215,6 +219,25 @@ def test_tests_field_ranks_the_passing_candidate_first_with_the_real_sandbox():
         again = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "tests": TESTS, "n": 3}).json()
         assert all(c["verdict"]["cached"] and c["verdict"]["attempts"] == 0 for c in again["itercode"]["candidates"])
         assert [c["text"] for c in again["choices"]] == [c["text"] for c in body["choices"]]
+
+
+def test_metrics_show_where_a_request_spends_its_time():
+    parser = pytest.importorskip("prometheus_client.parser")
+    engine = ScriptedEngine([("    return x + 1\n", -0.5)], delay_s=0.05)
+    with _client(engine, n_candidates=2) as client:
+        body = client.post("/v1/completions", json={"model": "scripted", "prompt": PROMPT, "tests": TESTS}).json()
+        page = client.get("/metrics").text
+    assert body["itercode"]["tests_run"] is True
+    assert engine.prompt_ids == engine.tokenize(PROMPT)  # the ids counted for the context check go to the engine
+    stages = {s.labels["stage"]: s.value for f in parser.text_string_to_metric_families(page)
+              if f.name == "itercode_request_stage_seconds" for s in f.samples if s.name.endswith("_sum")}
+    counts = {s.labels["stage"]: s.value for f in parser.text_string_to_metric_families(page)
+              if f.name == "itercode_request_stage_seconds" for s in f.samples if s.name.endswith("_count")}
+    assert counts == {stage: 1 for stage in ("prepare", "wait", "generate", "score", "tests", "respond")}
+    assert stages["generate"] >= 0.05  # the engine's delay lands in its stage, not elsewhere
+    latency = next(s.value for f in parser.text_string_to_metric_families(page)
+                   if f.name == "itercode_request_duration_seconds" for s in f.samples if s.name.endswith("_sum"))
+    assert sum(stages.values()) <= latency  # the stages split the request's time, none counted twice
 
 
 def test_chat_answer_is_tested_as_a_whole_program_from_its_fence():

@@ -95,6 +95,10 @@ class GenerationEngine:
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
 
+    def tokenize(self, prompt: str) -> list[int]:
+        """The token ids the model reads for ``prompt`` (what `generate` takes as ``prompt_ids``)."""
+        return list(self.tokenizer(prompt)["input_ids"])
+
     def render_chat(self, messages: list[dict[str, str]]) -> tuple[str, bool]:
         return chat.render_chat(self.tokenizer, messages)
 
@@ -111,12 +115,15 @@ class GenerationEngine:
         finally:
             self.running -= 1
 
-    async def generate(self, prompt: str, params: SamplingParams, *, deadline: float | None = None) -> list[Completion]:
+    async def generate(self, prompt: str, params: SamplingParams, *, deadline: float | None = None,
+                       prompt_ids: Sequence[int] | None = None) -> list[Completion]:
         """``params.n`` completions of ``prompt``; ``deadline`` is a time.monotonic() value.
 
         ``params.seed`` seeds this request; None takes a seed from the engine's own.
+        ``prompt_ids``: ``tokenize(prompt)`` when the caller has it already (the
+        server counts the prompt's tokens first), so vLLM does not tokenize again.
         """
-        return await self._on_own_loop(self._generate(prompt, params, deadline))
+        return await self._on_own_loop(self._generate(prompt, params, deadline, prompt_ids=prompt_ids))
 
     async def generate_many(self, prompts: Sequence[str], params: SamplingParams, *, batch_size: int = 64,
                             progress: bool = False) -> list[list[Completion]]:
@@ -129,7 +136,8 @@ class GenerationEngine:
             params = dataclasses.replace(params, seed=self.seed)
         return await self._on_own_loop(self._generate_many(list(prompts), params, batch_size, progress))
 
-    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None) -> list[Completion]:
+    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None, *,
+                        prompt_ids: Sequence[int] | None = None) -> list[Completion]:
         raise NotImplementedError
 
     async def _generate_many(self, prompts: list[str], params: SamplingParams, batch_size: int,

@@ -78,7 +78,9 @@ class HFEngine(GenerationEngine):
         return self.hf_model is not None
 
     # -- generation ------------------------------------------------------
-    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None) -> list[Completion]:
+    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None, *,
+                        prompt_ids: Sequence[int] | None = None) -> list[Completion]:
+        # prompt_ids unused: a batch row is tokenized with its padding in _generate_rows.
         seed = params.seed if params.seed is not None else self.seed + next(self._ids)
         max_time = None if deadline is None else max(0.01, deadline - time.monotonic())
         [row] = await self._serialised(self._generate_rows, [prompt], params, seed, max_time)

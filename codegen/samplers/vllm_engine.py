@@ -36,6 +36,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -141,20 +142,26 @@ class VLLMEngine(GenerationEngine):
             stop=list(params.stop) or None,
             seed=params.seed,
             logprobs=0,  # the sampled token's log-prob only; vLLM then also fills cumulative_logprob
+            # Only cumulative_logprob is read: the per-token log-probs in flat lists
+            # (a few objects per completion, not one dict per token) cost less to build and collect.
+            flat_logprobs=True,
             # With n > 1 the other output kinds yield each child as it updates, so
             # the last output need not hold all n; FINAL_ONLY yields them together.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
-    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None) -> list[Completion]:
+    async def _generate(self, prompt: str, params: SamplingParams, deadline: float | None, *,
+                        prompt_ids: Sequence[int] | None = None) -> list[Completion]:
         from vllm.v1.engine.exceptions import EngineDeadError  # heavy: loaded by start() already
 
         if not self.alive:
             raise EngineUnavailable("the vLLM engine is not running")
+        # Token ids the caller has go in as they are: vLLM would tokenize the text again.
+        inputs = prompt if prompt_ids is None else {"prompt_token_ids": list(prompt_ids), "prompt": prompt}
         by_index = {}
         with self._in_engine():
             try:
-                async for out in self.llm.generate(prompt, self.sampling_params(params),
+                async for out in self.llm.generate(inputs, self.sampling_params(params),
                                                    request_id=f"itercode-{next(self._ids)}"):
                     for c in out.outputs:
                         by_index[c.index] = c

@@ -145,15 +145,20 @@ class Server:
         return rounds
 
     async def answer(self, req, prompt: str, problem: Problem | None, *, chat: bool, extract: bool, params: SamplingParams,
-                     messages: list[dict] | None = None) -> dict:
-        """Generate, score, test and order the candidates; the response body."""
-        [prompt_tokens] = self.engine.count_tokens([prompt])
+                     started: float, messages: list[dict] | None = None) -> JSONResponse:
+        """Generate, score, test and order the candidates; the response.
+
+        ``started``: the handler's time.perf_counter() on arrival, where the "prepare" stage begins.
+        """
+        prompt_ids = self.engine.tokenize(prompt)  # counted here, and handed to the engine as they are
+        prompt_tokens = len(prompt_ids)
         self.check_context(prompt_tokens, params.max_tokens)
         rounds = self.decoding(req, params)
         self.admit()
         deadline = time.monotonic() + self.config.request_timeout_s
         self.admitted += 1
         decoding: dict[str, Any] = {"strategy": "bon"}
+        self.metrics.stage.labels(stage="prepare").observe(time.perf_counter() - started)
         try:
             if rounds:
                 work = self._work_iad(prompt, problem, params, extract, deadline, rounds,
@@ -161,7 +166,8 @@ class Server:
                 ranked, decoding = await asyncio.wait_for(work, timeout=self.config.request_timeout_s)
                 prompt_tokens = decoding["prompt_tokens"]
             else:
-                ranked = await asyncio.wait_for(self._work(prompt, problem, params, extract, deadline), timeout=self.config.request_timeout_s)
+                work = self._work(prompt, problem, params, extract, deadline, prompt_ids)
+                ranked = await asyncio.wait_for(work, timeout=self.config.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             self.metrics.rejected.labels(reason="timeout").inc()
             raise ApiError(503, f"the request did not finish within the server's {self.config.request_timeout_s:g} s limit; "
@@ -172,6 +178,13 @@ class Server:
                            headers={"Retry-After": str(self.config.retry_after_s * 5)}) from None
         finally:
             self.admitted -= 1
+        with self.metrics.timed("respond"):
+            return JSONResponse(self._body(req, ranked, problem, decoding, chat=chat, prompt_tokens=prompt_tokens,
+                                           rounds=rounds))
+
+    def _body(self, req, ranked: list[Candidate], problem: Problem | None, decoding: dict[str, Any], *, chat: bool,
+              prompt_tokens: int, rounds: int) -> dict:
+        """The response body (OpenAI's fields, then ``itercode``); counts the tokens in the metrics."""
         completion_tokens = sum(c.num_tokens for c in ranked)
         self.metrics.candidates.inc(len(ranked))
         self.metrics.completion_tokens.inc(completion_tokens)
@@ -218,7 +231,8 @@ class Server:
         """One of ``max_concurrent`` request slots; the wait for it shows in the ``waiting`` gauge."""
         self.metrics.waiting.inc()
         try:
-            await self.slots.acquire()
+            with self.metrics.timed("wait"):
+                await self.slots.acquire()
         finally:
             self.metrics.waiting.dec()
         try:
@@ -226,22 +240,28 @@ class Server:
         finally:
             self.slots.release()
 
-    async def _work(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float) -> list[Candidate]:
+    async def _work(self, prompt: str, problem: Problem | None, params: SamplingParams, extract: bool, deadline: float,
+                    prompt_ids: list[int]) -> list[Candidate]:
+        m = self.metrics
         async with self._slot():
-            outs = await self.engine.generate(prompt, params, deadline=deadline)
+            with m.timed("generate"):
+                outs = await self.engine.generate(prompt, params, deadline=deadline, prompt_ids=prompt_ids)
             cands = [
                 Candidate(index=i, text=o.text, code=extract_code(o.text) if extract else o.text,
                           mean_logprob=o.mean_logprob, num_tokens=o.num_tokens, finish_reason=o.finish_reason)
                 for i, o in enumerate(outs)
             ]
             scoring_problem = problem or Problem(task_id="request", prompt=prompt, tests="", entry_point="")
-            scores = await self.scorer.score(scoring_problem, cands)
+            with m.timed("score"):
+                scores = await self.scorer.score(scoring_problem, cands)
             for c, s in zip(cands, scores):
                 c.score = float(s)
             if problem is not None:
-                for c, v in zip(cands, await self.tests.run(problem, cands)):
+                with m.timed("tests"):
+                    verdicts = await self.tests.run(problem, cands)
+                for c, v in zip(cands, verdicts):
                     c.verdict = v
-                    self.metrics.verdicts.labels(status=v["status"]).inc()
+                    m.verdicts.labels(status=v["status"]).inc()
             return order(cands)
 
 
@@ -336,27 +356,28 @@ def create_app(config: ServerConfig, *, engine: GenerationEngine | None = None, 
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        t0 = time.monotonic()
+        t0 = time.perf_counter()
         req = parse(CompletionRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
         params = server.gen_params(req, req.max_tokens)
         problem = _problem(req, req.prompt, continuation=True)
-        body = await server.answer(req, req.prompt, problem, chat=False, extract=False, params=params)
-        m.latency.labels(endpoint="/v1/completions").observe(time.monotonic() - t0)
-        return JSONResponse(body)
+        response = await server.answer(req, req.prompt, problem, chat=False, extract=False, params=params, started=t0)
+        m.latency.labels(endpoint="/v1/completions").observe(time.perf_counter() - t0)
+        return response
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        t0 = time.monotonic()
+        t0 = time.perf_counter()
         req = parse(ChatCompletionRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
         params = server.gen_params(req, req.requested_max_tokens())
         messages = [{"role": x.role, "content": x.text()} for x in req.messages]
         prompt, templated = server.engine.render_chat(messages)
         problem = _problem(req, prompt, continuation=not templated)
-        body = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params, messages=messages)
-        m.latency.labels(endpoint="/v1/chat/completions").observe(time.monotonic() - t0)
-        return JSONResponse(body)
+        response = await server.answer(req, prompt, problem, chat=True, extract=templated, params=params, started=t0,
+                                       messages=messages)
+        m.latency.labels(endpoint="/v1/chat/completions").observe(time.perf_counter() - t0)
+        return response
 
     return app
 

@@ -82,13 +82,17 @@ async def iad_candidates(server, prompt: str, problem: Problem | None, params: S
         text = prompt if r == 0 else _round_prompt(server, state, prompt, messages, params.max_tokens)
         prompt_tokens += server.engine.count_tokens([text])[0]
         seed = None if params.seed is None else round_seed(params.seed, r)
-        outs = await server.engine.generate(text, dataclasses.replace(params, n=per_round, seed=seed), deadline=deadline)
+        with server.metrics.timed("generate"):
+            outs = await server.engine.generate(text, dataclasses.replace(params, n=per_round, seed=seed), deadline=deadline)
         new = [Candidate(index=len(candidates) + i, text=o.text, code=extract_code(o.text) if extract else o.text,
                          mean_logprob=o.mean_logprob, num_tokens=o.num_tokens, finish_reason=o.finish_reason)
                for i, o in enumerate(outs)]
-        for c, s in zip(new, await server.scorer.score(scoring_problem, new)):
+        with server.metrics.timed("score"):
+            scores = await server.scorer.score(scoring_problem, new)
+        for c, s in zip(new, scores):
             c.score = float(s)
-        checks = await _checks(server, problem, examples, examples_verifier, new)
+        with server.metrics.timed("tests"):
+            checks = await _checks(server, problem, examples, examples_verifier, new)
         for c, check in zip(new, checks):
             check.score, check.score_name = c.score, score_name
             c.round, c.check = r, check.to_dict()

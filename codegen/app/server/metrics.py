@@ -13,6 +13,9 @@ True
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 # No `*_created` gauge beside every counter and histogram: in the classic text
@@ -22,6 +25,10 @@ disable_created_metrics()
 # What `generate_latest` writes: the classic text format, which every Prometheus scrapes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Stages run from well under a millisecond (parsing) to the whole request (generation).
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# What a completion request's wall time is spent on, in order (`Metrics.stage`).
+STAGES = ("prepare", "wait", "generate", "score", "tests", "respond")
 
 
 class Metrics:
@@ -50,8 +57,22 @@ class Metrics:
         self.engine_peak = Gauge(p + "engine_requests_running_peak",
                                  "Most generation calls inside the engine at once since start "
                                  "(above 1 means requests were batched together).", registry=r)
+        self.stage = Histogram(p + "request_stage_seconds",
+                               "Wall time of each stage of a completion request: prepare (read, validate, count "
+                               "prompt tokens), wait (for a work slot), generate (the engine), score, tests (the "
+                               "sandbox), respond (order and build the body).", ("stage",), buckets=STAGE_BUCKETS,
+                               registry=r)
         self.info = Gauge(p + "server_info", "Constant 1; labels describe the server.", ("backend", "model", "scorer"),
                           registry=r)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Observe the block's wall time as ``stage`` (one of `STAGES`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage.labels(stage=stage).observe(time.perf_counter() - t0)
 
     def render(self) -> str:
         """The page in the text format `CONTENT_TYPE` names."""
