@@ -102,6 +102,24 @@ class PromptBuilder:
             self._cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
         return self._cache[text]
 
+    def tail_ids(self, text: str, room: int) -> list[int]:
+        """The ids of ``text``'s last whole lines, at least ``room`` tokens of them when the text has that many.
+
+        Tokenizing a long file prefix whole to keep its last few hundred tokens
+        is what made building prompts slow; newlines are tokens of their own, so
+        a tail cut at a line start tokenizes as the end of the whole does.
+        """
+        chars = max(64, 8 * room)
+        while True:
+            if chars >= len(text):
+                return self.ids(text)
+            tail = text[len(text) - chars:]
+            tail = tail[tail.find("\n") + 1:] if "\n" in tail else tail
+            ids = self.ids(tail)
+            if len(ids) > room:
+                return ids
+            chars *= 2
+
     def blocks(self, blocks: Sequence[dict[str, Any]], focus: str = "") -> list[int]:
         """The blocks' ids, in order, within ``block_budget``.
 
@@ -151,12 +169,16 @@ class PromptBuilder:
             ids = self.ids(f"# {block['path']}\n" + "\n".join(lines[lo:hi]) + "\n")
         return ids if len(ids) <= room else []
 
-    def prompt(self, task: Task, blocks: Sequence[dict[str, Any]] = ()) -> tuple[list[int], int]:
-        """``(prompt ids, retrieved-block tokens)``: the blocks, the file header, the context's end."""
-        block_ids = self.blocks(blocks, focus_of(task.context))
+    def prompt(self, task: Task, blocks: Sequence[dict[str, Any]] = (), focus: str | None = None
+               ) -> tuple[list[int], int]:
+        """``(prompt ids, retrieved-block tokens)``: the blocks, the file header, the context's end.
+
+        ``focus`` (default: the context's last lines) is what a long block's window is cut around.
+        """
+        block_ids = self.blocks(blocks, focus_of(task.context) if focus is None else focus)
         header = self.ids(f"# {task.path}\n")
         room = max(0, self.budget - len(block_ids) - len(header))
-        context = self.ids(task.context)
+        context = self.tail_ids(task.context, room)
         if len(context) > room:
             cut = context[len(context) - room:]
             # start at a line boundary: drop the partial first line
@@ -358,7 +380,10 @@ def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: Genera
     out = []
     for task in (t for t in tasks for _ in range(cfg.copy_repeat if t.hint and holds_target(t, t.hint) else 1)):
         blocks = _training_blocks(task, rng, cfg, task.hint)
-        prompt, n_block = builder.prompt(task, blocks)
+        # a copy prompt's window keeps the target's line (evaluation cuts around the context's end, which in
+        # a block holding the next line is usually the line above it)
+        focus = focus_of(task.context) + "\n" + task.first_line if blocks and blocks[-1] is task.hint else None
+        prompt, n_block = builder.prompt(task, blocks, focus)
         target = builder.target(task)
         ids = prompt + target
         labels = [-100] * n_block + ids[n_block:]
@@ -413,10 +438,12 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
     losses: list[float] = []
     for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
         ids, labels, mask, weights = (x.to(device) for x in (ids, labels, mask, weights))
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                                ignore_index=-100, reduction="none")
-        w = weights[:, 1:].reshape(-1)
+        # the vocabulary projection costs more than the layers at this width: apply it only where a label is
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        keep = labels[:, 1:] != -100
+        logits = model.lm_head(hidden[keep])
+        nll = torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep], reduction="none")
+        w = weights[:, 1:][keep]
         loss = (nll * w).sum() / w.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
