@@ -72,6 +72,10 @@ class GeneratorConfig:
     # often, and appears copy_repeat times among the training examples: copying is the skill to learn
     p_copy: float = 0.9
     copy_repeat: int = 1
+    # of the other tasks, this share gets a *self-copy* block: the context's last lines and the target, as
+    # a block of the same file. Cross-file copies are rare (about 1 task in 8), too rare for a model trained
+    # from scratch to learn to copy at all; these teach the mechanism (match the context's end, copy what follows)
+    p_self: float = 0.0
     target_weight: float = 4.0  # the training loss weighs the target's tokens this much more than the context's
 
 
@@ -351,8 +355,11 @@ def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint:
     """
     u = rng.random()
     main = None
-    if hint is not None and holds_target(task, hint) and rng.random() < cfg.p_copy:
+    copyable = hint is not None and holds_target(task, hint)
+    if copyable and rng.random() < cfg.p_copy:
         main = hint
+    elif not copyable and cfg.p_self and rng.random() < cfg.p_self:
+        main = self_copy_block(task, rng)
     elif hint is not None and u < cfg.p_hint:
         main = hint
     elif task.candidates and u < cfg.p_hint + cfg.p_bm25:
@@ -365,6 +372,13 @@ def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint:
     if others and rng.random() < cfg.p_second:
         return [rng.choice(others), main]
     return [main]
+
+
+def self_copy_block(task: Task, rng: random.Random) -> dict[str, Any]:
+    """A block of the task's own file: its context's last 2-8 lines and the target (generator training only)."""
+    k = rng.randint(2, 8)
+    lines = task.context.splitlines()[-k:] + task.target.splitlines()
+    return {"id": f"{task.path}:self", "path": task.path, "text": "\n".join(lines), "bm25": 0.0}
 
 
 def holds_target(task: Task, block: dict[str, Any]) -> bool:
@@ -382,7 +396,8 @@ def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: Genera
         blocks = _training_blocks(task, rng, cfg, task.hint)
         # a copy prompt's window keeps the target's line (evaluation cuts around the context's end, which in
         # a block holding the next line is usually the line above it)
-        focus = focus_of(task.context) + "\n" + task.first_line if blocks and blocks[-1] is task.hint else None
+        copy = blocks and (blocks[-1] is task.hint or blocks[-1]["id"].endswith(":self"))
+        focus = focus_of(task.context) + "\n" + task.first_line if copy else None
         prompt, n_block = builder.prompt(task, blocks, focus)
         target = builder.target(task)
         ids = prompt + target
