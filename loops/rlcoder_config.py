@@ -62,6 +62,9 @@ class RLCoderConfig(BaseModel):
     gen_batch_size: Int = 8
     gen_lr: Float = 2e-3
     gen_target_weight: Float = 4.0  # the target's tokens weigh this much more than the context's in training
+    gen_p_copy: Float = 1.0  # a task whose hint block holds the target's line gets that block this often
+    gen_copy_repeat: Int = 3  # and appears this many times among the training prompts
+    gen_p_self: Float = 0.0  # of the other training prompts: a self-copy block (GeneratorConfig.p_self)
     gate_tasks: Int = 100  # retriever-training tasks the gate is measured on
 
     # --- the retriever (codegen.repo.retriever)
@@ -87,7 +90,8 @@ class RLCoderConfig(BaseModel):
             intermediate_size=self.gen_intermediate_size, num_layers=self.gen_layers, num_heads=self.gen_heads,
             budget=self.budget, block_budget=self.block_budget, target_tokens=self.target_tokens,
             steps=self.gen_steps, batch_size=self.gen_batch_size, lr=self.gen_lr,
-            target_weight=self.gen_target_weight,
+            target_weight=self.gen_target_weight, p_copy=self.gen_p_copy, copy_repeat=self.gen_copy_repeat,
+            p_self=self.gen_p_self,
             warmup_steps=min(50, max(1, self.gen_steps // 10)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,6 +130,9 @@ def rules(cfg: RLCoderConfig) -> list[str]:
          f"bm25_k and retrieve_k must not exceed preselect ({cfg.preselect}): they pick from its pool")
     rule(cfg.device in ("cpu", "cuda") or cfg.device.startswith("cuda:"),
          f"device must be cpu or cuda (cuda:N), got {cfg.device!r}")
+    rule(0 <= cfg.gen_p_copy <= 1, f"gen_p_copy must be in [0, 1], got {cfg.gen_p_copy}")
+    rule(0 <= cfg.gen_p_self <= 1, f"gen_p_self must be in [0, 1], got {cfg.gen_p_self}")
+    rule(cfg.gen_copy_repeat >= 1, f"gen_copy_repeat must be at least 1, got {cfg.gen_copy_repeat}")
     rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
     return out
 

@@ -98,6 +98,29 @@ def test_prompt_shares_one_budget_and_cuts_at_line_boundaries(tiny_run, tiny_rep
     assert len(b.target(task)) <= 8
 
 
+def test_an_overflowing_block_keeps_the_lines_that_match_the_context(tiny_run):
+    """The window of a long block is around the line the context's end names, not the block's first lines;
+    the budget goes to the last (most useful) block first."""
+    run_dir, _ = tiny_run
+    tok = Scorer(run_dir / "round-0" / "generator" / "model").builder.tok
+    b = PromptBuilder(tok, budget=240, block_budget=80, target_tokens=8)
+    filler = [f"    v{i} = {i}" for i in range(30)]
+    text = "\n".join(filler[:24] + ["    frobnicate_widget(size)", "    return widget_total"] + filler[24:])
+    block = {"id": "lib.py:0", "path": "lib.py", "text": text, "bm25": 1.0}
+    task = Task("t", "r", "app.py", 3, "def f(size):\n    frobnicate_widget(size)\n", "    return widget_total\n")
+    ids, n = b.prompt(task, [block])
+    kept = tok.decode(ids[:n])
+    assert 0 < n <= 80 and kept.startswith("# lib.py\n")
+    assert "frobnicate_widget(size)\n    return widget_total\n" in kept and "v0 = 0" not in kept
+    # with nothing to match, the block's first lines stay (a definition's signature comes first)
+    plain = Task("t", "r", "app.py", 3, "x = 1\n", "y = 2\n")
+    assert "v0 = 0" in tok.decode(b.prompt(plain, [block])[0])
+    # two blocks: the last one (nearest the cursor) is kept whole-as-possible before the first gets room
+    small = {"id": "lib.py:99", "path": "util.py", "text": "\n".join(filler), "bm25": 0.5}
+    ids2, n2 = b.prompt(task, [small, block])
+    assert tok.decode(ids2[:n2]).count("frobnicate_widget(size)") == 1 and n2 <= 80
+
+
 # --------------------------------------------------------------------------- the retriever
 def _toy_task(i: int) -> Task:
     cands = [{"id": f"a.py:{j}", "path": "a.py", "text": text, "bm25": 3.0 - j}

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 from codegen.hardware import torch_threads
 from codegen.io import atomic_dir, write_json_atomic
 from codegen.repo.corpus import python_files
-from codegen.repo.tasks import Task
+from codegen.repo.tasks import Task, words
 from codegen.starter import train_tokenizer
 
 _IDENT = re.compile(r"[A-Za-z0-9_]")
@@ -68,6 +68,14 @@ class GeneratorConfig:
     p_bm25: float = 0.2
     p_random: float = 0.1
     p_second: float = 0.5  # of prompts with a block: a second, random one before it
+    # a task whose hint holds the target's first line (a real cross-file copy) gets its hint this
+    # often, and appears copy_repeat times among the training examples: copying is the skill to learn
+    p_copy: float = 0.9
+    copy_repeat: int = 1
+    # of the other tasks, this share gets a *self-copy* block: the context's last lines and the target, as
+    # a block of the same file. Cross-file copies are rare (about 1 task in 8), too rare for a model trained
+    # from scratch to learn to copy at all; these teach the mechanism (match the context's end, copy what follows)
+    p_self: float = 0.0
     target_weight: float = 4.0  # the training loss weighs the target's tokens this much more than the context's
 
 
@@ -98,29 +106,83 @@ class PromptBuilder:
             self._cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
         return self._cache[text]
 
-    def blocks(self, blocks: Sequence[dict[str, Any]]) -> list[int]:
+    def tail_ids(self, text: str, room: int) -> list[int]:
+        """The ids of ``text``'s last whole lines, at least ``room`` tokens of them when the text has that many.
+
+        Tokenizing a long file prefix whole to keep its last few hundred tokens
+        is what made building prompts slow; newlines are tokens of their own, so
+        a tail cut at a line start tokenizes as the end of the whole does.
+        """
+        chars = max(64, 8 * room)
+        while True:
+            if chars >= len(text):
+                return self.ids(text)
+            tail = text[len(text) - chars:]
+            tail = tail[tail.find("\n") + 1:] if "\n" in tail else tail
+            ids = self.ids(tail)
+            if len(ids) > room:
+                return ids
+            chars *= 2
+
+    def blocks(self, blocks: Sequence[dict[str, Any]], focus: str = "") -> list[int]:
         """The blocks' ids, in order, within ``block_budget``.
 
-        A block that does not fit whole keeps its first lines (a definition's
-        signature comes first), cut at a line end; one with no room for its
-        header and a line is left out.
+        The budget goes to the *last* block first (the most useful one, nearest
+        the cursor), then to the ones before it: a less useful block never
+        crowds out a better one. A block that does not fit whole keeps a window
+        of its lines (`block_window`) around the line that best matches
+        ``focus`` (the in-file context's last lines), so the lines worth copying
+        survive the cut; one with no room for its header and a line is left out.
         """
-        out: list[int] = []
-        for b in blocks:
-            piece = self.ids(block_piece(b))
-            room = self.block_budget - len(out)
-            if len(piece) > room:
-                ends = [i for i, t in enumerate(piece[:room]) if t == self.newline]
-                piece = piece[: ends[-1] + 1] if len(ends) >= 2 else []  # header line + at least one line
-            out += piece
-        return out
+        pieces: list[list[int]] = [[] for _ in blocks]
+        room = self.block_budget
+        for i in reversed(range(len(blocks))):
+            pieces[i] = self.block_window(blocks[i], room, focus)
+            room -= len(pieces[i])
+        return [t for p in pieces for t in p]
 
-    def prompt(self, task: Task, blocks: Sequence[dict[str, Any]] = ()) -> tuple[list[int], int]:
-        """``(prompt ids, retrieved-block tokens)``: the blocks, the file header, the context's end."""
-        block_ids = self.blocks(blocks)
+    def block_window(self, block: dict[str, Any], room: int, focus: str = "") -> list[int]:
+        """One block's ids within ``room`` tokens: whole, or its header and a window of whole lines.
+
+        The window starts one line above the line sharing the most words with
+        ``focus`` (its last line counts double) and runs down as far as room
+        allows, then up; with no shared word it is the block's first lines (a
+        definition's signature comes first).
+        """
+        whole = self.ids(block_piece(block))
+        if len(whole) <= room:
+            return whole
+        header = self.ids(f"# {block['path']}\n")
+        lines = block["text"].split("\n")
+        cost = [len(self.ids(line + "\n")) for line in lines]
+        if room - len(header) < min(cost, default=room + 1):
+            return []
+        lo = max(0, _anchor_line(lines, focus) - 1)
+        hi, used = lo, 0
+        while hi < len(lines) and used + cost[hi] <= room - len(header):
+            used += cost[hi]
+            hi += 1
+        while lo > 0 and used + cost[lo - 1] <= room - len(header):
+            lo -= 1
+            used += cost[lo]
+        if hi == lo:  # the anchor's line alone is longer than the room
+            return []
+        ids = self.ids(f"# {block['path']}\n" + "\n".join(lines[lo:hi]) + "\n")
+        while len(ids) > room and hi - lo > 1:  # lines tokenize a little differently together: trim the end
+            hi -= 1
+            ids = self.ids(f"# {block['path']}\n" + "\n".join(lines[lo:hi]) + "\n")
+        return ids if len(ids) <= room else []
+
+    def prompt(self, task: Task, blocks: Sequence[dict[str, Any]] = (), focus: str | None = None
+               ) -> tuple[list[int], int]:
+        """``(prompt ids, retrieved-block tokens)``: the blocks, the file header, the context's end.
+
+        ``focus`` (default: the context's last lines) is what a long block's window is cut around.
+        """
+        block_ids = self.blocks(blocks, focus_of(task.context) if focus is None else focus)
         header = self.ids(f"# {task.path}\n")
         room = max(0, self.budget - len(block_ids) - len(header))
-        context = self.ids(task.context)
+        context = self.tail_ids(task.context, room)
         if len(context) > room:
             cut = context[len(context) - room:]
             # start at a line boundary: drop the partial first line
@@ -130,6 +192,30 @@ class PromptBuilder:
 
     def target(self, task: Task) -> list[int]:
         return self.ids(task.target)[: self.target_tokens]
+
+
+# Words too common in Python to say which line of a block matters.
+_COMMON = frozenset("self cls def return if else elif for in not and or is none true false import from as "
+                    "class with try except raise pass lambda yield the".split())
+
+
+def focus_of(context: str, lines: int = 3) -> str:
+    """What a block's window should match: the in-file context's last ``lines`` non-blank lines."""
+    return "\n".join([ln for ln in context.splitlines() if ln.strip()][-lines:])
+
+
+def _anchor_line(lines: Sequence[str], focus: str) -> int:
+    """The index of the line sharing the most words with ``focus`` (its last line counts double); 0 if none."""
+    focus_lines = focus.splitlines()
+    last = {w for w in words(focus_lines[-1])} - _COMMON if focus_lines else set()
+    every = {w for w in words(focus)} - _COMMON
+    best, best_score = 0, 0
+    for i, line in enumerate(lines):
+        ws = set(words(line))
+        score = 2 * len(ws & last) + len(ws & every)
+        if score > best_score:
+            best, best_score = i, score
+    return best
 
 
 def token_weights(tokenizer, ids: Sequence[int]) -> list[float]:
@@ -269,7 +355,12 @@ def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint:
     """
     u = rng.random()
     main = None
-    if hint is not None and u < cfg.p_hint:
+    copyable = hint is not None and holds_target(task, hint)
+    if copyable and rng.random() < cfg.p_copy:
+        main = hint
+    elif not copyable and cfg.p_self and rng.random() < cfg.p_self:
+        main = self_copy_block(task, rng)
+    elif hint is not None and u < cfg.p_hint:
         main = hint
     elif task.candidates and u < cfg.p_hint + cfg.p_bm25:
         main = task.candidates[0]
@@ -283,14 +374,31 @@ def _training_blocks(task: Task, rng: random.Random, cfg: GeneratorConfig, hint:
     return [main]
 
 
+def self_copy_block(task: Task, rng: random.Random) -> dict[str, Any]:
+    """A block of the task's own file: its context's last 2-8 lines and the target (generator training only)."""
+    k = rng.randint(2, 8)
+    lines = task.context.splitlines()[-k:] + task.target.splitlines()
+    return {"id": f"{task.path}:self", "path": task.path, "text": "\n".join(lines), "bm25": 0.0}
+
+
+def holds_target(task: Task, block: dict[str, Any]) -> bool:
+    """Whether ``block`` has a line equal to the target's first line (ignoring indentation)."""
+    first = task.first_line.strip()
+    return bool(first) and first in (ln.strip() for ln in block["text"].split("\n"))
+
+
 def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: GeneratorConfig,
                       seed: int) -> list[tuple[list[int], list[int], int]]:
     """``(ids, labels, target length)`` per task: labels cover the in-file context and the target, not the blocks."""
     rng = random.Random(seed)
     out = []
-    for task in tasks:
+    for task in (t for t in tasks for _ in range(cfg.copy_repeat if t.hint and holds_target(t, t.hint) else 1)):
         blocks = _training_blocks(task, rng, cfg, task.hint)
-        prompt, n_block = builder.prompt(task, blocks)
+        # a copy prompt's window keeps the target's line (evaluation cuts around the context's end, which in
+        # a block holding the next line is usually the line above it)
+        copy = blocks and (blocks[-1] is task.hint or blocks[-1]["id"].endswith(":self"))
+        focus = focus_of(task.context) + "\n" + task.first_line if copy else None
+        prompt, n_block = builder.prompt(task, blocks, focus)
         target = builder.target(task)
         ids = prompt + target
         labels = [-100] * n_block + ids[n_block:]
@@ -345,10 +453,12 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
     losses: list[float] = []
     for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
         ids, labels, mask, weights = (x.to(device) for x in (ids, labels, mask, weights))
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                                ignore_index=-100, reduction="none")
-        w = weights[:, 1:].reshape(-1)
+        # the vocabulary projection costs more than the layers at this width: apply it only where a label is
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        keep = labels[:, 1:] != -100
+        logits = model.lm_head(hidden[keep])
+        nll = torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep], reduction="none")
+        w = weights[:, 1:][keep]
         loss = (nll * w).sum() / w.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -201,9 +201,21 @@ def make_file_task(repo_name: str, path: str, text: str, line: int, index: Block
     cands = [_as_candidate(b, s) for b, s in hits]
     hint_block = None
     if hint:
-        found = index.search(query_of(context, 3) + "\n" + target, 1, exclude_path=path)
-        hint_block = _as_candidate(*found[0]) if found and found[0][1] > 0 else None
+        hint_block = _hint_block(index, context, target, path, cands)
     return Task(task_id, repo_name, path, line, context, target, cands, hint_block)
+
+
+def _hint_block(index: BlockIndex, context: str, target: str, path: str,
+                cands: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The generator-training hint: a block that holds the target's first line if one does, else BM25's
+    best with the target in the query (so copying from a block is what the generator learns to do)."""
+    found = [_as_candidate(b, s) for b, s in index.search(query_of(context, 3) + "\n" + target, 5,
+                                                           exclude_path=path) if s > 0]
+    first = target.split("\n", 1)[0].strip()
+    for c in found + cands:
+        if first and first in (ln.strip() for ln in c["text"].split("\n")):
+            return c
+    return found[0] if found else None
 
 
 def _rng_for(seed: int, name: str) -> random.Random:
