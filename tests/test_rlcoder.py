@@ -15,7 +15,8 @@ pytest.importorskip("bm25s")
 pytest.importorskip("torch")
 
 from codegen.repo.corpus import repos_in  # noqa: E402
-from codegen.repo.generator import TINY, PromptBuilder, token_weights, train_generator  # noqa: E402
+from codegen.repo.generator import TINY, train_generator  # noqa: E402
+from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, make_tasks  # noqa: E402
 from loops.rlcoder import Scorer, label_of, label_stage, run_artifacts, run_rlcoder  # noqa: E402
