@@ -135,6 +135,9 @@ class ITERTLConfig(LoopConfig):
 
     # --- selection
     keep_per_problem: Int = 4  # cap on distinct passing completions kept per problem
+    # repeat each kept program 1 + round(hard_weight * (1 - its problem's pass rate)) times:
+    # rarely solved problems weigh more (0 = every kept program once)
+    hard_weight: Float = 0.0
 
     # --- training (TRL SFTTrainer, a fresh warmup each round)
     replay_share: Float = 0.25  # share of each round's training set drawn from the reference data
@@ -279,6 +282,7 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
     rule(cfg.n_samples >= 1, f"n_samples must be >= 1, got {cfg.n_samples}")
     rule(cfg.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {cfg.temperature}")
     rule(cfg.keep_per_problem >= 1, f"keep_per_problem must be >= 1, got {cfg.keep_per_problem}")
+    rule(cfg.hard_weight >= 0, f"hard_weight must be >= 0 (0 = no repeats), got {cfg.hard_weight}")
     rule(0 <= cfg.replay_share < 1,
          f"replay_share must be in [0, 1): the share of reference data in each round's training set, got {cfg.replay_share}"
          " (for training on reference data alone use benchmarks/itertl.py's baseline)")

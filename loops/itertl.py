@@ -67,6 +67,17 @@ def normalized_program(problem: Problem, completion: str) -> str:
         return "\n".join(line.rstrip() for line in completion.strip().splitlines() if line.strip())
 
 
+def judged_rewards(problems: Sequence[Problem], samples: Sequence[Sample],
+                   results: Sequence[dict]) -> list[tuple[Sample, float | None]]:
+    """Each judged sample with its pass reward: 1.0, 0.0, or None for an infra error."""
+    by_id = {p.task_id: p for p in problems}
+    verdicts = {r["sample_id"]: r for r in results}
+    judged = [s for s in samples if s.task_id in by_id and s.sample_id in verdicts]
+    rewards = pass_reward([by_id[s.task_id].prompt for s in judged], [s.completion for s in judged],
+                          verdict=[verdicts[s.sample_id] for s in judged])
+    return list(zip(judged, rewards))
+
+
 def passing_programs(problems: Sequence[Problem], samples: Sequence[Sample],
                      results: Sequence[dict]) -> dict[str, dict[str, Sample]]:
     """``{task_id: {program key: first sample}}`` of the passing samples (`normalized_program` keys).
@@ -74,12 +85,8 @@ def passing_programs(problems: Sequence[Problem], samples: Sequence[Sample],
     ``infra_error`` earns no reward (None) and never counts as a pass.
     """
     by_id = {p.task_id: p for p in problems}
-    verdicts = {r["sample_id"]: r for r in results}
-    judged = [s for s in samples if s.task_id in by_id and s.sample_id in verdicts]
-    rewards = pass_reward([by_id[s.task_id].prompt for s in judged], [s.completion for s in judged],
-                          verdict=[verdicts[s.sample_id] for s in judged])
     groups: dict[str, dict[str, Sample]] = {}
-    for s, reward in zip(judged, rewards):
+    for s, reward in judged_rewards(problems, samples, results):
         if reward != 1.0:  # failed (0.0) or an infra error (None)
             continue
         key = normalized_program(by_id[s.task_id], s.completion)
@@ -87,9 +94,29 @@ def passing_programs(problems: Sequence[Problem], samples: Sequence[Sample],
     return groups
 
 
+def pass_rates(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict]) -> dict[str, float]:
+    """``{task_id: share of its judged samples that passed}`` (infra errors left out)."""
+    counts: dict[str, list[int]] = {}
+    for s, reward in judged_rewards(problems, samples, results):
+        if reward is not None:
+            c = counts.setdefault(s.task_id, [0, 0])
+            c[0] += reward == 1.0
+            c[1] += 1
+    return {t: passed / n for t, (passed, n) in counts.items()}
+
+
+def hard_copies(pass_rate: float, hard_weight: float) -> int:
+    """How many times a kept program of a problem with this pass rate is trained on:
+    ``1 + round(hard_weight * (1 - pass_rate))``. Problems the model rarely solves are
+    the ones it has most to learn from, and without this the kept set leans to the easy
+    ones (they yield more distinct passing programs); after DART-Math's prop2diff."""
+    return 1 + round(hard_weight * (1.0 - pass_rate))
+
+
 def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
-                keep_per_problem: int, seed: int) -> list[dict[str, Any]]:
-    """Passing samples, deduplicated per problem, at most ``keep_per_problem`` each.
+                keep_per_problem: int, seed: int, hard_weight: float = 0.0) -> list[dict[str, Any]]:
+    """Passing samples, deduplicated per problem, at most ``keep_per_problem`` each;
+    with ``hard_weight`` > 0 each is repeated `hard_copies` times (rarely solved problems more).
 
     Which duplicates survive is a seeded random choice, so no bias (say, towards
     short or confident completions) creeps in unannounced. ``infra_error`` earns
@@ -97,14 +124,16 @@ def select_kept(problems: Sequence[Problem], samples: Sequence[Sample], results:
     """
     by_id = {p.task_id: p for p in problems}
     groups = passing_programs(problems, samples, results)
+    rates = pass_rates(problems, samples, results) if hard_weight > 0 else {}
     rng = random.Random(seed)
     kept = []
     for task_id in sorted(groups, key=lambda t: list(by_id).index(t)):
         distinct = list(groups[task_id].values())
         rng.shuffle(distinct)
+        copies = hard_copies(rates[task_id], hard_weight) if hard_weight > 0 else 1
         for s in distinct[:keep_per_problem]:
-            kept.append({"prompt": by_id[task_id].prompt, "completion": s.completion, "task_id": task_id,
-                         "source": "self", "sample_id": s.sample_id})
+            kept.extend({"prompt": by_id[task_id].prompt, "completion": s.completion, "task_id": task_id,
+                         "source": "self", "sample_id": s.sample_id} for _ in range(copies))
     return kept
 
 
@@ -155,7 +184,8 @@ def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results
                  model: str | None = None) -> dict[str, Any]:
     """Write ``train.jsonl``: kept self-samples plus the replay share of reference solutions, and the
     repair share (`loops.repair`; ``model``, the sampling model, fits its rows to ``max_length``)."""
-    kept = select_kept(problems, samples, results, cfg.keep_per_problem, stage_seed(cfg, round_, 2))
+    kept = select_kept(problems, samples, results, cfg.keep_per_problem, stage_seed(cfg, round_, 2),
+                       cfg.hard_weight)
     replay = replay_rows(reference, replay_count(len(kept), cfg.replay_share), stage_seed(cfg, round_, 3))
     repair = []
     if cfg.repair_share > 0 and kept:
@@ -167,7 +197,7 @@ def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results
     random.Random(stage_seed(cfg, round_, 4)).shuffle(rows)
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     learned = sorted({r["task_id"] for r in kept})
-    return {"kept": len(kept), "replay": len(replay), "repair": len(repair), "learned_task_ids": learned, "learned_problems": len(learned),
+    return {"kept": len({r["sample_id"] for r in kept}), "kept_rows": len(kept), "replay": len(replay), "repair": len(repair), "learned_task_ids": learned, "learned_problems": len(learned),
             **data_report(problems, samples, results, kept)}
 
 

@@ -415,6 +415,26 @@ def test_select_keeps_distinct_passing_samples_capped_per_problem():
     assert len(everything) == 3  # a#0 and a#1 are one program: kept once
     assert all(r["prompt"] == probs[0].prompt and r["source"] == "self" for r in everything)
 
+def test_hard_weight_repeats_the_programs_of_rarely_solved_problems():
+    from loops.itertl import hard_copies, select_kept
+
+    assert hard_copies(1.0, 2.0) == 1 and hard_copies(0.125, 2.0) == 3 and hard_copies(0.5, 2.0) == 2
+    probs = [_problem("easy"), _problem("hard")]
+    samples, results = [], []
+    for tid, passed in (("easy", [True] * 8), ("hard", [True] + [False] * 6 + [None])):
+        for i, ok in enumerate(passed):
+            sid = f"{tid}#{i}"
+            samples.append(Sample(task_id=tid, sample_id=sid, completion=f"    return x + {i}\n"))
+            status = "infra_error" if ok is None else "passed" if ok else "failed"
+            results.append({"sample_id": sid, "task_id": tid, "status": status, "passed": ok is True})
+    kept = select_kept(probs, samples, results, keep_per_problem=1, seed=0, hard_weight=2.0)
+    rows = [r["task_id"] for r in kept]
+    # easy: 8/8 passed -> once; hard: 1 of 7 judged (the infra error is not a sample) -> 1 + round(2 * 6/7) = 3
+    assert rows.count("easy") == 1 and rows.count("hard") == 3
+    assert len({r["sample_id"] for r in kept if r["task_id"] == "hard"}) == 1  # one program, repeated
+    assert [r["task_id"] for r in select_kept(probs, samples, results, 1, 0)] == ["easy", "hard"]  # default: once
+
+
 
 def test_replay_share_is_the_share_of_reference_rows():
     from loops.itertl import replay_count, replay_rows
