@@ -223,6 +223,18 @@ def test_humaneval_style_check_with_trusted_prefix_helpers(executor):
     assert (v.status, v.tests_passed, v.tests_total) == (PASSED, 1, 1)
 
 
+def test_a_check_of_asserts_counts_each_and_stops_at_the_first_failure(executor):
+    # As in process, check() ends at its first failed assert: the third call (which would hang) never runs,
+    # so the verdict is failed, not timeout; tests_passed says how far it got (a fraction reward's spread).
+    program = "def f(x):\n    while x == 3:\n        pass\n    return x * 2 if x < 2 else 0\n"
+    tests = 'def check(candidate):\n    """Doubles."""\n    assert candidate(1) == 2\n    assert candidate(2) == 4\n' \
+            "    assert candidate(3) == 6\n"
+    v = run1(executor, program, tests)
+    assert (v.status, v.tests_passed, v.tests_total) == (FAILED, 1, 3), v
+    v = run1(executor, "def f(x):\n    return x * 2\n", tests.replace("candidate(3) == 6", "candidate(4) == 8"))
+    assert (v.status, v.tests_passed, v.tests_total) == (PASSED, 3, 3), v
+
+
 def test_the_candidate_cannot_redefine_the_trusted_helpers(executor):
     prefix = "def helper(x):\n    return x + 1\n\ndef f(x):\n"
     program = prefix + "    return helper(x)\n\ndef helper(x):\n    return 0\n"

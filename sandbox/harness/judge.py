@@ -146,16 +146,45 @@ def _compile_prefix(prefix: str):
 
 
 def _compile_tests(tests: str, entry_point: str):
-    """Split the tests into units: (is_a_test, code). HumanEval style (a
-    ``check`` function) is one test; otherwise each top-level assert is one."""
+    """Split the tests into units: (is_a_test, stop_on_failure, code).
+
+    Top-level statements: each ``assert`` is one test and a failed one does
+    not stop the rest; any other statement is set-up, and its failure stops
+    the tests. HumanEval style (a ``check(candidate)`` function): when its
+    body is asserts alone, each assert is one test, run in order with
+    ``candidate`` bound to the entry point, and the first failure ends the
+    run as it ends ``check`` in process (so the verdict is the same; only
+    ``tests_passed`` says how far it got: a fraction-of-tests reward has a
+    spread). Any other ``check`` is one test.
+    """
     tree = ast.parse(tests, "<tests>")
-    has_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
-    if has_check:
-        units = [(False, compile(tree, "<tests>", "exec")), (True, compile(f"check({entry_point})", "<tests>", "exec"))]
-    else:
-        units = [(isinstance(node, ast.Assert), compile(ast.Module(body=[node], type_ignores=[]), "<tests>", "exec"))
-                 for node in tree.body]
-    return units
+    check = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
+    if check is None:
+        return [(isinstance(node, ast.Assert), False, compile(ast.Module(body=[node], type_ignores=[]), "<tests>", "exec"))
+                for node in tree.body]
+    setup = [(False, True, compile(tree, "<tests>", "exec"))]
+    asserts = _check_asserts(check)
+    if asserts is None:
+        return setup + [(True, True, compile(f"check({entry_point})", "<tests>", "exec"))]
+    bind = (False, True, compile(f"{check.args.args[0].arg} = {entry_point}", "<tests>", "exec"))
+    return setup + [bind] + [(True, True, compile(ast.Module(body=[node], type_ignores=[]), "<tests>", "exec"))
+                             for node in asserts]
+
+
+def _check_asserts(check: ast.FunctionDef) -> list[ast.Assert] | None:
+    """The asserts of a ``check(candidate)`` whose body (after a docstring) is
+    nothing else and that takes exactly one plain argument; else None."""
+    args = check.args
+    if (len(args.args) != 1 or args.posonlyargs or args.kwonlyargs or args.vararg or args.kwarg or args.defaults
+            or check.decorator_list):
+        return None
+    body = check.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    if not body or not all(isinstance(node, ast.Assert) for node in body):
+        return None
+    return body
 
 
 class SuiteCache:
@@ -325,9 +354,9 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state:
             note = f"note: the problem's prefix raised {type(exc).__name__}: {exc}\n"
     bind_solution_imports(ns, job.get("solution_imports"))
     ns[entry_point] = make_stub(entry_point, req_fd, resp_fd, state)
-    total = sum(1 for is_test, _ in units if is_test) or 1
+    total = sum(1 for is_test, _, _ in units if is_test) or 1
     passed, first_failure = 0, ""
-    for is_test, code in units:
+    for is_test, stop_on_failure, code in units:
         try:
             exec(code, ns)
             if is_test:
@@ -346,9 +375,9 @@ def _judge_tests(job: dict, req_fd: int, resp_fd: int, cache: SuiteCache, state:
         except BaseException as exc:  # noqa: BLE001 - any failure of the tests' code
             if not first_failure:
                 first_failure = _format_failure(exc)
-            if not is_test:
-                break  # setup failed: later tests cannot run meaningfully
-    if not any(is_test for is_test, _ in units) and not first_failure:
+            if stop_on_failure:
+                break  # set-up failed (later tests cannot run meaningfully), or check() would have ended here
+    if not any(is_test for is_test, _, _ in units) and not first_failure:
         passed = 1  # no top-level assert: the tests as a whole are the one test
     if state["oom"] and passed < total:
         return {"status": OOM, "tests_passed": passed, "tests_total": total, "message": note + first_failure}

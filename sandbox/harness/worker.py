@@ -34,7 +34,7 @@ from .wipe import empty_dir, is_empty, remove_tree
 from .wire import MAX_CONTROL_FRAME, encode_frame, read_frame, write_frame
 from .zygote import Zygote
 
-HARNESS_VERSION = "2"
+HARNESS_VERSION = "3"
 F_SETPIPE_SZ = 1031
 
 SAFE_ENV = {
