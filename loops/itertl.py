@@ -108,8 +108,9 @@ def pass_rates(problems: Sequence[Problem], samples: Sequence[Sample], results: 
 def hard_copies(pass_rate: float, hard_weight: float) -> int:
     """How many times a kept program of a problem with this pass rate is trained on:
     ``1 + round(hard_weight * (1 - pass_rate))``. Problems the model rarely solves are
-    the ones it has most to learn from, and without this the kept set leans to the easy
-    ones (they yield more distinct passing programs); after DART-Math's prop2diff."""
+    the ones it has most to learn from, yet without this each solved problem weighs the
+    same, and the kept set leans to the easy ones (more of them are solved); after
+    DART-Math's difficulty-proportional sampling."""
     return 1 + round(hard_weight * (1.0 - pass_rate))
 
 
