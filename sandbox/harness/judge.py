@@ -2,8 +2,10 @@
 entry point bound to a stub that calls the candidate in another process.
 
 HumanEval-style tests define ``check(candidate)`` and are called with the
-stub; MBPP-style tests are bare statements that call the entry point by
-name: each top-level ``assert`` is one test. Modules the program imports at
+stub (a ``check`` made of asserts alone counts each assert, stopping at the
+first failure as ``check`` would: suite.py); MBPP-style tests are bare
+statements that call the entry point by name: each top-level ``assert`` is
+one test. Modules the program imports at
 top level are imported by the judge for the tests too (``solution_imports``),
 as an in-process evaluator's shared namespace would have them. The judge is long-lived (one per
 worker, another uid, not dumpable) and caches compiled suites per problem.
