@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import FAILED, INFRA_ERROR, PASSED, TIMEOUT, ERROR, Job, Limits, backend_options, make_executor
+from sandbox.process import VERSION as PROCESS_VERSION
 from sandbox.ray_backend import plan_actors
 from test_grpo_loop import loop_command, problem_files, quick_overrides, read_jsonl  # noqa: F401 - its fixture too
 
@@ -110,7 +111,7 @@ def test_verdicts_equal_the_process_backend_on_the_mixed_humaneval_file(ray_clus
     limits = Limits(timeout_s=3)
     with make_executor("ray") as ex:
         assert ex.workers == 2 and len(set(ex.nodes)) == 2  # one actor on each node
-        assert ex.version.startswith("ray-1/process/process-1")
+        assert ex.version.startswith(f"ray-1/process/{PROCESS_VERSION}/")
         seen = []
         ray_v = ex.run(jobs, limits, on_verdict=seen.append)
     with make_executor("process", workers=2) as proc_ex:

@@ -286,11 +286,11 @@ def test_iad_request_refines_with_the_tests_feedback_and_keeps_the_best():
     assert info["per_round"] == 2 and [rd["candidates"] for rd in info["rounds"]] == [[0, 1], [2, 3]]
     second = engine.prompts[1]
     assert second.startswith("# Earlier attempts at inc") and second.endswith(PROMPT)
-    assert "# Best so far (tests: 0/1 passed; mean log-prob -0.10):" in second and "# Worst so far (tests: error" in second
+    assert "# Best so far (tests: 0/2 passed; mean log-prob -0.10):" in second and "# Worst so far (tests: error" in second
     assert engine.seeds[0] == 5 and engine.seeds[1] != 5
     cands = {c["index"]: c for c in body["itercode"]["candidates"]}
     assert cands[2]["round"] == 1 and cands[2]["rank"] == 0 and cands[2]["check"]["satisfied"]
-    assert cands[0]["verdict"]["status"] == "failed" and cands[0]["check"]["line"].startswith("tests: 0/1 passed")
+    assert cands[0]["verdict"]["status"] == "failed" and cands[0]["check"]["line"].startswith("tests: 0/2 passed")
     assert body["itercode"]["n_candidates"] == 4 and body["usage"]["prompt_tokens"] > len(PROMPT.split())
 
 
