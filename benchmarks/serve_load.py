@@ -279,7 +279,7 @@ def report(results: dict, stages: dict[str, tuple[float, float]], setting: str, 
 
 
 def peer_scheduling_flags(model: str) -> list[str]:
-    """`vllm serve` flags for the scheduling itercode's engine uses here (whole prefills on the CPU)."""
+    """`vllm serve` flags for the scheduling itercode's engine uses here (whole prefills, wider steps on the CPU)."""
     import torch
 
     from codegen.samplers.vllm_engine import cpu_scheduling_options
@@ -287,7 +287,8 @@ def peer_scheduling_flags(model: str) -> list[str]:
     if torch.cuda.is_available():
         return []
     options = cpu_scheduling_options(model, None, {})
-    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(options["max_num_batched_tokens"])]
+    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(options["max_num_batched_tokens"]),
+            "--max-num-seqs", str(options["max_num_seqs"])]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ One place decides, so the starter, the reranker and the policy trainers agree.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 
 
 def cuda_available() -> bool:
@@ -46,3 +48,36 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def idle_cores(window: float = 0.3) -> float:
+    """How many CPU cores sat idle over the next ``window`` seconds (from /proc/stat; Linux).
+
+    Where /proc/stat cannot be read, 1.0: the caller then runs as if the cores were shared.
+    """
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all jiffies; idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 1.0
+    if total1 <= total0:
+        return 1.0
+    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
+
+
+def training_threads(threads: int | str | None) -> int | None:
+    """A thread setting as `torch_threads` takes it; ``"auto"``: one per core idle right now.
+
+    "auto" is for a job that runs alone (the demo's starter): more threads give
+    the same weights faster when the cores are free, and many times slower
+    when another process wants them, so a busy machine gets one.
+    """
+    if threads != "auto":
+        return threads
+    return max(1, math.floor(idle_cores() + 0.1))

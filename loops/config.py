@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, field_validator
@@ -42,7 +42,8 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 # The test splits are only ever reported, never fed back: a run may gain one
 # (its test stages then score it; `check_test_stage` refuses a finished
 # test stage that lacks one, so no stale score passes for a new split).
-RESUMABLE_KEYS = frozenset({"rounds", "workers", "ray_address", "progress", "train_threads", "test", "test_every_round"})
+RESUMABLE_KEYS = frozenset({"rounds", "workers", "ray_address", "progress", "train_threads", "starter_threads", "test",
+                            "test_every_round"})
 
 
 class LoopConfig(BaseModel):
@@ -56,6 +57,9 @@ class LoopConfig(BaseModel):
     seed: Int = 0
     base_model: Text = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
     starter_quick: StrictBool = False  # the seconds-scale starter (tests only)
+    # torch CPU threads for the starter build: "auto" = one per core idle when it starts (the
+    # same weights as one thread, faster on free cores; many times slower on shared ones)
+    starter_threads: Int | Literal["auto"] = 1
 
     # --- data (any spec codegen.datasets.load_problems accepts)
     unlabeled: Text = "synthetic:unlabeled"  # the problems the model samples and learns from
@@ -253,6 +257,8 @@ def common_rules(cfg: LoopConfig) -> list[str]:
     rule(cfg.vllm_kv_cache_gb >= 1, f"vllm_kv_cache_gb must be >= 1 GiB, got {cfg.vllm_kv_cache_gb}")
     rule(cfg.train_threads is None or cfg.train_threads >= 1,
          f"train_threads must be >= 1 or null (torch's default), got {cfg.train_threads}")
+    rule(cfg.starter_threads == "auto" or cfg.starter_threads >= 1,
+         f"starter_threads must be >= 1 or auto, got {cfg.starter_threads}")
     rule(cfg.eval_n >= 1, f"eval_n must be >= 1, got {cfg.eval_n}")
     rule(len(cfg.eval_ks) >= 1 and all(k >= 1 for k in cfg.eval_ks), f"eval_ks must be a non-empty list of k >= 1, got {cfg.eval_ks}")
     too_big = [k for k in cfg.eval_ks if k > cfg.eval_n]

@@ -25,7 +25,7 @@ from loops.yaml_config import Float, Int, Schema, Text, load_with, parse_overrid
 
 # Keys a resumed run may change: they do not alter work already finished (a run may gain a test split,
 # as ITERTL's may: see loops.config.RESUMABLE_KEYS).
-GRPO_RESUMABLE_KEYS = frozenset({"workers", "ray_address", "progress", "train_threads", "test"})
+GRPO_RESUMABLE_KEYS = frozenset({"workers", "ray_address", "progress", "train_threads", "starter_threads", "test"})
 # TRL config fields the loop sets from its own keys (field: the key to set instead): trl_args may not
 # set them behind the config's back.
 OWN_TRL_FIELDS = {"num_generations": "num_generations", "num_iterations": "num_iterations", "beta": "beta",

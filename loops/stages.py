@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from codegen.errors import UserError
 from codegen.evaluate import evaluate_samples
+from codegen.hardware import training_threads
 from codegen.io import write_json_atomic, write_jsonl_atomic
 from codegen.passk import pass_at_k_table
 from codegen.problems import Problem
@@ -32,7 +33,8 @@ def stage_seed(cfg: LoopConfig, round_: int, offset: int) -> int:
 
 def starter_stage(cfg: LoopConfig, out_dir: Path) -> dict[str, Any]:
     """Build codegen.starter's model into ``out_dir/model`` (build_starter writes atomically itself)."""
-    build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress)
+    build_starter(out_dir / "model", seed=cfg.seed, quick=cfg.starter_quick, progress=cfg.progress,
+                  threads=training_threads(cfg.starter_threads))
     return {"model": "model"}
 
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Callable, Mapping, Sequence, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
@@ -59,6 +59,8 @@ def _type_name(annotation: Any) -> str:
     if origin in (Union, UnionType):
         named = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return " or ".join(json.dumps(a) for a in args)
     if origin is list:
         return f"list of {_type_name(args[0])}"
     if origin is dict:

@@ -155,6 +155,16 @@ def test_vllm_cpu_kv_cache_budget_and_its_errors(monkeypatch):
         vllm_engine.set_cpu_kv_cache(None)
 
 
+def test_cpu_scheduling_keeps_prefills_whole_and_steps_wide_and_the_caller_wins():
+    from codegen.samplers.vllm_engine import CPU_MAX_NUM_SEQS, cpu_scheduling_options
+
+    ours = cpu_scheduling_options("unused", 2048, {})
+    assert ours == {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096, "max_num_seqs": CPU_MAX_NUM_SEQS}
+    assert cpu_scheduling_options("unused", 8192, {})["max_num_batched_tokens"] == 8192  # a whole context fits
+    theirs = cpu_scheduling_options("unused", 2048, {"max_num_seqs": 8, "max_num_batched_tokens": 512})
+    assert theirs["max_num_seqs"] == 8 and theirs["max_num_batched_tokens"] == 512
+
+
 def test_unknown_backend_and_missing_model_path_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="unknown sampler backend 'tgi'.*vllm, hf, openai"):
         make_sampler("tgi", "x")

