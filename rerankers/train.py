@@ -78,7 +78,10 @@ def load_base(base: str, lora: bool = False):
     # heavy: torch and transformers load only when a reranker is trained
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # Its load report would list the new score head as "MISSING": expected, since a causal LM has none.
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 
 from sandbox.base import INFRA_ERROR, TIMEOUT, Job, Limits, Verdict
+from sandbox.harness.runqueue import longest_wall_s
 from sandbox.harness.wire import encode_frame, take_frame
 
 BACKEND_VERSION = "docker-1"
@@ -257,12 +258,13 @@ class SandboxContainer:
         (empty: reusable), and, when the run may have broken its sandbox,
         why (the caller confirms that on a fresh container).
 
-        Call it when the job before has answered: the job has ``timeout_s``
-        from now, plus a grace period, before the container counts as wedged.
+        Call it when the job before has answered: the job has its longest wall
+        time from now (runqueue.longest_wall_s), plus a grace period, before the
+        container counts as wedged.
         """
         self.judge_kept = None  # known only if this run answers
         try:
-            resp = self.channel.recv(time.monotonic() + limits.timeout_s + HOST_GRACE_S)
+            resp = self.channel.recv(time.monotonic() + longest_wall_s(limits.timeout_s) + HOST_GRACE_S)
         except socket.timeout:
             return Verdict(job.job_id, TIMEOUT, duration_s=limits.timeout_s,
                            stderr="the sandbox container did not answer in time; it was replaced"), ["no answer"], ""

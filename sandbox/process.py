@@ -133,7 +133,7 @@ from sandbox.process_host import sweep_stale_cgroups, visible_paths
 from sandbox.process_worker import SANDBOX_DIR, WORKER_ENV, WORKER_MAIN, _WorkerProc  # noqa: F401
 from sandbox.syscall_filter import candidate_filter, filter_tag
 
-VERSION = "process-2"  # 2: a check() of asserts counts each assert (tests_total)
+VERSION = "process-3"  # 2: a check() of asserts counts each assert (tests_total); 3: waits for a CPU not timed
 # Jobs queued in each worker ahead of the one running, so it never waits for the host.
 PIPELINE = 2
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from sandbox.harness.runqueue import longest_wall_s
 from sandbox.harness.wire import read_frame, write_frame
 from sandbox.harness.worker import SAFE_ENV
 from sandbox.process_host import remove_cgroups
@@ -61,7 +62,7 @@ class _WorkerProc:
 
     def recv(self, timeout_s: float) -> dict:
         # The worker enforces each run's timeout itself; this guards against a stuck worker.
-        reply = _read_frame(self.rfd, time.monotonic() + timeout_s + 30)
+        reply = _read_frame(self.rfd, time.monotonic() + longest_wall_s(timeout_s) + 30)
         if reply is None:
             raise EOFError("sandbox worker exited")
         return reply

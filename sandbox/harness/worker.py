@@ -30,11 +30,12 @@ from .isolation import Isolation
 from .judge import ERROR, INFRA_ERROR, OOM, PASSED, TIMEOUT, solution_imports
 from .judge_process import JudgeProcess
 from .kernel import libc, seccomp_from_config
+from .runqueue import MAX_GIVEN_BACK, waited_for_cpu_s
 from .wipe import empty_dir, is_empty, remove_tree
 from .wire import MAX_CONTROL_FRAME, encode_frame, read_frame, write_frame
 from .zygote import Zygote
 
-HARNESS_VERSION = "3"
+HARNESS_VERSION = "4"  # 4: a timeout does not count the time a run waited for a CPU
 F_SETPIPE_SZ = 1031
 
 SAFE_ENV = {
@@ -118,6 +119,7 @@ class Worker:
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
         self.zygote = Zygote(self.setup, self.iso.pidns_fd)  # before any job reaches this process
+        self._given_back = 0.0  # seconds the last run got back for waiting on a CPU (see _wait)
 
     def describe(self) -> dict:
         return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, **self.iso.describe(),
@@ -204,7 +206,7 @@ class Worker:
             os.close(req_w)
             os.close(resp_r)
             req_w = resp_r = -1
-            result, output, timed_out, aborted = self._wait(out_r, t0 + limits["timeout_s"],
+            result, output, timed_out, aborted = self._wait(out_r, t0, limits["timeout_s"],
                                                             limits["max_output_kb"] << 10, control_fd)
         finally:
             ending = self.zygote.finish()
@@ -241,6 +243,8 @@ class Worker:
         oomed = bool(self.iso.cgroups) and self.iso.oom_kills() > oom_before
         if timed_out:
             status, passed, total, message = TIMEOUT, 0, 0, f"wall-clock timeout of {limits['timeout_s']} s"
+            if self._given_back >= 0.05:
+                message += f" (besides {self._given_back:.1f} s it waited for a CPU the host gave to others)"
         elif result is None:
             raise Provoked("the test process died without a verdict")
         elif result.get("status") == INFRA_ERROR:
@@ -289,9 +293,13 @@ class Worker:
         self._scratch_clean = not failed
         return failed
 
-    def _wait(self, out_r: int, deadline: float, cap: int, control_fd: int | None):
-        """Wait for the judge's verdict, draining candidate output, until the deadline."""
+    def _wait(self, out_r: int, t0: float, timeout_s: float, cap: int, control_fd: int | None):
+        """Wait for the judge's verdict, draining candidate output, until the deadline:
+        ``timeout_s`` after ``t0``, plus the time the run's processes were kept
+        waiting for a CPU (runqueue.py), at most MAX_GIVEN_BACK x ``timeout_s``."""
         result, output, timed_out, aborted = None, bytearray(), False, False
+        self._given_back = 0.0
+        deadline = t0 + timeout_s
         judge_fd = self.judge.sock.fileno()
         poller = select.poll()
         poller.register(judge_fd, select.POLLIN)
@@ -301,6 +309,11 @@ class Worker:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                waited = min(waited_for_cpu_s(self.zygote.pid), MAX_GIVEN_BACK * timeout_s)
+                if waited > self._given_back + 0.01:
+                    self._given_back = waited
+                    deadline = t0 + timeout_s + waited
+                    continue
                 timed_out = True
                 break
             try:
