@@ -52,6 +52,8 @@ def test_config_defaults_file_and_overrides_layer(tmp_path):
         (["rounds=two"], "config key 'rounds' must be of type int"),
         (["rounds=1.5"], "config key 'rounds' must be of type int"),
         (["starter_quick=1"], "must be of type bool"),
+        (["starter_threads=0"], "starter_threads must be >= 1 or auto"),
+        (["starter_threads=many"], 'config key \'starter_threads\' must be of type int or "auto"'),
         (["eval_ks=[5]"], "eval_ks must include 1"),
         (["learning_rate=-1"], "learning_rate must be > 0"),
         (["rounds"], "is not key=value"),
@@ -100,6 +102,7 @@ def test_parse_overrides_reads_values_as_yaml():
 def test_demo_config_is_valid():
     cfg = load_config(REPO / "configs" / "demo.yaml")
     assert cfg.rounds == 3 and cfg.base_model == "starter" and cfg.sampler == "vllm"
+    assert cfg.starter_threads == "auto"  # the demo runs alone: its starter may take every idle core
 
 
 # ------------------------------------------------------------------ the evaluation protocol
