@@ -119,7 +119,6 @@ class Worker:
         gc.collect()
         gc.freeze()  # keep the warm heap shared with forked children
         self.zygote = Zygote(self.setup, self.iso.pidns_fd)  # before any job reaches this process
-        self._given_back = 0.0  # seconds the last run got back for waiting on a CPU (see _wait)
 
     def describe(self) -> dict:
         return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, **self.iso.describe(),
@@ -206,8 +205,8 @@ class Worker:
             os.close(req_w)
             os.close(resp_r)
             req_w = resp_r = -1
-            result, output, timed_out, aborted = self._wait(out_r, t0, limits["timeout_s"],
-                                                            limits["max_output_kb"] << 10, control_fd)
+            result, output, timed_out, aborted, given_back = self._wait(out_r, t0, limits["timeout_s"],
+                                                                        limits["max_output_kb"] << 10, control_fd)
         finally:
             ending = self.zygote.finish()
             for fd in (req_w, resp_r):
@@ -236,15 +235,15 @@ class Worker:
                 result = None
         if result is not None and result.get("job_id") != job.get("job_id", ""):
             raise Provoked("the test process answered out of step")
-        return self._verdict(result, output, timed_out, ending.get("exit"), oom_before, limits)
+        return self._verdict(result, output, timed_out, ending.get("exit"), oom_before, limits, given_back)
 
     def _verdict(self, result: dict | None, output: bytes, timed_out: bool, cand_status: int | None,
-                 oom_before: int, limits: dict) -> dict:
+                 oom_before: int, limits: dict, given_back: float) -> dict:
         oomed = bool(self.iso.cgroups) and self.iso.oom_kills() > oom_before
         if timed_out:
             status, passed, total, message = TIMEOUT, 0, 0, f"wall-clock timeout of {limits['timeout_s']} s"
-            if self._given_back >= 0.05:
-                message += f" (besides {self._given_back:.1f} s it waited for a CPU the host gave to others)"
+            if given_back >= 0.05:
+                message += f" (besides {given_back:.1f} s it waited for a CPU the host gave to others)"
         elif result is None:
             raise Provoked("the test process died without a verdict")
         elif result.get("status") == INFRA_ERROR:
@@ -296,9 +295,10 @@ class Worker:
     def _wait(self, out_r: int, t0: float, timeout_s: float, cap: int, control_fd: int | None):
         """Wait for the judge's verdict, draining candidate output, until the deadline:
         ``timeout_s`` after ``t0``, plus the time the run's processes were kept
-        waiting for a CPU (runqueue.py), at most MAX_GIVEN_BACK x ``timeout_s``."""
+        waiting for a CPU (runqueue.py), at most MAX_GIVEN_BACK x ``timeout_s``.
+        Returns (verdict or None, output, timed out, aborted, seconds given back)."""
         result, output, timed_out, aborted = None, bytearray(), False, False
-        self._given_back = 0.0
+        given_back = 0.0
         deadline = t0 + timeout_s
         judge_fd = self.judge.sock.fileno()
         poller = select.poll()
@@ -310,8 +310,8 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 waited = min(waited_for_cpu_s(self.zygote.pid), MAX_GIVEN_BACK * timeout_s)
-                if waited > self._given_back + 0.01:
-                    self._given_back = waited
+                if waited > given_back + 0.01:
+                    given_back = waited
                     deadline = t0 + timeout_s + waited
                     continue
                 timed_out = True
@@ -342,7 +342,7 @@ class Worker:
                     poller.unregister(fd)
             if done:
                 break
-        return result, bytes(output), timed_out, aborted
+        return result, bytes(output), timed_out, aborted, given_back
 
 
 def _describe_exit(status: int | None) -> str:
