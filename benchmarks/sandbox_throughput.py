@@ -122,6 +122,7 @@ def run_backend(name: str, jobs: list[Job], workers: int, limits: Limits, option
     t = time.perf_counter()
     executor = make_executor(name, workers=workers, **(options or {}))
     started = time.perf_counter() - t
+    pinned = getattr(executor, "slot_cpus", None)  # the CPU of each slot (sandbox/cpus.py), None: unpinned
     try:
         verdicts = executor.run(jobs, limits)
     finally:
@@ -136,7 +137,7 @@ def run_backend(name: str, jobs: list[Job], workers: int, limits: Limits, option
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
     return {"seconds": seconds, "start_s": started, "cpu": cpu, "passed": [v.passed for v in verdicts],
-            "statuses": counts}
+            "statuses": counts, "slot_cpus": pinned}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in backends:
         res = best[name]
         row = {"evaluator": f"itercode {name}", "seconds": res["seconds"], "start_s": res["start_s"], "cpu_s": res["cpu"],
-               "passed": sum(res["passed"]), "statuses": res["statuses"],
+               "passed": sum(res["passed"]), "statuses": res["statuses"], "slot_cpus": res["slot_cpus"],
                "all_seconds": [r["seconds"] for r in runs[name]], "all_start_s": [r["start_s"] for r in runs[name]]}
         if peer is not None:
             row["disagreements"] = sum(a != b for a, b in zip(peer["passed"], res["passed"]))

@@ -12,7 +12,9 @@ What it covers
   user (65534), a pids limit, a memory limit with swap off (memswap == mem,
   sized for the candidate's limit, the tmpfs mounts and the test side),
   size-capped tmpfs mounts as the work directory, /tmp and /dev/shm, and a
-  CPU quota (one CPU by default). Docker's default seccomp profile stays on.
+  CPU quota (one CPU by default), and a CPU of its own (``cpuset``) when
+  there is a free one for every container (sandbox/cpus.py). Docker's default
+  seccomp profile stays on.
 * On top of Docker's profile (filters stack; a syscall must pass both), each
   candidate installs itercode's own seccomp filter (sandbox/syscall_filter.py,
   built on the host with libseccomp and passed to the server as
@@ -102,6 +104,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Sequence
 
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
+from sandbox.cpus import CpuClaim
 from sandbox.docker_containers import (BACKEND_VERSION, PIPELINE, DockerUnavailable, SandboxContainer, _remove_quietly,
                                        connect, remove_orphans)
 from sandbox.syscall_filter import candidate_filter, filter_tag
@@ -116,11 +119,13 @@ class DockerExecutor:
     name = "docker"
 
     def __init__(self, workers: int | None = None, image: str | None = None, cpus: float = 1.0,
-                 build_image: bool = True, progress=None, **_ignored):
+                 build_image: bool = True, progress=None, pin_cpus: bool | None = None, **_ignored):
         from sandbox import image as image_mod
 
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self.cpus = cpus
+        self._cpu_claim = CpuClaim(self.workers, pin_cpus)
+        self.slot_cpus = self._cpu_claim.cpus  # see sandbox/cpus.py
         self.client = connect(pool_size=self.workers + 4)
         remove_orphans(self.client)
         image = image or os.environ.get("ITERCODE_SANDBOX_IMAGE") or None
@@ -151,9 +156,9 @@ class DockerExecutor:
 
     # -- pool
 
-    def _spawn(self, limits: Limits) -> Future:
+    def _spawn(self, limits: Limits, slot: int) -> Future:
         def make() -> SandboxContainer:
-            c = SandboxContainer(self.client, self.image, self.command, limits, self.cpus)
+            c = SandboxContainer(self.client, self.image, self.command, limits, self.cpus, self.slot_cpus[slot])
             with self._lock:
                 self._live.add(c.id)
                 self.isolation = c.isolation
@@ -182,7 +187,7 @@ class DockerExecutor:
             self._limits = limits
         for i in range(size):
             if self._slots[i] is None:
-                self._slots[i] = self._spawn(limits)
+                self._slots[i] = self._spawn(limits, i)
 
     def _drive(self, slot: int, jobs: list[Job], limits: Limits, todo: queue.SimpleQueue, deliver, stop,
                attempts: list[int]) -> None:
@@ -207,7 +212,7 @@ class DockerExecutor:
                 try:
                     container = fut.result()
                 except Exception as e:
-                    self._slots[slot] = None if self._closed else self._spawn(limits)
+                    self._slots[slot] = None if self._closed else self._spawn(limits, slot)
                     try:
                         i = todo.get_nowait()
                     except queue.Empty:
@@ -255,7 +260,7 @@ class DockerExecutor:
         self.replaced += 1
         self.reasons.extend(reasons)
         self._retire(self._slots[slot])
-        self._slots[slot] = None if self._closed else self._spawn(limits)
+        self._slots[slot] = None if self._closed else self._spawn(limits, slot)
 
     def container_ids(self) -> list[str]:
         """The pool's containers, one per slot, after any pending start has finished."""
@@ -319,6 +324,7 @@ class DockerExecutor:
             self._slots[i] = None
         self._spawner.shutdown(wait=True, cancel_futures=True)
         self._finalizer()
+        self._cpu_claim.release()
 
     def __enter__(self):
         return self

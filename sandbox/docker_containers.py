@@ -186,8 +186,10 @@ class _Channel:
                 pass
 
 
-def container_settings(image: str, command: list[str], limits: Limits, cpus: float) -> tuple[dict, dict]:
-    """(create_container kwargs, host_config kwargs) for one sandbox container."""
+def container_settings(image: str, command: list[str], limits: Limits, cpus: float,
+                       cpu: int | None = None) -> tuple[dict, dict]:
+    """(create_container kwargs, host_config kwargs) for one sandbox container
+    (``cpu``: the one CPU it runs on, see sandbox.base.slot_cpus; None: any)."""
     work_mb = max(64, 2 * limits.max_file_mb)
     mem = f"{limits.memory_mb + work_mb + TMP_MB + SHM_MB + MEMORY_OVERHEAD_MB}m"
     tmpfs_opts = "rw,nosuid,nodev,mode=1777"
@@ -200,6 +202,7 @@ def container_settings(image: str, command: list[str], limits: Limits, cpus: flo
         mem_limit=mem,
         memswap_limit=mem,  # equal to the memory limit: no swap
         nano_cpus=int(cpus * 1e9),
+        cpuset_cpus=None if cpu is None else str(cpu),
         tmpfs={"/work": f"{tmpfs_opts},size={work_mb}m", "/tmp": f"{tmpfs_opts},size={TMP_MB}m"},
         shm_size=SHM_MB << 20,
         ulimits=[],
@@ -224,10 +227,10 @@ def container_settings(image: str, command: list[str], limits: Limits, cpus: flo
 class SandboxContainer:
     """One warm container and the channel to its fork server."""
 
-    def __init__(self, client, image: str, command: list[str], limits: Limits, cpus: float):
+    def __init__(self, client, image: str, command: list[str], limits: Limits, cpus: float, cpu: int | None = None):
         import docker.types
 
-        create, host = container_settings(image, command, limits, cpus)
+        create, host = container_settings(image, command, limits, cpus, cpu)
         host["ulimits"] = [docker.types.Ulimit(name="nofile", soft=4096, hard=4096)]
         self.client = client
         self.id = client.api.create_container(host_config=client.api.create_host_config(**host), **create)["Id"]

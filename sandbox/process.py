@@ -8,7 +8,9 @@ entry point bound to a stub; compiled suites are cached per problem), and per
 job has the zygote fork one fresh *candidate* process (the model's program,
 which serves calls as plain data). A run costs one fork of a warm
 interpreter, not an interpreter start, and the host keeps two jobs queued in
-each worker (in the pipe, not in any process's memory).
+each worker (in the pipe, not in any process's memory). Each slot's
+processes stay on one CPU of their own when there is a free one for every
+slot (``pin_cpus``; see sandbox/cpus.py).
 
 What it covers when itercode runs as root on Linux (the normal case here; the
 worker reports what it got in ``ProcessExecutor.isolation``):
@@ -128,6 +130,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from sandbox.base import INFRA_ERROR, Job, Limits, ProgressFn, Verdict, confirmed_provoked
+from sandbox.cpus import CpuClaim
 from sandbox.process_host import sweep_stale_cgroups, visible_paths
 # The host's handle of one worker; SANDBOX_DIR and the WORKER_* names stay importable from here.
 from sandbox.process_worker import SANDBOX_DIR, WORKER_ENV, WORKER_MAIN, _WorkerProc  # noqa: F401
@@ -152,7 +155,7 @@ class ProcessExecutor:
     version = VERSION
 
     def __init__(self, workers: int | None = None, *, namespaces: str = "auto", python: str | None = None,
-                 uid_base: int | None = None, tmpfs_mb: int = 64, cgroups: bool = True):
+                 uid_base: int | None = None, tmpfs_mb: int = 64, cgroups: bool = True, pin_cpus: bool | None = None):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if namespaces not in ("auto", "on", "off"):
@@ -168,10 +171,13 @@ class ProcessExecutor:
         bpf, about = candidate_filter()
         seccomp = {"bpf": bpf.hex() if bpf else "", "about": about}
         self.version = f"{VERSION}/{filter_tag()}"
+        self._cpu_claim = CpuClaim(self.workers, pin_cpus)
+        self.slot_cpus = self._cpu_claim.cpus  # see sandbox/cpus.py
         self._configs = []
         for slot in range(self.workers):
             self._configs.append({
                 "slot": slot,
+                "cpu": self.slot_cpus[slot],
                 "candidate_uid": uid_base + 2 * slot,
                 "judge_uid": uid_base + 2 * slot + 1,
                 "namespaces": namespaces,
@@ -341,6 +347,7 @@ class ProcessExecutor:
             if worker is not None:
                 worker.close()
                 self._slots[i] = None
+        self._cpu_claim.release()
 
     def __enter__(self) -> "ProcessExecutor":
         return self

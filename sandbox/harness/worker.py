@@ -74,7 +74,8 @@ class Provoked(Exception):
 class Worker:
     """One warm worker slot. ``config`` keys (all optional):
 
-    slot (int), candidate_uid / judge_uid (int, used when running as root),
+    slot (int), cpu (int: the CPU this slot's processes run on; absent or
+    None: any), candidate_uid / judge_uid (int, used when running as root),
     namespaces ("auto" | "on" | "off"), root (host paths a run may see; see
     isolation.py), cgroup_name (str: cgroup v1 group under memory/ and pids/
     to create for this slot, "" for none), tmpfs_mb (size of the private
@@ -85,10 +86,13 @@ class Worker:
 
     def __init__(self, config: dict):
         self.slot = int(config.get("slot", 0))
+        self.cpu, pin_note = _pin(config.get("cpu"))  # first: the judge, zygote and every run inherit it
         self.is_root = os.geteuid() == 0
         self.candidate_uid = int(config.get("candidate_uid", 65534)) if self.is_root else None
         self.judge_uid = int(config.get("judge_uid", 65533)) if self.is_root else None
         self.iso = Isolation(config, self.candidate_uid)
+        if pin_note:
+            self.iso.notes.append(pin_note)
         for name in PRELOAD:
             try:
                 __import__(name)
@@ -121,7 +125,7 @@ class Worker:
         self.zygote = Zygote(self.setup, self.iso.pidns_fd)  # before any job reaches this process
 
     def describe(self) -> dict:
-        return {"slot": self.slot, "pid": os.getpid(), "root": self.is_root, **self.iso.describe(),
+        return {"slot": self.slot, "cpu": self.cpu, "pid": os.getpid(), "root": self.is_root, **self.iso.describe(),
                 "candidate_uid": self.candidate_uid, "judge_uid": self.judge_uid,
                 "seccomp": self.seccomp, "zygote": True, "version": HARNESS_VERSION}
 
@@ -343,6 +347,19 @@ class Worker:
             if done:
                 break
         return result, bytes(output), timed_out, aborted, given_back
+
+
+def _pin(cpu) -> tuple[int | None, str]:
+    """Keep this worker (and so its judge, zygote and runs) on one CPU (see
+    sandbox/process_host.slot_cpus for why): (the CPU or None, a note when
+    pinning failed)."""
+    if cpu is None:
+        return None, ""
+    try:
+        os.sched_setaffinity(0, {int(cpu)})
+        return int(cpu), ""
+    except (OSError, ValueError) as exc:
+        return None, f"not pinned to CPU {cpu} ({exc})"
 
 
 def _describe_exit(status: int | None) -> str:
