@@ -124,7 +124,9 @@ class DockerExecutor:
 
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self.cpus = cpus
-        self._cpu_claim = CpuClaim(self.workers, pin_cpus)
+        # This machine's CPUs mean nothing to a daemon elsewhere (DOCKER_HOST=tcp://, ssh://).
+        remote = os.environ.get("DOCKER_HOST", "").startswith(("tcp://", "ssh://"))
+        self._cpu_claim = CpuClaim(self.workers, False if remote else pin_cpus)
         self.slot_cpus = self._cpu_claim.cpus  # see sandbox/cpus.py
         self.client = connect(pool_size=self.workers + 4)
         remove_orphans(self.client)

@@ -189,7 +189,7 @@ class _Channel:
 def container_settings(image: str, command: list[str], limits: Limits, cpus: float,
                        cpu: int | None = None) -> tuple[dict, dict]:
     """(create_container kwargs, host_config kwargs) for one sandbox container
-    (``cpu``: the one CPU it runs on, see sandbox.base.slot_cpus; None: any)."""
+    (``cpu``: the one CPU it runs on, see sandbox/cpus.py; None: any)."""
     work_mb = max(64, 2 * limits.max_file_mb)
     mem = f"{limits.memory_mb + work_mb + TMP_MB + SHM_MB + MEMORY_OVERHEAD_MB}m"
     tmpfs_opts = "rw,nosuid,nodev,mode=1777"
