@@ -8,7 +8,7 @@ import pytest
 from conftest import require_docker
 
 from sandbox import make_executor
-from sandbox.base import PASSED, Job, Limits
+from sandbox.base import FAILED, PASSED, Job, Limits
 from sandbox.cpus import CpuClaim
 
 ALLOWED = sorted(os.sched_getaffinity(0))
@@ -54,7 +54,7 @@ def runs_on(executor, cpus: list[int]) -> bool:
     """Whether a run's program may run on exactly ``cpus`` (it answers from inside the run)."""
     job = Job("affinity", AFFINITY_PROGRAM, f"assert cpus() == {cpus!r}\n", "cpus")
     verdict = executor.run([job], Limits(timeout_s=10))[0]
-    assert verdict.status in (PASSED, "failed"), verdict.stderr
+    assert verdict.status in (PASSED, FAILED), verdict.stderr
     return verdict.status == PASSED
 
 
@@ -73,7 +73,7 @@ def test_a_run_executes_on_its_slots_cpu(backend, lock_dir):
 
 
 def test_pinned_slots_still_judge_correctly(lock_dir):
-    programs = {"def f(x):\n    return x + 1\n": PASSED, "def f(x):\n    return x\n": "failed"}
+    programs = {"def f(x):\n    return x + 1\n": PASSED, "def f(x):\n    return x\n": FAILED}
     jobs = [Job(str(i), program, "assert f(1) == 2\n", "f") for i, program in enumerate(programs)]
     with make_executor("process", workers=len(ALLOWED)) as executor:
         assert executor.slot_cpus == ALLOWED

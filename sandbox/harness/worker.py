@@ -350,9 +350,8 @@ class Worker:
 
 
 def _pin(cpu) -> tuple[int | None, str]:
-    """Keep this worker (and so its judge, zygote and runs) on one CPU (see
-    sandbox/process_host.slot_cpus for why): (the CPU or None, a note when
-    pinning failed)."""
+    """Keep this worker (and so its judge, zygote and runs) on one CPU (why:
+    sandbox/cpus.py): (the CPU or None, a note when pinning failed)."""
     if cpu is None:
         return None, ""
     try:
