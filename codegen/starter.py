@@ -15,7 +15,7 @@ Design choices that matter downstream:
 - The loss is on the completion only (the solution and the end-of-text token),
   as in ordinary SFT: the model learns to write code, not docstrings.
 - Everything is seeded and runs single-process on the CPU in float32, so the
-  same seed gives the same weights.
+  same seed and thread count give the same weights.
 
 >>> # build_starter("models/starter", quick=True)  # seconds; tests use this
 """
@@ -152,7 +152,9 @@ def build_starter(out_dir, seed: int = 0, quick: bool = False, *, family_seed: i
     training data (0: the splits that ``synthetic:heldout`` evaluates on).
     ``quick`` builds a smaller model in seconds, for tests. ``device`` may be
     "cuda" where one exists (same recipe, faster; bit-identical rebuilds are
-    promised on the CPU only). ``threads`` sets torch's CPU threads
+    promised on the CPU only, for a fixed thread count: where MKL splits a
+    weight gradient's sum over the threads, as on AVX-512 CPUs, one thread
+    and two differ in the last bits). ``threads`` sets torch's CPU threads
     (default 1: these small matrices gain little from more threads, and on a
     busy 2-core machine two threads ran 10x slower than one, each step waiting
     for both to be scheduled). The directory is written elsewhere and

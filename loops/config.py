@@ -58,7 +58,7 @@ class LoopConfig(BaseModel):
     base_model: Text = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
     starter_quick: StrictBool = False  # the seconds-scale starter (tests only)
     # torch CPU threads for the starter build: "auto" = one per core idle when it starts (the
-    # same weights as one thread, faster on free cores; many times slower on shared ones)
+    # same model as one thread up to float rounding, faster on free cores; many times slower on shared ones)
     starter_threads: Int | Literal["auto"] = 1
 
     # --- data (any spec codegen.datasets.load_problems accepts)

@@ -305,8 +305,10 @@ def hacked_rloo_run(tmp_path_factory, problem_files, starter_model):
     """A real RLOO run whose reward pays for failing the tests (a weight of -1 on pass): the reward climbs
     while validation pass@1 (the hidden tests) collapses, which is what the canary is there to catch."""
     runs = tmp_path_factory.mktemp("rloo-runs")
+    # 1e-3: validation falls over several points, so the canary's window sees both trends (at 2e-3 it
+    # collapsed within the first interval on an AVX-512 machine, before the reward had a trend to show).
     overrides = quick_overrides(runs, problem_files, starter_model, algo="rloo", reward="{pass: -1.0}", steps=10,
-                                learning_rate=2e-3, canary_window=3, test="[]")
+                                learning_rate=1e-3, canary_window=3, test="[]")
     proc = subprocess.run(loop_command(overrides), cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -83,17 +83,19 @@ def test_quick_starter_writes_plausible_python(starter_model):
 
 @pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
-    """Same seed, same weights, on one thread or two (the demo's starter_threads: auto relies on it)."""
+    """Same seed and threads, the same weights; one thread or two, the same model up to float rounding
+    (where MKL splits a weight gradient's sum over the threads, as on AVX-512 CPUs, the last bits differ);
+    another seed, other weights."""
     from safetensors.torch import load_file
 
-    a = build_starter(tmp_path / "a", seed=3, config=TINY, progress=False, threads=1)
-    b = build_starter(tmp_path / "b", seed=3, config=TINY, progress=False, threads=2)
-    c = build_starter(tmp_path / "c", seed=4, config=TINY, progress=False)
-    wa, wb, wc = (load_file(p / "model.safetensors") for p in (a, b, c))
-    assert wa.keys() == wb.keys()
-    assert all((wa[k] == wb[k]).all() for k in wa)
-    assert any(not (wa[k] == wc[k]).all() for k in wa)
-    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    builds = {name: build_starter(tmp_path / name, seed=seed, config=TINY, progress=False, threads=threads)
+              for name, seed, threads in (("a", 3, 2), ("again", 3, 2), ("one_thread", 3, 1), ("other", 4, 2))}
+    w = {name: load_file(path / "model.safetensors") for name, path in builds.items()}
+    assert w["a"].keys() == w["again"].keys() == w["one_thread"].keys()
+    assert all((w["a"][k] == w["again"][k]).all() for k in w["a"])
+    assert max((w["a"][k] - w["one_thread"][k]).abs().max().item() for k in w["a"]) < 1e-5
+    assert max((w["a"][k] - w["other"][k]).abs().max().item() for k in w["a"]) > 1e-2
+    assert (builds["a"] / "tokenizer.json").read_text() == (builds["one_thread"] / "tokenizer.json").read_text()
 
 
 def test_build_replaces_an_existing_model_and_leaves_no_temp_dirs(tmp_path):
