@@ -76,15 +76,25 @@ def test_a_program_queued_behind_a_crowd_still_passes_and_a_sleeper_still_times_
 
 
 def test_waited_for_cpu_counts_the_children_of_a_process_not_the_process():
-    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\n"
+    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass\n"
     parent = subprocess.Popen([sys.executable, "-c",
                                f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {spin!r}])\n"])
-    spinners = crowd(2)
     try:
-        time.sleep(1.2)
-        waited = waited_for_cpu_s(parent.pid)  # its child, the spinner, queued behind the crowd
+        # The crowd comes once the child exists: started under it, the parent may not even have
+        # forked the child by the time we look.
+        deadline = time.monotonic() + 10
+        while not open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split():
+            assert time.monotonic() < deadline, "the parent never started its child"
+            time.sleep(0.02)
+        spinners = crowd(3)
+        try:
+            waited, deadline = 0.0, time.monotonic() + 2.5
+            while waited <= 0.3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                waited = waited_for_cpu_s(parent.pid)  # its child, the spinner, queued behind the crowd
+        finally:
+            stop(spinners)
     finally:
-        stop(spinners)
         parent.wait()
     assert waited > 0.3, waited
     assert waited_for_cpu_s(2**30) == 0.0  # no such process: nothing to give back
