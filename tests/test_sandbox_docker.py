@@ -211,7 +211,8 @@ def test_judge_touched_by_a_candidate_never_judges_again(client, imports, action
             pytest.fail("CI is set but this process may use one CPU only: the affinity case cannot be tried")
         pytest.skip("one CPU: an affinity change is no change")
     touch = Job("touch", TOUCH_JUDGE.format(imports=imports, action=action), ADD.tests, "add")
-    with DockerExecutor(workers=1) as ex:
+    # Unpinned: in a container pinned to one CPU (sandbox/cpus.py) no affinity change is possible at all.
+    with DockerExecutor(workers=1, pin_cpus=False) as ex:
         verdicts = ex.run([ADD, ADD, touch, ADD, ADD], Limits(timeout_s=5))
         assert [v.status for v in verdicts] == [PASSED] * 5
         assert len(ex.judge_kept) == 5
