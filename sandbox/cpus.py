@@ -45,7 +45,7 @@ class CpuClaim:
             self.cpus = [allowed[slot % len(allowed)] for slot in range(workers)]
         elif pin is None and workers <= len(allowed):
             claimed = []
-            for cpu in allowed:
+            for cpu in allowed if _ready_lock_dir() else ():
                 lock = _try_lock(cpu)
                 if lock is not None:
                     claimed.append(cpu)
@@ -62,13 +62,21 @@ class CpuClaim:
         self._locks = []
 
 
-def _try_lock(cpu: int):
-    """An open, exclusively locked file for ``cpu``, or None when another
-    executor holds it (or the lock directory is out of reach)."""
+def _ready_lock_dir() -> bool:
+    """Make the lock directory (open to every user's executors); False when out of reach."""
     try:
         os.makedirs(LOCK_DIR, exist_ok=True)
         if os.stat(LOCK_DIR).st_uid == os.geteuid():
             os.chmod(LOCK_DIR, 0o1777)  # any user's executor may claim CPUs too
+        return True
+    except OSError:
+        return False
+
+
+def _try_lock(cpu: int):
+    """An open, exclusively locked file for ``cpu``, or None when another
+    executor holds it (or its file is out of reach)."""
+    try:
         fd = os.open(os.path.join(LOCK_DIR, f"cpu-{cpu}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
         return None
