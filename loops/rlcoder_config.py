@@ -65,6 +65,9 @@ class RLCoderConfig(BaseModel):
     gen_p_copy: Float = 1.0  # a task whose hint block holds the target's line gets that block this often
     gen_copy_repeat: Int = 3  # and appears this many times among the training prompts
     gen_p_self: Float = 0.0  # of the other training prompts: a self-copy block (GeneratorConfig.p_self)
+    gen_drill_steps: Int = 0  # steps of copy drills alone before the training (GeneratorConfig.drill_steps)
+    gen_drill_lr: Float = 5e-4  # their learning rate
+    gen_p_drill: Float = 0.0  # share of the training examples that stay copy drills
     gate_tasks: Int = 100  # retriever-training tasks the gate is measured on
 
     # --- the retriever (codegen.repo.retriever)
@@ -91,7 +94,8 @@ class RLCoderConfig(BaseModel):
             budget=self.budget, block_budget=self.block_budget, target_tokens=self.target_tokens,
             steps=self.gen_steps, batch_size=self.gen_batch_size, lr=self.gen_lr,
             target_weight=self.gen_target_weight, p_copy=self.gen_p_copy, copy_repeat=self.gen_copy_repeat,
-            p_self=self.gen_p_self,
+            p_self=self.gen_p_self, drill_steps=self.gen_drill_steps, drill_lr=self.gen_drill_lr,
+            p_drill=self.gen_p_drill,
             warmup_steps=min(50, max(1, self.gen_steps // 10)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +107,8 @@ TINY_OVERRIDES = [
     "gen_tasks_per_repo=12", "retriever_tasks_per_repo=6", "eval_tasks_per_repo=4", "preselect=6",
     "gen_vocab_size=400", "gen_hidden_size=64", "gen_intermediate_size=128", "gen_layers=2", "gen_heads=1",
     "budget=128", "block_budget=64", "target_tokens=12", "gen_steps=20", "gen_batch_size=4", "gen_lr=5e-3",
-    "gate_tasks=6", "rounds=2", "bm25_k=2", "retrieve_k=2", "epochs_per_round=2", "retriever_dim=16",
-    "max_new_tokens=8",
+    "gate_tasks=6", "gen_drill_steps=4", "gen_p_drill=0.1", "rounds=2", "bm25_k=2", "retrieve_k=2",
+    "epochs_per_round=2", "retriever_dim=16", "max_new_tokens=8",
 ]
 
 
@@ -132,6 +136,9 @@ def rules(cfg: RLCoderConfig) -> list[str]:
          f"device must be cpu or cuda (cuda:N), got {cfg.device!r}")
     rule(0 <= cfg.gen_p_copy <= 1, f"gen_p_copy must be in [0, 1], got {cfg.gen_p_copy}")
     rule(0 <= cfg.gen_p_self <= 1, f"gen_p_self must be in [0, 1], got {cfg.gen_p_self}")
+    rule(0 <= cfg.gen_p_drill < 1, f"gen_p_drill must be in [0, 1), got {cfg.gen_p_drill}")
+    rule(cfg.gen_drill_steps >= 0, f"gen_drill_steps must be >= 0, got {cfg.gen_drill_steps}")
+    rule(cfg.gen_drill_lr > 0, f"gen_drill_lr must be positive, got {cfg.gen_drill_lr}")
     rule(cfg.gen_copy_repeat >= 1, f"gen_copy_repeat must be at least 1, got {cfg.gen_copy_repeat}")
     rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
     return out

@@ -29,6 +29,7 @@ of the first line.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -77,6 +78,14 @@ class GeneratorConfig:
     # from scratch to learn to copy at all; these teach the mechanism (match the context's end, copy what follows)
     p_self: float = 0.0
     target_weight: float = 4.0  # the training loss weighs the target's tokens this much more than the context's
+    # *copy drills* (`copy_drills`: a few code lines, other lines, the first ones again; only the repeat
+    # is scored) teach the model to copy what its prompt already holds, the skill a retrieved block is
+    # useless without. From scratch it does not come from code alone in the minutes there are (see
+    # docs/rlcoder.md): first drill_steps steps of drills alone, at drill_lr (at 2e-3 and above the
+    # mechanism does not form at all), then p_drill of the training examples stay drills so it is kept
+    drill_steps: int = 0
+    drill_lr: float = 5e-4
+    p_drill: float = 0.0
 
 
 TINY = GeneratorConfig(vocab_size=600, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
@@ -262,10 +271,58 @@ def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: Genera
     return out
 
 
+def code_lines(builder: PromptBuilder, repos: Iterable[Path]) -> list[list[int]]:
+    """The token ids of every non-blank line of the repositories' Python files (with its newline)."""
+    return [builder.ids(line + "\n") for repo in repos for text in python_files(repo).values()
+            for line in text.split("\n") if line.strip()]
+
+
+def copy_drills(n: int, lines: Sequence[list[int]], rng: random.Random) -> list[tuple[list[int], list[int], int]]:
+    """``n`` copy drills ``(ids, labels, 0)``: 1-3 code lines, 1-6 others, the first ones again.
+
+    Only the repeat is labelled (from its second token: the first cannot be
+    known), and the surest way to predict it is to find its earlier copy and
+    read on from there: the induction mechanism that copying a line out of a
+    retrieved block needs. Real code lines, not random tokens, so that the
+    skill transfers to the tokens that prompts hold.
+    """
+    if not lines:
+        raise ValueError("copy drills need code lines: the generator split has no Python file")
+    out = []
+    for _ in range(n):
+        start = rng.randrange(len(lines))
+        span = [t for line in lines[start:start + rng.randint(1, 3)] for t in line][:32]
+        other = rng.randrange(len(lines))
+        filler = [t for line in lines[other:other + rng.randint(1, 6)] for t in line][:80]
+        ids = span + filler + span
+        out.append((ids, [-100] * (len(span) + len(filler) + 1) + span[1:], 0))
+    return out
+
+
 def train_tokenizer_on(repos: Iterable[Path], vocab_size: int):
     """The starter's byte-level BPE (newlines isolated) trained on the repositories' Python files."""
     texts = [t for repo in repos for t in python_files(repo).values()]
     return train_tokenizer(texts, vocab_size)
+
+
+def _drill_phase(model, drills, cfg: GeneratorConfig, seed: int, pad_id: int, device: str, log) -> float:
+    """``cfg.drill_steps`` steps on copy drills alone, at ``cfg.drill_lr`` (its own optimizer); the last loss."""
+    import torch  # heavy: only when a generator is trained
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.drill_lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    losses: list[float] = []
+    phase = dataclasses.replace(cfg, steps=cfg.drill_steps)
+    for step, (ids, labels, mask, _) in enumerate(_batches(drills, phase, seed, pad_id)):
+        ids, labels, mask = (x.to(device) for x in (ids, labels, mask))
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log and (step + 1) % max(1, cfg.drill_steps // 10) == 0:
+            log(f"copy drill step {step + 1}/{cfg.drill_steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    return sum(losses[-20:]) / len(losses[-20:])
 
 
 def train_generator(out_dir: str | Path, repos: Sequence[Path], tasks: Sequence[Task], cfg: GeneratorConfig, *,
@@ -290,6 +347,10 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
     tok = train_tokenizer_on(repos, cfg.vocab_size)
     builder = PromptBuilder(tok, cfg.budget, cfg.block_budget, cfg.target_tokens)
     examples = training_examples(builder, tasks, cfg, seed)
+    drill_rng = random.Random(seed + 1)
+    lines = code_lines(builder, repos) if cfg.p_drill or cfg.drill_steps else []
+    if cfg.p_drill:
+        examples += copy_drills(round(len(examples) * cfg.p_drill / (1 - cfg.p_drill)), lines, drill_rng)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
@@ -305,6 +366,10 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
         t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
+    drill_loss = None
+    if cfg.drill_steps:
+        drills = copy_drills(cfg.drill_steps * cfg.batch_size, lines, drill_rng)
+        drill_loss = _drill_phase(model, drills, cfg, seed, tok.pad_token_id, device, log)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses: list[float] = []
     for step, (ids, labels, mask, weights) in enumerate(_batches(examples, cfg, seed, tok.pad_token_id)):
@@ -330,7 +395,7 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
                                                pad_token_id=tok.pad_token_id)
     info = {"seed": seed, "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "train_examples": len(examples), "repos": len(list(repos)),
-            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "drill_loss": drill_loss,
             "train_seconds": round(time.time() - started, 1)}
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
