@@ -15,7 +15,7 @@ pytest.importorskip("bm25s")
 pytest.importorskip("torch")
 
 from codegen.repo.corpus import repos_in  # noqa: E402
-from codegen.repo.generator import TINY, train_generator  # noqa: E402
+from codegen.repo.generator import TINY, copy_drills, train_generator  # noqa: E402
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, make_tasks  # noqa: E402
@@ -171,6 +171,36 @@ def test_tiny_loop_reports_every_arm_and_the_gate(tiny_run):
     repos = json.loads((run_dir / "round-0" / "corpus" / "repos.json").read_text())
     flat = [p for ps in repos.values() for p in ps]
     assert len(flat) == len(set(flat)) == 6  # no repository in two splits
+
+
+def test_copy_drills_score_only_the_repeat_of_real_lines():
+    import random
+
+    lines = [[10 + i, 100 + i, 1] for i in range(50)]  # token ids of 50 distinct code lines, 1 = newline
+    drills = copy_drills(40, lines, random.Random(0))
+    assert len(drills) == 40
+    for ids, labels, n_target in drills:
+        assert n_target == 0 and len(ids) == len(labels)
+        scored = [i for i, y in enumerate(labels) if y != -100]
+        span = len(scored) + 1  # the repeat is scored from its second token on, nothing before it
+        assert scored == list(range(len(ids) - len(scored), len(ids)))
+        assert ids[:span] == ids[-span:] and [labels[i] for i in scored] == ids[-span + 1:]
+        assert 3 <= span <= 9 and span % 3 == 0 and ids[:span] in [sum(lines[k:k + span // 3], [])
+                                                                   for k in range(50)]
+    assert len({tuple(ids) for ids, _, _ in drills}) > 30  # drills differ
+    with pytest.raises(ValueError, match="no Python file"):
+        copy_drills(1, [], random.Random(0))
+
+
+def test_drill_settings_are_checked_and_recorded(tiny_run):
+    with pytest.raises(Exception, match="gen_p_drill must be in"):
+        load_rlcoder_config(None, ["gen_p_drill=1.0"])
+    with pytest.raises(Exception, match="gen_drill_steps must be"):
+        load_rlcoder_config(None, ["gen_drill_steps=-1"])
+    run_dir, _ = tiny_run
+    info = json.loads((run_dir / "round-0" / "generator" / "model" / "generator_info.json").read_text())
+    assert info["config"]["drill_steps"] == 4 and info["config"]["p_drill"] == 0.1
+    assert info["drill_loss"] > 0  # the drill phase ran
 
 
 def test_runs_show_prints_the_rlcoder_table(tiny_run):

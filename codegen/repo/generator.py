@@ -12,6 +12,11 @@ then ``# <the file's path>`` and the in-file context, cut on the left at a
 line boundary. Blocks and context share one token budget, as in RLCoder: a
 block costs context.
 
+Why the generator can copy at all: before anything else it trains on copy
+drills (`copy_drills`: code lines, other lines, the first ones again), at a
+learning rate low enough for the copying (induction) mechanism to form; from
+scratch, code alone does not teach it in the steps there are.
+
 Why the generator learns to use blocks: its training prompts carry blocks
 found by BM25 with the *target* in the query (`make_tasks(...,
 hint=True)`), so the block usually holds the names the next line
