@@ -276,10 +276,9 @@ def training_examples(builder: PromptBuilder, tasks: Sequence[Task], cfg: Genera
     return out
 
 
-def code_lines(builder: PromptBuilder, repos: Iterable[Path]) -> list[list[int]]:
-    """The token ids of every non-blank line of the repositories' Python files (with its newline)."""
-    return [builder.ids(line + "\n") for repo in repos for text in python_files(repo).values()
-            for line in text.split("\n") if line.strip()]
+def code_lines(builder: PromptBuilder, texts: Iterable[str]) -> list[list[int]]:
+    """The token ids of every non-blank line of ``texts`` (with its newline)."""
+    return [builder.ids(line + "\n") for text in texts for line in text.split("\n") if line.strip()]
 
 
 def copy_drills(n: int, lines: Sequence[list[int]], rng: random.Random) -> list[tuple[list[int], list[int], int]]:
@@ -302,12 +301,6 @@ def copy_drills(n: int, lines: Sequence[list[int]], rng: random.Random) -> list[
         ids = span + filler + span
         out.append((ids, [-100] * (len(span) + len(filler) + 1) + span[1:], 0))
     return out
-
-
-def train_tokenizer_on(repos: Iterable[Path], vocab_size: int):
-    """The starter's byte-level BPE (newlines isolated) trained on the repositories' Python files."""
-    texts = [t for repo in repos for t in python_files(repo).values()]
-    return train_tokenizer(texts, vocab_size)
 
 
 def _drill_phase(model, drills, cfg: GeneratorConfig, seed: int, pad_id: int, device: str, log) -> float:
@@ -349,11 +342,12 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
 
     started = time.time()
     torch.manual_seed(seed)
-    tok = train_tokenizer_on(repos, cfg.vocab_size)
+    texts = [t for repo in repos for t in python_files(repo).values()]  # read once: tokenizer and drills
+    tok = train_tokenizer(texts, cfg.vocab_size)  # the starter's byte-level BPE, newlines isolated
     builder = PromptBuilder(tok, cfg.budget, cfg.block_budget, cfg.target_tokens)
     examples = training_examples(builder, tasks, cfg, seed)
     drill_rng = random.Random(seed + 1)
-    lines = code_lines(builder, repos) if cfg.p_drill or cfg.drill_steps else []
+    lines = code_lines(builder, texts) if cfg.p_drill or cfg.drill_steps else []
     if cfg.p_drill:
         examples += copy_drills(round(len(examples) * cfg.p_drill / (1 - cfg.p_drill)), lines, drill_rng)
     model = LlamaForCausalLM(LlamaConfig(
