@@ -78,9 +78,7 @@ def main(argv=None) -> int:
     gate_train = json.loads((cfg.run_dir / "round-0" / "gate" / "gate.json").read_text())
     if args.eval_repos:
         repos = repos_in(args.eval_repos)
-        tasks = make_tasks(repos, cfg.eval_tasks_per_repo, seed=cfg.seed * 10 + 2, target_lines=cfg.target_lines,
-                           preselect=cfg.preselect, max_block_lines=cfg.max_block_lines,
-                           query_lines=cfg.query_lines)
+        tasks = make_tasks(repos, cfg.eval_tasks_per_repo, seed=cfg.seed * 10 + 2, **cfg.task_options())
         model, retriever = run_artifacts(cfg.run_dir)
         result, _ = evaluate_arms(Scorer(model, cfg.device), Retriever.load(retriever), tasks, top_k=cfg.top_k,
                                   max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, log=log)

@@ -91,9 +91,7 @@ def tasks_stage(cfg: RLCoderConfig, repos: dict[str, list[str]], d: Path) -> dic
     for split in SPLITS:
         # a seed per split: two splits never share a cut pattern
         tasks = make_tasks(repos[split], per_repo[split], seed=cfg.seed * 10 + SPLITS.index(split),
-                           target_lines=cfg.target_lines, preselect=cfg.preselect,
-                           max_block_lines=cfg.max_block_lines, query_lines=cfg.query_lines,
-                           hint=split == "generator")
+                           hint=split == "generator", **cfg.task_options())
         write_jsonl_atomic(d / f"{split}.jsonl", [t.to_dict() for t in tasks])
         info[split] = len(tasks)
     return info

@@ -98,6 +98,11 @@ class RLCoderConfig(BaseModel):
             p_drill=self.gen_p_drill,
             warmup_steps=min(50, max(1, self.gen_steps // 10)))
 
+    def task_options(self) -> dict[str, int]:
+        """How every split's tasks are cut (`codegen.repo.tasks.make_tasks`'s keywords)."""
+        return dict(target_lines=self.target_lines, preselect=self.preselect, max_block_lines=self.max_block_lines,
+                    query_lines=self.query_lines)
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 

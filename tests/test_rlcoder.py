@@ -282,6 +282,27 @@ def test_loop_resumes_after_sigkill_at_each_stage(tiny_repos, tmp_path):
 
 
 @pytest.mark.slow
+def test_validation_trains_and_measures_on_retriever_projects_only(tiny_run):
+    """benchmarks/rlcoder_validate.py: a fresh retriever on part of the retriever-training projects, every arm on
+    the others; the run's evaluation projects are read by neither."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rlcoder_validate", REPO / "benchmarks" / "rlcoder_validate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run_dir, _ = tiny_run
+    split = json.loads((run_dir / "round-0" / "corpus" / "repos.json").read_text())
+    out = bench.validate(run_dir, ["rounds=1"], val_tasks=3)
+    train, val = set(out["train_projects"]), set(out["validation_projects"])
+    assert train and val and not train & val
+    assert train | val == {Path(r).name for r in split["retriever"]}
+    assert not (train | val) & {Path(r).name for r in split["evaluation"]}
+    assert set(out["arms"]) == {"infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"}
+    assert out["examples"] > 0 and out["train_tasks"] > 0 and out["overrides"] == ["rounds=1"]
+    with pytest.raises(SystemExit, match="at least 2"):
+        bench.split_for_validation(["repos/only-one"])
+
+
 def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
     """benchmarks/rlcoder.py --tiny --json --eval-repos DIR: the issue's JSON, on repositories never trained on."""
     from tiny_repos import make_tiny_repos
