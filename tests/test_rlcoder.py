@@ -281,7 +281,6 @@ def test_loop_resumes_after_sigkill_at_each_stage(tiny_repos, tmp_path):
     assert not [p for p in root.rglob("*") if p.name.startswith(".tmp")]
 
 
-@pytest.mark.slow
 def test_validation_trains_and_measures_on_retriever_projects_only(tiny_run):
     """benchmarks/rlcoder_validate.py: a fresh retriever on part of the retriever-training projects, every arm on
     the others; the run's evaluation projects are read by neither."""
@@ -303,6 +302,7 @@ def test_validation_trains_and_measures_on_retriever_projects_only(tiny_run):
         bench.split_for_validation(["repos/only-one"])
 
 
+@pytest.mark.slow
 def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
     """benchmarks/rlcoder.py --tiny --json --eval-repos DIR: the issue's JSON, on repositories never trained on."""
     from tiny_repos import make_tiny_repos
