@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from codegen.repo.corpus import repos_in  # noqa: E402
+from codegen.errors import UserError  # noqa: E402
+from codegen.repo.corpus import check_unseen, repos_in  # noqa: E402
 from codegen.repo.retriever import Retriever  # noqa: E402
 from codegen.repo.tasks import make_tasks  # noqa: E402
 from loops.rlcoder import Scorer, evaluate_arms, run_artifacts, run_rlcoder, targets  # noqa: E402
@@ -65,8 +66,8 @@ def loop_seconds(run_root: Path) -> float:
     return total
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def figures(args) -> dict:
+    """Run (or resume) the loop and evaluate: the JSON the benchmark prints."""
     config = args.config or (None if args.tiny else str(ROOT / "configs" / "rlcoder.yaml"))
     overrides = (TINY_OVERRIDES if args.tiny else []) + (["name=bench-rlcoder-tiny"] if args.tiny else [])
     if args.repos:
@@ -78,6 +79,8 @@ def main(argv=None) -> int:
     gate_train = json.loads((cfg.run_dir / "round-0" / "gate" / "gate.json").read_text())
     if args.eval_repos:
         repos = repos_in(args.eval_repos)
+        trained = json.loads((cfg.run_dir / "round-0" / "corpus" / "repos.json").read_text())
+        check_unseen(repos, [Path(p) for p in trained["generator"] + trained["retriever"]])
         tasks = make_tasks(repos, cfg.eval_tasks_per_repo, seed=cfg.seed * 10 + 2, **cfg.task_options())
         model, retriever = run_artifacts(cfg.run_dir)
         result, _ = evaluate_arms(Scorer(model, cfg.device), Retriever.load(retriever), tasks, top_k=cfg.top_k,
@@ -85,9 +88,19 @@ def main(argv=None) -> int:
         result["targets"] = targets(result)
         result["eval_repos"] = [str(r) for r in repos]
     seconds = loop_seconds(cfg.run_dir)
-    out = {**result, "gate_train": gate_train, "loop_seconds": round(seconds, 1),
-           "loop_within_45_min": "met" if seconds <= LOOP_TARGET_S else "missed",
-           "run": str(cfg.run_dir), "tiny": args.tiny, "machine": f"{platform.machine()}, {platform.node()}"}
+    return {**result, "gate_train": gate_train, "loop_seconds": round(seconds, 1),
+            "loop_within_45_min": "met" if seconds <= LOOP_TARGET_S else "missed",
+            "run": str(cfg.run_dir), "tiny": args.tiny, "machine": f"{platform.machine()}, {platform.node()}"}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        out = figures(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seconds = out["loop_seconds"]
     if args.json:
         print(json.dumps(out, indent=1))
     else:

@@ -31,7 +31,8 @@ from typing import Any, Callable, Sequence
 
 from codegen.hardware import torch_threads
 from codegen.io import atomic_path, read_jsonl, write_json_atomic, write_jsonl_atomic
-from codegen.repo.corpus import SPLITS, check_disjoint, fetch_corpus, load_corpus_spec, repos_in, split_by_name
+from codegen.repo.corpus import (SPLITS, check_disjoint, check_unseen, fetch_corpus, load_corpus_spec, repos_in,
+                                 split_by_name)
 from codegen.repo.generator import builder_for, complete_lines, load_generator, target_losses, train_generator
 from codegen.repo.retriever import Retriever, train_retriever
 from codegen.repo.tasks import Task, edit_similarity, exact_match, make_tasks
@@ -74,6 +75,7 @@ def resolve_repos(cfg: RLCoderConfig, log: Log) -> dict[str, list[str]]:
         split = {s: [str(p) for p in ps] for s, ps in fetched.items()}
     if cfg.eval_repos:
         split["evaluation"] = [str(p) for p in repos_in(cfg.eval_repos)]
+        check_unseen([Path(p) for p in split["evaluation"]], [Path(p) for p in split["generator"] + split["retriever"]])
     check_disjoint({s: [Path(p) for p in ps] for s, ps in split.items()})
     return split
 

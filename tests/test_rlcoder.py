@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -320,3 +321,11 @@ def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
     assert out["examples"] > 0 and {"best", "none", "random"} <= set(out["gate"])
     assert [Path(p).name for p in out["eval_repos"]] == ["repo0", "repo1"] and Path(out["eval_repos"][0]).parent == unseen
     assert out["loop_seconds"] > 0 and out["loop_within_45_min"] in ("met", "missed")
+
+    # a training repository under another name is refused, with a message rather than a traceback
+    shutil.copytree(tiny_repos / "repo2", tmp_path / "seen" / "renamed")
+    refused = subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
+                              "--eval-repos", str(tmp_path / "seen"), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
+                             cwd=REPO, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert refused.returncode == 2 and "error: evaluation repository 'renamed' shares" in refused.stderr, refused.stderr

@@ -1,14 +1,15 @@
 """The RLCoder corpus (pins, split, fetch, unpack) and its tasks (blocks, BM25, cuts, metrics)."""
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from codegen.errors import UserError
-from codegen.repo.corpus import (SPLITS, Pin, _unpack, check_disjoint, load_corpus_spec, parse_pin, python_files,
-                                 repos_in, split_by_name)
+from codegen.repo.corpus import (SPLITS, Pin, _unpack, check_disjoint, check_unseen, load_corpus_spec, parse_pin,
+                                 python_files, repos_in, split_by_name)
 from codegen.repo.tasks import BlockIndex, edit_similarity, exact_match, make_tasks, repo_blocks, split_blocks, words
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,19 @@ def test_split_by_name_is_a_partition_and_stable(tmp_path):
     where = {r: s for s, rs in split.items() for r in rs}
     assert sum(where[r] == s for s, rs in fewer.items() for r in rs) >= 8  # only tiny-folder top-ups may move
     assert all(split_by_name(repos[:3])[s] for s in SPLITS)
+
+
+def test_a_training_project_under_another_name_is_refused_by_its_files(tiny_repos, tmp_path):
+    """check_unseen: a renamed copy of a training repository is caught by its files' text; other projects pass,
+    even one that happens to share a training repository's name."""
+    from tiny_repos import make_tiny_repos
+
+    training = repos_in(tiny_repos)
+    copy = tmp_path / "eval" / "renamed"
+    shutil.copytree(training[0], copy)
+    with pytest.raises(UserError, match="'renamed' shares 3 of its 3 Python files with the training repository 'repo0'"):
+        check_unseen([copy], training)
+    check_unseen(make_tiny_repos(tmp_path / "other", n=2, seed=7), training)  # named repo0, repo1; other code
 
 
 def test_unpack_refuses_paths_outside_the_repository(tmp_path):

@@ -39,6 +39,8 @@ SPLITS = ("generator", "retriever", "evaluation")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)$")
 # Files larger than this are data tables (unicode maps, generated parsers), not code to learn from.
 MAX_FILE_BYTES = 200_000
+# Files shorter than this (empty __init__.py, a version string) are alike in unrelated projects.
+MIN_FINGERPRINT_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,29 @@ def python_files(repo: str | Path) -> dict[str, str]:
         except (UnicodeDecodeError, OSError):
             continue
     return out
+
+
+def file_fingerprints(repo: str | Path) -> set[str]:
+    """Hashes of the repository's non-trivial .py files, whitespace-normalised: what a renamed copy still shares."""
+    return {hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+            for text in python_files(repo).values() if len(text) >= MIN_FINGERPRINT_CHARS}
+
+
+def check_unseen(evaluation: list[Path], training: list[Path], max_shared: float = 0.5) -> None:
+    """Raise if an evaluation repository is a training one: more than ``max_shared`` of its files the same text.
+
+    Names miss a project unpacked under another folder name (``httpx`` as
+    ``client-lib``), and two unrelated projects may share a name; the files'
+    text says which is which.
+    """
+    owner = {fp: Path(repo).name for repo in training for fp in file_fingerprints(repo)}
+    for repo in evaluation:
+        prints = file_fingerprints(repo)
+        shared: dict[str, int] = {}
+        for fp in prints & owner.keys():
+            shared[owner[fp]] = shared.get(owner[fp], 0) + 1
+        for name, n in shared.items():
+            if n > max_shared * len(prints):
+                raise UserError(f"evaluation repository {Path(repo).name!r} shares {n} of its {len(prints)} Python "
+                                f"files with the training repository {name!r}: it is the same project under another "
+                                "name; evaluate on projects the run never trained on")
