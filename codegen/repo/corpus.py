@@ -27,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,10 +222,7 @@ def check_unseen(evaluation: list[Path], training: list[Path], max_shared: float
     owner = {fp: Path(repo).name for repo in training for fp in file_fingerprints(repo)}
     for repo in evaluation:
         prints = file_fingerprints(repo)
-        shared: dict[str, int] = {}
-        for fp in prints & owner.keys():
-            shared[owner[fp]] = shared.get(owner[fp], 0) + 1
-        for name, n in shared.items():
+        for name, n in Counter(owner[fp] for fp in prints & owner.keys()).items():
             if n > max_shared * len(prints):
                 raise UserError(f"evaluation repository {Path(repo).name!r} shares {n} of its {len(prints)} Python "
                                 f"files with the training repository {name!r}: it is the same project under another "
