@@ -308,12 +308,15 @@ def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
     """benchmarks/rlcoder.py --tiny --json --eval-repos DIR: the issue's JSON, on repositories never trained on."""
     from tiny_repos import make_tiny_repos
 
+    def bench(eval_repos: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
+                               "--eval-repos", str(eval_repos), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
+                              cwd=REPO, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
     unseen = tmp_path / "unseen"
     make_tiny_repos(unseen, n=2, seed=7)
-    done = subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
-                           "--eval-repos", str(unseen), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = bench(unseen)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert set(out["arms"]) == {"infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"}
@@ -324,8 +327,5 @@ def test_benchmark_json_on_unseen_eval_repos(tiny_repos, tmp_path):
 
     # a training repository under another name is refused, with a message rather than a traceback
     shutil.copytree(tiny_repos / "repo2", tmp_path / "seen" / "renamed")
-    refused = subprocess.run([sys.executable, "benchmarks/rlcoder.py", "--tiny", "--json", "--repos", str(tiny_repos),
-                              "--eval-repos", str(tmp_path / "seen"), f"runs_dir={tmp_path / 'runs'}", "progress=false"],
-                             cwd=REPO, capture_output=True, text=True, timeout=900,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    refused = bench(tmp_path / "seen")
     assert refused.returncode == 2 and "error: evaluation repository 'renamed' shares" in refused.stderr, refused.stderr

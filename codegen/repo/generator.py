@@ -312,15 +312,26 @@ def _drill_phase(model, drills, cfg: GeneratorConfig, seed: int, pad_id: int, de
     phase = dataclasses.replace(cfg, steps=cfg.drill_steps)
     for step, (ids, labels, mask, _) in enumerate(_batches(drills, phase, seed, pad_id)):
         ids, labels, mask = (x.to(device) for x in (ids, labels, mask))
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(_optimizer_step(model, opt, model(input_ids=ids, attention_mask=mask, labels=labels).loss))
         if log and (step + 1) % max(1, cfg.drill_steps // 10) == 0:
-            log(f"copy drill step {step + 1}/{cfg.drill_steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
-    return sum(losses[-20:]) / len(losses[-20:])
+            log(f"copy drill step {step + 1}/{cfg.drill_steps}: loss {_recent_mean(losses):.3f}")
+    return _recent_mean(losses)
+
+
+def _optimizer_step(model, opt, loss) -> float:
+    """One clipped AdamW step on ``loss``; its value."""
+    import torch  # heavy: only when a generator is trained
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _recent_mean(losses: Sequence[float]) -> float:
+    """The mean of the last 20 losses: what the logs and generator_info.json report."""
+    return sum(losses[-20:]) / max(1, len(losses[-20:]))
 
 
 def train_generator(out_dir: str | Path, repos: Sequence[Path], tasks: Sequence[Task], cfg: GeneratorConfig, *,
@@ -379,22 +390,17 @@ def _train(out_dir: Path, repos, tasks, cfg: GeneratorConfig, seed: int, device:
         logits = model.lm_head(hidden[keep])
         nll = torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep], reduction="none")
         w = weights[:, 1:][keep]
-        loss = (nll * w).sum() / w.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        losses.append(_optimizer_step(model, opt, (nll * w).sum() / w.sum()))
         sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         if log and (step + 1) % max(1, cfg.steps // 10) == 0:
-            log(f"generator step {step + 1}/{cfg.steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            log(f"generator step {step + 1}/{cfg.steps}: loss {_recent_mean(losses):.3f}")
     model.eval()
     model.to("cpu")
     model.generation_config = GenerationConfig(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id)
     info = {"seed": seed, "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "train_examples": len(examples), "repos": len(list(repos)),
-            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), "drill_loss": drill_loss,
+            "final_loss": _recent_mean(losses), "drill_loss": drill_loss,
             "train_seconds": round(time.time() - started, 1)}
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
