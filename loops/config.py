@@ -148,6 +148,10 @@ class ITERTLConfig(LoopConfig):
     # share of repair examples (a failing attempt + its feedback -> a passing solution, loops.repair):
     # they teach the model to read iterative decoding's feedback
     repair_share: Float = 0.0
+    # reference problems sampled beside the unlabeled ones each round, for repair rows alone: a failing
+    # attempt on one is repaired to a passing sample or, when none passed, to its reference solution,
+    # so repair is also taught on problems the model cannot solve yet (0 = repair rows from unlabeled only)
+    repair_reference: Int = 0
     train_steps: Int = 100  # optimizer steps per round
     batch_size: Int = 16
     learning_rate: Float = 5e-4
@@ -295,6 +299,10 @@ def broken_rules(cfg: ITERTLConfig) -> list[str]:
     rule(0 <= cfg.repair_share < 1 and cfg.replay_share + cfg.repair_share < 1,
          f"repair_share must be in [0, 1) and leave room for self-samples beside replay_share "
          f"(replay_share + repair_share < 1), got repair_share={cfg.repair_share}")
+    rule(cfg.repair_reference >= 0, f"repair_reference must be >= 0, got {cfg.repair_reference}")
+    rule(cfg.repair_reference == 0 or cfg.repair_share > 0,
+         f"repair_reference={cfg.repair_reference} samples reference problems for repair rows, but repair_share is 0: "
+         "set repair_share > 0 (e.g. 0.2) or repair_reference: 0")
     rule(cfg.train_steps >= 1, f"train_steps must be >= 1, got {cfg.train_steps}")
     rule(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     rule(cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}")

@@ -43,13 +43,15 @@ class DPOConfig(ITERTLConfig):
 ITERTL_ONLY = {
     "keep_per_problem": "it is ITERTL's cap on kept programs; the DPO loop caps pairs with pairs_per_problem=N",
     "repair_share": "repair examples are SFT rows of ITERTL's select stage; run `itercode loop itertl` with it",
+    "repair_reference": "it samples reference problems for ITERTL's repair rows; run `itercode loop itertl` with it",
 }
 
 
 def dpo_rules(cfg: DPOConfig) -> list[str]:
     """Every rule ``cfg`` breaks: ITERTL's (the protocol's included) and DPO's own, each with its fix."""
     errors = broken_rules(cfg)
-    errors = [e for e in errors if not e.startswith("replay_share")]  # replaced by the rule below
+    # replaced by the rules below (replay_share's own, and the ITERTL-only keys)
+    errors = [e for e in errors if not e.startswith(("replay_share", "repair_reference"))]
 
     def rule(ok: bool, message: str) -> None:
         if not ok:

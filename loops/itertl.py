@@ -182,23 +182,28 @@ def replay_count(n_self: int, share: float) -> int:
 
 def select_stage(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict],
                  reference: Sequence[Problem], cfg: ITERTLConfig, out_dir: Path, round_: int,
-                 model: str | None = None) -> dict[str, Any]:
+                 model: str | None = None, repair_reference: Sequence[Problem] = ()) -> dict[str, Any]:
     """Write ``train.jsonl``: kept self-samples plus the replay share of reference solutions, and the
-    repair share (`loops.repair`; ``model``, the sampling model, fits its rows to ``max_length``)."""
+    repair share (`loops.repair`; ``model``, the sampling model, fits its rows to ``max_length``), drawn
+    from ``problems`` and the sampled ``repair_reference`` problems (which give repair rows alone)."""
     kept = select_kept(problems, samples, results, cfg.keep_per_problem, stage_seed(cfg, round_, 2),
                        cfg.hard_weight)
     replay = replay_rows(reference, replay_count(len(kept), cfg.replay_share), stage_seed(cfg, round_, 3))
     repair = []
     if cfg.repair_share > 0 and kept:
-        repair = round_repair_rows(problems, samples, results, repair_count(len(kept) + len(replay), cfg.repair_share),
+        repair = round_repair_rows([*problems, *repair_reference], samples, results,
+                                   repair_count(len(kept) + len(replay), cfg.repair_share),
                                    stage_seed(cfg, round_, 8), executor=cfg.executor, workers=cfg.workers,
-                                   executor_options=cfg.executor_options,
-                                   model=model, max_length=cfg.max_length)
+                                   executor_options=cfg.executor_options, model=model, max_length=cfg.max_length,
+                                   solutions={p.task_id: p.canonical_solution for p in repair_reference})
     rows = kept + replay + repair
     random.Random(stage_seed(cfg, round_, 4)).shuffle(rows)
     write_jsonl_atomic(out_dir / "train.jsonl", rows)
     learned = sorted({r["task_id"] for r in kept})
-    return {"kept": len({r["sample_id"] for r in kept}), "kept_rows": len(kept), "replay": len(replay), "repair": len(repair), "learned_task_ids": learned, "learned_problems": len(learned),
+    reference_ids = {p.task_id for p in repair_reference}
+    return {"kept": len({r["sample_id"] for r in kept}), "kept_rows": len(kept), "replay": len(replay), "repair": len(repair),
+            "repair_from_reference": sum(r["task_id"] in reference_ids for r in repair),
+            "learned_task_ids": learned, "learned_problems": len(learned),
             **data_report(problems, samples, results, kept)}
 
 
@@ -249,7 +254,7 @@ def round_rows(run: RunDir, rounds: int, round_figures: Callable[[int], dict[str
     return rows
 
 
-SELECT_COLUMNS = ("kept", "replay", "repair", "kept_problems", "passing_programs", "sample_diversity")
+SELECT_COLUMNS = ("kept", "replay", "repair", "repair_from_reference", "kept_problems", "passing_programs", "sample_diversity")
 
 
 def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
@@ -302,10 +307,12 @@ def run_itertl(cfg: ITERTLConfig, log: Log = print) -> RunDir:
         for k in range(1, cfg.rounds + 1):
             parent = model_for_round(run, cfg, k - 1)
             unlabeled = round_problems(splits["unlabeled"], cfg.unlabeled_per_round, k)
-            samples_path, results_path = s.sample_and_execute(k, parent, unlabeled)
+            # reference problems sampled for repair rows alone (repair_reference; none by default)
+            repair_reference = round_problems(splits["reference"], cfg.repair_reference, k) if cfg.repair_reference else []
+            samples_path, results_path = s.sample_and_execute(k, parent, unlabeled + repair_reference)
             s.stage(k, "select", lambda d: select_stage(unlabeled, read_samples(samples_path)[0],
                                                         read_jsonl(results_path), splits["reference"], cfg, d, k,
-                                                        model=parent))
+                                                        model=parent, repair_reference=repair_reference))
             if not run.is_done(k, "train"):
                 s.pool.close()  # free the engine's memory and processes before training
             s.stage(k, "train", lambda d: train_stage(parent, run.stage_dir(k, "select") / "train.jsonl", cfg, d, k))

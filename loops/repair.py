@@ -6,7 +6,11 @@ built from the round's own samples: the prompt with feedback on failing
 attempts, in exactly the format iterative decoding shows
 (`codegen.decoding.refine_prompt`: best and worst so far, verdict lines, the
 failing docstring example's call, expected value and what came back), and
-as completion a passing sample of the same problem.
+as completion a passing sample of the same problem. With ``repair_reference``
+the round also samples that many reference problems, whose failing attempts
+are repaired to their reference solution when no sample passed: the skill is
+then also taught on problems the model cannot solve on its own, which are the
+ones iterative decoding must win on.
 
 The feedback comes from the public docstring examples (the verifier IAD
 uses at inference); the passing completion was judged on the problem's
@@ -17,7 +21,7 @@ test split), so repair data can never leak held-out problems into training.
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from codegen.decoding import IADState, make_verifier, refine_prompt
 from codegen.errors import UserError
@@ -42,13 +46,16 @@ def repair_count(n_other: int, share: float) -> int:
 
 
 def repair_rows(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict], n: int, seed: int,
-                judge: Judge, fits: Callable[[str], bool] | None = None) -> list[dict]:
+                judge: Judge, fits: Callable[[str], bool] | None = None,
+                solutions: Mapping[str, str] | None = None) -> list[dict]:
     """Up to ``n`` repair rows (``prompt``, ``completion``, ``task_id``, ``source: "repair"``).
 
-    A problem qualifies when this round has both a passing and a failing
-    sample of it; it gives one row: up to two failing attempts shown (the
-    best and worst so far), a passing sample as the target (seeded choices),
-    at most ``n`` rows in all. ``fits(prompt +
+    A problem qualifies when this round has a failing sample of it and a
+    target: a passing sample or, failing that, its entry in ``solutions``
+    (reference solutions of labelled training problems: repair taught where
+    the model cannot solve the problem yet). It gives one row: up to two
+    failing attempts shown (the best and worst so far), the target (a seeded
+    choice among passing samples), at most ``n`` rows in all. ``fits(prompt +
     completion)`` (e.g. within the trainer's max_length) shrinks the feedback
     as iterative decoding would; a row whose plain prompt does not fit is skipped.
     """
@@ -65,26 +72,33 @@ def repair_rows(problems: Sequence[Problem], samples: Sequence[Sample], results:
         good, bad = by_task.setdefault(s.task_id, ([], []))
         (good if passed(v) else bad).append(s)
     rng = random.Random(seed)
-    plans = []  # (problem, failing attempts shown, passing target), one per qualifying problem
+    solutions = solutions or {}
+    plans = []  # (problem, failing attempts shown, target completion, its sample id), one per qualifying problem
     for p in problems:
         good, bad = by_task.get(p.task_id, ([], []))
-        if good and bad:
-            plans.append((p, rng.sample(bad, min(2, len(bad))), rng.choice(good)))
+        if not bad or not (good or p.task_id in solutions):
+            continue
+        shown = rng.sample(bad, min(2, len(bad)))
+        if good:
+            target = rng.choice(good)
+            plans.append((p, shown, target.completion, target.sample_id))
+        else:
+            plans.append((p, shown, solutions[p.task_id], None))
     if not plans or n <= 0:
         return []
     verifier = make_verifier("examples", judge=judge)
-    attempts = [(p, s.completion) for p, shown, _ in plans for s in shown]
+    attempts = [(p, s.completion) for p, shown, *_ in plans for s in shown]
     checks = iter(verifier.check(attempts))
     rows = []
-    for p, shown, target in plans:
+    for p, shown, completion, sample_id in plans:
         state = IADState(p)
         state.add_round([Completion(s.completion) for s in shown], [next(checks) for _ in shown], prompt=p.prompt)
-        fit = None if fits is None else (lambda text, c=target.completion: fits(text + c))
+        fit = None if fits is None else (lambda text, c=completion: fits(text + c))
         prompt = refine_prompt(p, state, fits=fit)
         if prompt == p.prompt:
             continue  # no feedback fits: a plain row would be ordinary self-training, not repair
-        rows.append({"prompt": prompt, "completion": target.completion, "task_id": p.task_id, "source": "repair",
-                     "sample_id": target.sample_id, "repairs": [s.sample_id for s in shown]})
+        rows.append({"prompt": prompt, "completion": completion, "task_id": p.task_id, "source": "repair",
+                     "sample_id": sample_id, "repairs": [s.sample_id for s in shown]})
     rng.shuffle(rows)
     return rows[:n]
 
@@ -99,8 +113,9 @@ def token_fits(model: str, max_length: int) -> Callable[[str], bool]:
 
 def round_repair_rows(problems: Sequence[Problem], samples: Sequence[Sample], results: Sequence[dict], n: int,
                       seed: int, *, executor: str, workers: int | None, model: str | None,
-                      max_length: int, executor_options: dict | None = None) -> list[dict]:
+                      max_length: int, executor_options: dict | None = None,
+                      solutions: Mapping[str, str] | None = None) -> list[dict]:
     """`repair_rows` with a sandbox of its own and, given the round's ``model``, its tokenizer's length check."""
     fits = token_fits(model, max_length) if model else None
     with Judge(executor, workers, options=executor_options) as judge:
-        return repair_rows(problems, samples, results, n, seed, judge, fits)
+        return repair_rows(problems, samples, results, n, seed, judge, fits, solutions)

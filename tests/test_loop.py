@@ -607,7 +607,9 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
     One engine per model: the round-0 engine both evaluates round 0 and samples round 1.
     """
     pytest.importorskip("vllm")
-    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model, sampler="vllm")
+    # repair rows too, some from 4 sampled reference problems (which the quick starter fails: their tests are real)
+    overrides = quick_overrides(tmp_path / "runs", problem_files, starter_model, sampler="vllm",
+                                repair_share=0.3, repair_reference=4)
     proc = subprocess.run(loop_command(overrides), cwd=REPO, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -620,6 +622,12 @@ def test_itertl_one_real_round_with_vllm(tmp_path, problem_files, starter_model)
         assert 0 <= r["validation_pass@1"] <= r["validation_pass@2"] <= 1
     assert rows[1]["kept"] > 0 and rows[1]["train_loss"] > 0
     assert rows[1]["kept_problems"] > 0 and 0 < rows[1]["sample_diversity"] <= 1
+    sampled = {json.loads(line)["task_id"] for line in (root / "round-1" / "sample" / "samples.jsonl").open()}
+    reference_sampled = {t for t in sampled if t.startswith("looptest/reference/")}
+    assert len(sampled) == 12 + 4 and len(reference_sampled) == 4
+    train = [json.loads(line) for line in (root / "round-1" / "select" / "train.jsonl").open()]
+    assert not {r["task_id"] for r in train if r["source"] == "self"} & reference_sampled  # repair rows alone
+    assert rows[1]["repair"] > 0 and 0 < rows[1]["repair_from_reference"] <= rows[1]["repair"]
     # the checkpoint really moved away from its parent
     from safetensors.torch import load_file
 

@@ -58,6 +58,48 @@ def test_repair_rows_show_the_failing_attempts_feedback_and_target_a_passing_sol
     assert len(repair_rows(training_problems, samples, results, n=2, seed=0, judge=judge)) == 2
 
 
+def test_a_problem_no_sample_solved_is_repaired_to_its_reference_solution_when_one_is_given(training_problems,
+                                                                                             judge):
+    samples, results = _round(training_problems)
+    last = training_problems[-1].task_id
+    results = [dict(r, status="failed", passed=False) if r["task_id"] == last else r for r in results]
+    solutions = {p.task_id: "    return 42\n" for p in training_problems}
+    rows = {r["task_id"]: r for r in repair_rows(training_problems, samples, results, n=10, seed=0, judge=judge,
+                                                  solutions=solutions)}
+    assert set(rows) == {p.task_id for p in training_problems}
+    # Nothing passed: the given solution is the target.
+    assert rows[last]["completion"] == "    return 42\n" and rows[last]["sample_id"] is None
+    assert "# Worst so far (examples: error):" in rows[last]["prompt"]
+    # A passing sample stays the target where there is one (the model's own program, not the reference).
+    for p in training_problems[:-1]:
+        assert rows[p.task_id]["completion"] == p.canonical_solution and rows[p.task_id]["sample_id"] == f"{p.task_id}#0"
+
+
+def test_select_stage_takes_repair_rows_but_no_kept_programs_from_repair_reference_problems(training_problems,
+                                                                                           tmp_path):
+    from loops.itertl import select_stage
+
+    samples, results = _round(training_problems)
+    unlabeled, reference = training_problems[:2], training_problems[2:]
+    # The reference problems' passing samples are dropped: their reference solutions are the targets.
+    ref_ids = {p.task_id for p in reference}
+    samples = [s for s in samples if not (s.task_id in ref_ids and s.sample_id.endswith("#0"))]
+    cfg = ITERTLConfig(keep_per_problem=1, replay_share=0.0, repair_share=0.8, repair_reference=2)
+    info = select_stage(unlabeled, samples, results, [], cfg, tmp_path, 1, repair_reference=reference)
+    rows = read_jsonl(tmp_path / "train.jsonl")
+    assert {r["task_id"] for r in rows if r["source"] == "self"} == {p.task_id for p in unlabeled}
+    repair = [r for r in rows if r["source"] == "repair"]
+    assert {r["task_id"] for r in repair} == {p.task_id for p in training_problems}
+    assert info["repair"] == 4 and info["repair_from_reference"] == 2
+    assert all(r["completion"] == p.canonical_solution for p in reference for r in repair if r["task_id"] == p.task_id)
+
+
+def test_repair_reference_needs_a_repair_share():
+    with pytest.raises(UserError, match="repair_reference=100 .* set repair_share"):
+        load_config(None, ["repair_reference=100"])
+    assert load_config(None, ["repair_reference=100", "repair_share=0.2"]).repair_reference == 100
+
+
 def test_repair_rows_never_use_evaluation_problems(training_problems, judge):
     from codegen.synthetic import load_split
 
