@@ -4,6 +4,7 @@ Expensive things (tiny models, a vLLM engine) are built once per session here.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -213,9 +214,27 @@ def slow_unlabeled_copy(problems_file: Path, dest: Path, seconds: float = 0.2) -
 # ---- a real `vllm serve` (the OpenAI sampler's and `itercode decode --backend openai`'s tests) ----
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) is free now but may be handed out
+    again before a slow server binds it (vLLM loads for minutes, and its
+    engine's own sockets take ephemeral ports): CI once lost a test to
+    "address already in use". Ports below the range are never handed out.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in 10000-{low}")
 
 
 @pytest.fixture(scope="module")

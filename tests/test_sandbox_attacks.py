@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import uid_processes
+from conftest import free_port, uid_processes
 
 from sandbox import ERROR, FAILED, OOM, PASSED, TIMEOUT, Job, Limits
 
@@ -110,12 +110,6 @@ def attack(executor, job: Job, statuses: set[str], token: str = "", port: int | 
     assert _harness_hash() == HARNESS_HASH, "the harness file changed"
     assert len(v.stderr) <= (LIMITS.max_output_kb << 10) + 64, "stderr was not capped"
     return v
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- resource attacks
@@ -514,7 +508,7 @@ def test_network_loopback_host_and_outside(backend, host_listener):
 
 
 def test_two_runs_bind_one_port(backend):
-    port = _free_port()
+    port = free_port()
     prog = f"""
     import socket, time
     def f():

@@ -19,7 +19,6 @@ import concurrent.futures
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import require_docker
+from conftest import free_port, require_docker
 
 from codegen.app.server.app import create_app
 from codegen.app.server.config import ServerConfig
@@ -351,17 +350,11 @@ def test_full_queue_gets_429_and_the_admitted_ones_finish():
 # ---- the real server -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RealServer:
     """`itercode serve ...` in its own process group on loopback; stopped on close()."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None, ready_s: float = 240):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")
