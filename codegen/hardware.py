@@ -75,8 +75,8 @@ def training_threads(threads: int | str | None) -> int | None:
     """A thread setting as `torch_threads` takes it; ``"auto"``: one per core idle right now.
 
     "auto" is for a job that runs alone (the demo's starter): more threads give
-    the same model faster when the cores are free (the same weights up to
-    float rounding: see codegen.starter.build_starter), and many times slower
+    the model faster when the cores are free (not bit-identical to one thread's:
+    see codegen.starter.build_starter), and many times slower
     when another process wants them, so a busy machine gets one.
     """
     if threads != "auto":

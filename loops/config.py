@@ -57,8 +57,8 @@ class LoopConfig(BaseModel):
     seed: Int = 0
     base_model: Text = "starter"  # "starter": build codegen.starter's tiny model; else a local path or hub id
     starter_quick: StrictBool = False  # the seconds-scale starter (tests only)
-    # torch CPU threads for the starter build: "auto" = one per core idle when it starts (the
-    # same model as one thread up to float rounding, faster on free cores; many times slower on shared ones)
+    # torch CPU threads for the starter build: "auto" = one per core idle when it starts (faster on
+    # free cores, many times slower on shared ones; rounding that differs from one thread's grows into another model)
     starter_threads: Int | Literal["auto"] = 1
 
     # --- data (any spec codegen.datasets.load_problems accepts)

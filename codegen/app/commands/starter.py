@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a much smaller, seconds-scale build (for tests and smoke runs)")
     p.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     p.add_argument("--threads", type=threads_arg, default=None,
-                   help="torch CPU threads, or auto: one per core idle when training starts (default 1: more give the "
-                        "same model up to float rounding, faster on free cores, many times slower on shared ones; "
+                   help="torch CPU threads, or auto: one per core idle when training starts (default 1: more train faster on free "
+                        "cores, many times slower on shared ones, and another model where rounding differs; "
                         "a fixed N rebuilds bit for bit)")
     p.add_argument("--device", default="cpu", help="cpu (default; bit-reproducible) or cuda")
 
