@@ -156,8 +156,10 @@ def data_report(problems: Sequence[Problem], samples: Sequence[Sample], results:
     """What a round learns from: distinct problems and programs kept, difficulty mix, sample diversity."""
     groups = passing_programs(problems, samples, results)
     kept_ids = {r["task_id"] for r in kept}
+    ids = {p.task_id for p in problems}  # the round also samples repair_reference problems: not these
     return {"kept_problems": len(kept_ids), "passing_programs": sum(len(g) for g in groups.values()),
-            **difficulty_shares(problems, kept_ids), "sample_diversity": sample_diversity(samples)}
+            **difficulty_shares(problems, kept_ids),
+            "sample_diversity": sample_diversity([s for s in samples if s.task_id in ids])}
 
 
 def replay_rows(reference: Sequence[Problem], n: int, seed: int) -> list[dict[str, Any]]:

@@ -84,6 +84,10 @@ def test_select_stage_takes_repair_rows_but_no_kept_programs_from_repair_referen
     # The reference problems' passing samples are dropped: their reference solutions are the targets.
     ref_ids = {p.task_id for p in reference}
     samples = [s for s in samples if not (s.task_id in ref_ids and s.sample_id.endswith("#0"))]
+    # ...and each written twice more: their diversity is not the round's (that of its unlabeled problems)
+    samples += [Sample(p.task_id, "    return (\n", sample_id=f"{p.task_id}#{i}") for p in reference for i in (3, 4)]
+    results += [{"sample_id": f"{p.task_id}#{i}", "task_id": p.task_id, "status": "failed", "passed": False}
+                for p in reference for i in (3, 4)]
     cfg = ITERTLConfig(keep_per_problem=1, replay_share=0.0, repair_share=0.8, repair_reference=2)
     info = select_stage(unlabeled, samples, results, [], cfg, tmp_path, 1, repair_reference=reference)
     rows = read_jsonl(tmp_path / "train.jsonl")
@@ -91,6 +95,7 @@ def test_select_stage_takes_repair_rows_but_no_kept_programs_from_repair_referen
     repair = [r for r in rows if r["source"] == "repair"]
     assert {r["task_id"] for r in repair} == {p.task_id for p in training_problems}
     assert info["repair"] == 4 and info["repair_from_reference"] == 2
+    assert info["sample_diversity"] == 1.0  # 3 distinct of 3 per unlabeled problem; the reference ones not counted
     assert all(r["completion"] == p.canonical_solution for p in reference for r in repair if r["task_id"] == p.task_id)
 
 
