@@ -157,8 +157,10 @@ def data_report(problems: Sequence[Problem], samples: Sequence[Sample], results:
     groups = passing_programs(problems, samples, results)
     kept_ids = {r["task_id"] for r in kept}
     ids = {p.task_id for p in problems}  # the round also samples repair_reference problems: not these
+    own = [r for r in results if r["task_id"] in ids]
     return {"kept_problems": len(kept_ids), "passing_programs": sum(len(g) for g in groups.values()),
             **difficulty_shares(problems, kept_ids),
+            "sampled_pass_rate": sum(r["passed"] for r in own) / max(1, len(own)),
             "sample_diversity": sample_diversity([s for s in samples if s.task_id in ids])}
 
 
@@ -263,7 +265,9 @@ def collect_metrics(run: RunDir, cfg: ITERTLConfig) -> list[dict[str, Any]]:
     """One row per evaluated round: the evaluate stage's metrics plus sample/select/train figures."""
     def figures(k: int) -> dict[str, Any]:
         sel = run.info(k, "select")
-        return {**{key: sel.get(key) for key in SELECT_COLUMNS},
+        # the unlabeled problems' pass rate (select), where the execute stage's also counts repair_reference's
+        own_rate = {"sampled_pass_rate": sel["sampled_pass_rate"]} if "sampled_pass_rate" in sel else {}
+        return {**{key: sel.get(key) for key in SELECT_COLUMNS}, **own_rate,
                 **{key: value for key, value in sel.items() if key.startswith("kept_steps_")},
                 "train_loss": run.info(k, "train").get("train_loss")}
 

@@ -96,6 +96,8 @@ def test_select_stage_takes_repair_rows_but_no_kept_programs_from_repair_referen
     assert {r["task_id"] for r in repair} == {p.task_id for p in training_problems}
     assert info["repair"] == 4 and info["repair_from_reference"] == 2
     assert info["sample_diversity"] == 1.0  # 3 distinct of 3 per unlabeled problem; the reference ones not counted
+    own = [r for r in results if r["task_id"] in {p.task_id for p in unlabeled}]
+    assert info["sampled_pass_rate"] == sum(r["passed"] for r in own) / len(own) != sum(r["passed"] for r in results) / len(results)
     assert all(r["completion"] == p.canonical_solution for p in reference for r in repair if r["task_id"] == p.task_id)
 
 
