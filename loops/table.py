@@ -142,11 +142,14 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     for name in reported_split_names(rows):
         ks = split_ks(rows, name)
         tests += [(f"{name}_pass@{k}", f"{name} pass@{k}", True) for k in sorted({ks[0], ks[-1]})]
-    data_rows = [{**r, "kept_by_steps": _steps_cell(r)} for r in rows]
+    # repair rows (ITERTL's repair_share) get columns only in runs that made some
+    data_rows = [{**r, "kept_by_steps": _steps_cell(r), "repair": r.get("repair") or None,
+                  "repair_from_reference": r.get("repair_from_reference") or None} for r in rows]
     data = [round_col, ("sampled_pass_rate", "sampled pass%", True), ("kept_problems", "kept problems", False),
             ("kept", "kept programs", False), ("passing_programs", "passing programs", False),
             ("kept_by_steps", "kept by steps %", False), ("sample_diversity", "sample diversity", False),
             ("validation_diversity", "validation diversity", False), ("replay", "replay", False),
+            ("repair", "repair", False), ("repair_from_reference", "repair from reference", False),
             ("train_loss", "train loss", False)]
     rl_rows = [{**r, "canary": canary_cell(r)} for r in rows]
     rl = [round_col, ("algo", "algo", False), ("steps", "steps", False), ("completions", "completions sampled", False),

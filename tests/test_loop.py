@@ -693,3 +693,15 @@ def test_a_run_begun_before_a_key_existed_resumes_when_the_key_keeps_its_default
     changed = load_config(None, [f"runs_dir={tmp_path}", "repair_share=0.2"])
     with pytest.raises(UserError, match="repair_share"):
         RunDir.open(changed.run_dir, changed.to_dict(), RESUMABLE_KEYS, changed.defaults())
+
+
+def test_format_table_shows_repair_columns_only_for_a_run_that_made_repair_rows():
+    from loops.table import format_table
+
+    plain = [{"round": 0, "validation_pass@1": 0.2}, {"round": 1, "validation_pass@1": 0.3, "kept": 9, "replay": 3,
+                                                      "repair": 0, "repair_from_reference": 0}]
+    assert "repair" not in format_table(plain)
+    repaired = [plain[0], {**plain[1], "repair": 4, "repair_from_reference": 1}]
+    data = format_table(repaired).split("\n\n")[-1].splitlines()
+    assert "repair  repair from reference" in data[1]
+    assert data[3].split()[-2:] == ["4", "1"]
