@@ -124,7 +124,8 @@ def default_reranker(starter: str, args, judge) -> str:
         sampler.close()
     results = evaluate_samples(problems, samples, executor=judge.start(), progress=False)
     pairs = build_pairs(problems, samples, results, max_pairs_per_problem=4, use_references=False)
-    train_reranker(pairs, starter, out, TrainConfig(feedback="examples", progress=False))
+    # min_steps=0: exactly 2 epochs, the reranker of the README's IAD figures
+    train_reranker(pairs, starter, out, TrainConfig(feedback="examples", min_steps=0, progress=False))
     return str(out)
 
 

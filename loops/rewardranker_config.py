@@ -51,6 +51,7 @@ class RewardRankerConfig(GRPOConfig):
     reranker_base: Text = "policy"  # "policy": start from the base policy's weights (a new score head); or a path
     reranker_feedback: Text = "examples"  # the "# examples: k/n passed" line it reads beside the code; or none
     reranker_epochs: Float = TrainConfig.epochs
+    reranker_min_steps: Int = TrainConfig.min_steps  # optimizer steps at least (few pairs: more passes)
     reranker_learning_rate: Float = TrainConfig.learning_rate
     reranker_batch_size: Int = TrainConfig.batch_size
     reranker_max_length: Int = TrainConfig.max_length
@@ -76,7 +77,7 @@ class RewardRankerConfig(GRPOConfig):
     @property
     def train_config(self) -> TrainConfig:
         """The reranker's `rerankers.train.TrainConfig` (its seed is set per iteration by the loop)."""
-        return TrainConfig(epochs=self.reranker_epochs, learning_rate=self.reranker_learning_rate,
+        return TrainConfig(epochs=self.reranker_epochs, min_steps=self.reranker_min_steps, learning_rate=self.reranker_learning_rate,
                            batch_size=self.reranker_batch_size, max_length=self.reranker_max_length,
                            threads=self.train_threads, progress=self.progress, feedback=self.reranker_feedback,
                            sandbox=self.executor, sandbox_options=self.executor_options)
@@ -113,6 +114,7 @@ def rewardranker_rules(cfg: RewardRankerConfig) -> list[str]:
     rule(cfg.reranker_feedback in FEEDBACK_KINDS,
          f"reranker_feedback must be one of {', '.join(FEEDBACK_KINDS)}, got {cfg.reranker_feedback!r}")
     rule(cfg.reranker_epochs > 0, f"reranker_epochs must be > 0, got {cfg.reranker_epochs}")
+    rule(cfg.reranker_min_steps >= 0, f"reranker_min_steps must be >= 0, got {cfg.reranker_min_steps}")
     rule(cfg.reranker_learning_rate > 0, f"reranker_learning_rate must be > 0, got {cfg.reranker_learning_rate}")
     rule(cfg.reranker_batch_size >= 1, f"reranker_batch_size must be >= 1, got {cfg.reranker_batch_size}")
     rule(cfg.reranker_max_length >= 16, f"reranker_max_length must be >= 16 tokens, got {cfg.reranker_max_length}")

@@ -194,7 +194,7 @@ def feedback_reranker(starter_model, tmp_path_factory):
     pairs = [Pair(p.task_id, p.prompt, right, wrong) for p, right, wrong in twins[:30]]
     out = tmp_path_factory.mktemp("feedback-reranker") / "rr"
     train_reranker(pairs, str(starter_model), out,
-                   TrainConfig(epochs=8, learning_rate=2e-3, batch_size=8, progress=False, feedback="examples"))
+                   TrainConfig(epochs=8, min_steps=0, learning_rate=2e-3, batch_size=8, progress=False, feedback="examples"))
     return out, twins[30:40]
 
 

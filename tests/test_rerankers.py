@@ -200,7 +200,7 @@ def test_reward_trainer_learns_to_rank_passing_candidates_first(starter_model, t
     pairs = build_pairs(problems, samples, results)
     out = tmp_path / "rr"
     result = train_reranker(pairs, str(starter_model), out,
-                            TrainConfig(epochs=6, learning_rate=2e-3, batch_size=8, progress=False))
+                            TrainConfig(epochs=6, min_steps=0, learning_rate=2e-3, batch_size=8, progress=False))
     assert result.path == out and result.stats["pairs"] == len(pairs) == 24
     meta = json.loads((out / "reranker.json").read_text())
     losses = [row["loss"] for row in meta["logs"] if "loss" in row]
@@ -234,7 +234,7 @@ def test_hard_negative_round_retrains_from_base_on_all_pairs(starter_model, tmp_
             expected_hard.extend(mine_hard_negatives(reranker, problems, samples, results, negatives_per_problem=2))
 
     rounds = train_rounds(problems, [(samples, results)], str(starter_model), tmp_path / "rr", rounds=2,
-                          config=TrainConfig(epochs=1, batch_size=8, progress=False),
+                          config=TrainConfig(epochs=1, min_steps=0, batch_size=8, progress=False),
                           negatives_per_problem=2, on_round=after_round)
     first, second = rounds
     assert first.hard_negative_pairs == 0 and first.pairs == 12
@@ -245,6 +245,38 @@ def test_hard_negative_round_retrains_from_base_on_all_pairs(starter_model, tmp_
     assert not list(tmp_path.glob(".rr.rounds-*"))
 
 
+def test_optimizer_steps_are_the_epochs_unless_too_few_pairs_make_fewer_than_min_steps():
+    from rerankers.train import TrainConfig, optimizer_steps
+
+    # 141 pairs in batches of 16 are 9 steps an epoch: 2 epochs would be 18 steps, the floor makes 100.
+    assert optimizer_steps(TrainConfig(epochs=2, min_steps=100, batch_size=16), 141) == 100
+    assert optimizer_steps(TrainConfig(epochs=2, min_steps=0, batch_size=16), 141) == 18
+    # Enough pairs: the epochs decide (242 steps an epoch), as transformers counts a fractional epoch.
+    assert optimizer_steps(TrainConfig(epochs=2, min_steps=100, batch_size=16), 3867) == 484
+    assert optimizer_steps(TrainConfig(epochs=0.5, min_steps=0, batch_size=16), 3867) == 121
+    with pytest.raises(UserError, match="--min-steps must be 0 or more"):
+        TrainConfig(min_steps=-1).check()
+
+
+@pytest.mark.slow
+def test_few_pairs_train_for_min_steps_through_the_cli(starter_model, tmp_path):
+    """The CLI's --min-steps reaches TRL: 12 pairs in batches of 8 make 2 steps an epoch, the floor 5."""
+    from codegen.app.cli import main
+    from codegen.io import write_jsonl_atomic
+
+    problems, samples, results = _toy_pairs(6)
+    write_jsonl_atomic(tmp_path / "problems.jsonl", [p.to_dict() for p in problems])
+    write_jsonl_atomic(tmp_path / "s.jsonl", [s.to_dict() for s in samples])
+    write_jsonl_atomic(tmp_path / "r.jsonl", results)
+    out = tmp_path / "rr"
+    code = main(["reranker", "train", "--problems", str(tmp_path / "problems.jsonl"), "--samples", str(tmp_path / "s.jsonl"),
+                 "--results", str(tmp_path / "r.jsonl"), "--base", str(starter_model), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "8", "--min-steps", "5", "--feedback", "none"])
+    assert code == 0
+    meta = json.loads((out / "reranker.json").read_text())
+    assert meta["stats"]["pairs"] == 12 and meta["stats"]["steps"] == 5 and meta["config"]["min_steps"] == 5
+
+
 @pytest.mark.slow
 def test_lora_training_saves_a_merged_loadable_reranker(starter_model, tmp_path):
     from rerankers.model import Reranker
@@ -253,7 +285,7 @@ def test_lora_training_saves_a_merged_loadable_reranker(starter_model, tmp_path)
     problems, samples, results = _toy_pairs(4)
     out = tmp_path / "rr-lora"
     train_reranker(build_pairs(problems, samples, results), str(starter_model), out,
-                   TrainConfig(epochs=1, batch_size=4, lora=True, lora_r=4, progress=False))
+                   TrainConfig(epochs=1, min_steps=0, batch_size=4, lora=True, lora_r=4, progress=False))
     assert not (out / "adapter_config.json").exists()  # adapters merged, a plain checkpoint
     rr = Reranker.load(out)
     assert rr.meta["config"]["lora"] is True
@@ -325,7 +357,7 @@ def test_cli_trains_two_rounds_scores_and_evals_with_rerank(starter_model, tmp_p
     out = tmp_path / "rr"
     argv = ["reranker", "train", "--problems", "synthetic:reference", "--samples", str(tmp_path / "train.jsonl"),
             "--results", str(tmp_path / "train_results.jsonl"), "--base", str(starter_model), "--out", str(out),
-            "--rounds", "2", "--warm-start", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3"]
+            "--rounds", "2", "--warm-start", "--epochs", "1", "--min-steps", "0", "--batch-size", "8", "--lr", "1e-3"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "round 1:" in text and "round 2:" in text and f"reranker written to {out}" in text

@@ -75,6 +75,7 @@ def test_rewardranker_yaml_is_valid_and_follows_the_protocol():
         (["logprob_weights=[]"], "logprob_weights must be a non-empty list"),
         (["logprob_weights=[-1]"], "logprob_weights must be a non-empty list of numbers >= 0"),
         (["reranker_epochs=0"], "reranker_epochs must be > 0"),
+        (["reranker_min_steps=-1"], "reranker_min_steps must be >= 0"),
         (["sample_temperature=0"], "sample_temperature must be > 0"),
         (["num_generations=1"], "num_generations must be >= 2"),  # the GRPO loop's rules hold
         (["unlabeled=synthetic:validation"], "unlabeled=synthetic:validation is the validation split"),
@@ -237,7 +238,7 @@ def rr_overrides(runs_dir: Path, problem_files: Path, starter_model, **extra) ->
                   validation=str(problem_files / "validation.jsonl"), test=f"[{problem_files / 'heldout.jsonl'}]",
                   sampler="hf", n_samples=4, eval_n=3, eval_ks="[1,2]", probe_problems=4, max_tokens=64,
                   max_completion_length=64, num_generations=4, prompts_per_step=2, steps=4, validate_every=2,
-                  learning_rate=1e-3, reranker_epochs=1, reranker_batch_size=8, reranker_learning_rate=1e-3,
+                  learning_rate=1e-3, reranker_epochs=1, reranker_min_steps=0, reranker_batch_size=8, reranker_learning_rate=1e-3,
                   reranker_max_length=256, workers=2, progress="false")
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]

@@ -61,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights; merged on save")
     t.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default 16)")
     t.add_argument("--epochs", type=float, default=2.0, help="passes over the pairs (default 2)")
+    t.add_argument("--min-steps", type=int, default=TrainConfig.min_steps, metavar="N",
+                   help="optimizer steps at least: with few pairs the passes rise above --epochs until N steps "
+                   f"are made (default {TrainConfig.min_steps}; 0 = exactly --epochs)")
     t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     t.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
     t.add_argument("--max-length", type=int, default=512, metavar="TOKENS",
@@ -129,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(f"--rounds {args.rounds}: must be at least 1")
     if args.fresh_samples and args.rounds < 2:
         raise UserError("--fresh-samples feed hard-negative rounds; add --rounds 2 (or more)")
-    config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+    config = TrainConfig(epochs=args.epochs, min_steps=args.min_steps, learning_rate=args.lr, batch_size=args.batch_size,
                          max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, seed=args.seed,
                          threads=args.threads, progress=sys.stderr.isatty(), feedback=args.feedback,
                          sandbox=args.sandbox)
