@@ -104,7 +104,8 @@ def main() -> int:
     pairs = [Pair(task_id=p.task_id, prompt=p.prompt, chosen=p.canonical_solution,
                   rejected="    return None\n") for p in reference]
     t0 = time.monotonic()
-    result = train_reranker(pairs, str(model), out / "reranker", TrainConfig(epochs=1, min_steps=0, batch_size=8, progress=False))
+    result = train_reranker(pairs, str(model), out / "reranker",
+                            TrainConfig(epochs=1, min_steps=0, batch_size=8, progress=False))
     ok &= _report("reward_model_bf16", result.path.exists(), seconds=round(time.monotonic() - t0, 1),
                   stats={k: v for k, v in result.stats.items() if isinstance(v, (int, float))})
     ok &= _grpo_check(str(model), reference, out, args)

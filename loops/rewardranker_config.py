@@ -77,7 +77,8 @@ class RewardRankerConfig(GRPOConfig):
     @property
     def train_config(self) -> TrainConfig:
         """The reranker's `rerankers.train.TrainConfig` (its seed is set per iteration by the loop)."""
-        return TrainConfig(epochs=self.reranker_epochs, min_steps=self.reranker_min_steps, learning_rate=self.reranker_learning_rate,
+        return TrainConfig(epochs=self.reranker_epochs, min_steps=self.reranker_min_steps,
+                           learning_rate=self.reranker_learning_rate,
                            batch_size=self.reranker_batch_size, max_length=self.reranker_max_length,
                            threads=self.train_threads, progress=self.progress, feedback=self.reranker_feedback,
                            sandbox=self.executor, sandbox_options=self.executor_options)

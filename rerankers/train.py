@@ -74,7 +74,7 @@ class TrainConfig:
 
 
 def optimizer_steps(config: TrainConfig, n_pairs: int) -> int:
-    """Steps for ``config.epochs`` passes over ``n_pairs`` pairs (as transformers counts them), at least ``config.min_steps``."""
+    """Steps of ``config.epochs`` passes over ``n_pairs`` pairs (as transformers counts them), at least ``config.min_steps``."""
     steps_per_epoch = math.ceil(n_pairs / config.batch_size)
     return max(config.min_steps, math.ceil(config.epochs * steps_per_epoch))
 

@@ -132,10 +132,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(f"--rounds {args.rounds}: must be at least 1")
     if args.fresh_samples and args.rounds < 2:
         raise UserError("--fresh-samples feed hard-negative rounds; add --rounds 2 (or more)")
-    config = TrainConfig(epochs=args.epochs, min_steps=args.min_steps, learning_rate=args.lr, batch_size=args.batch_size,
-                         max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, seed=args.seed,
-                         threads=args.threads, progress=sys.stderr.isatty(), feedback=args.feedback,
-                         sandbox=args.sandbox)
+    config = TrainConfig(epochs=args.epochs, min_steps=args.min_steps, learning_rate=args.lr,
+                         batch_size=args.batch_size, max_length=args.max_length, lora=args.lora,
+                         lora_r=args.lora_r, seed=args.seed, threads=args.threads,
+                         progress=sys.stderr.isatty(), feedback=args.feedback, sandbox=args.sandbox)
     config.check()
     problems = load_problem_specs(args.problems)
     sets = [(read_samples(args.samples)[0], _read_results(args.results))]
