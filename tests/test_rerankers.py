@@ -259,7 +259,7 @@ def test_optimizer_steps_are_the_epochs_unless_too_few_pairs_make_fewer_than_min
 
 
 @pytest.mark.slow
-def test_few_pairs_train_for_min_steps_through_the_cli(starter_model, tmp_path):
+def test_few_pairs_train_for_min_steps_through_the_cli(starter_model, tmp_path, capsys):
     """The CLI's --min-steps reaches TRL: 12 pairs in batches of 8 make 2 steps an epoch, the floor 5."""
     from codegen.app.cli import main
     from codegen.io import write_jsonl_atomic
@@ -275,6 +275,7 @@ def test_few_pairs_train_for_min_steps_through_the_cli(starter_model, tmp_path):
     assert code == 0
     meta = json.loads((out / "reranker.json").read_text())
     assert meta["stats"]["pairs"] == 12 and meta["stats"]["steps"] == 5 and meta["config"]["min_steps"] == 5
+    assert "round 1: 12 pairs (0 hard negatives) on 6 problems, 5 steps," in capsys.readouterr().out
 
 
 @pytest.mark.slow

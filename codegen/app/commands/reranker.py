@@ -146,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         s = rr.stats
         acc = s.get("final_accuracy")
         print(f"round {rr.round}: {rr.pairs} pairs ({rr.hard_negative_pairs} hard negatives) on "
-              f"{s.get('problems')} problems, {rr.seconds:.1f} s, train accuracy "
+              f"{s.get('problems')} problems, {s.get('steps')} steps, {rr.seconds:.1f} s, train accuracy "
               f"{'-' if acc is None else f'{acc:.3f}'}", flush=True)
 
     rounds = train_rounds(problems, sets, args.base, args.out, rounds=args.rounds, config=config,
