@@ -59,15 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rounds after the first continue from the previous round's weights on the hard negatives "
                    "plus as many replayed pairs (faster), instead of retraining from --base on all pairs")
     t.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights; merged on save")
-    t.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default 16)")
-    t.add_argument("--epochs", type=float, default=2.0, help="passes over the pairs (default 2)")
-    t.add_argument("--min-steps", type=int, default=TrainConfig.min_steps, metavar="N",
+    d = TrainConfig  # the defaults live there, once
+    t.add_argument("--lora-r", type=int, default=d.lora_r, metavar="R", help=f"LoRA rank (default {d.lora_r})")
+    t.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the pairs (default {d.epochs:g})")
+    t.add_argument("--min-steps", type=int, default=d.min_steps, metavar="N",
                    help="optimizer steps at least: with few pairs the passes rise above --epochs until N steps "
-                   f"are made (default {TrainConfig.min_steps}; 0 = exactly --epochs)")
-    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    t.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
-    t.add_argument("--max-length", type=int, default=512, metavar="TOKENS",
-                   help="tokens of prompt + completion; longer prompts lose their start (default 512)")
+                   f"are made (default {d.min_steps}; 0 = exactly --epochs)")
+    t.add_argument("--lr", type=float, default=d.learning_rate, help=f"peak learning rate (default {d.learning_rate:g})")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per step (default {d.batch_size})")
+    t.add_argument("--max-length", type=int, default=d.max_length, metavar="TOKENS",
+                   help=f"tokens of prompt + completion; longer prompts lose their start (default {d.max_length})")
     t.add_argument("--max-pairs-per-problem", type=int, default=16, metavar="N", help="cap on pairs per problem (default 16)")
     t.add_argument("--negatives-per-problem", type=int, default=4, metavar="N",
                    help="hard negatives taken per problem in each later round (default 4)")
