@@ -12,6 +12,9 @@ The run (`run_rlcoder`), each stage resumable in a `RunDir`:
                        generator: the weighted loss on the target with that block in the prompt
                        (scores of earlier rounds are reused); the label is the candidate with the
                        lowest loss, or the stop block when none beats no block by stop_margin
+                       (label_metric: es instead labels by the first line the generator writes
+                       with each block: the most like the target's, or stop when none beats
+                       the line it writes without one)
     round-k/retriever  the retriever trained from round k-1's on those labels (cross-entropy
                        over its scores of the candidates and the stop block)
     round-R/evaluate   on the evaluation repositories: exact match and edit similarity of the
@@ -63,6 +66,17 @@ def label_of(losses: Sequence[float], no_block: float, margin: float = 0.0) -> i
         return 0
     best = min(range(len(losses)), key=lambda i: (losses[i], i))
     return best if losses[best] < no_block - margin else len(losses)
+
+
+def label_by_similarity(sims: Sequence[float], no_block: float, losses: Sequence[float]) -> int:
+    """The label by what the generator writes: the candidate whose greedy first line is most like the
+    target's (edit similarity; the lower loss breaks a tie), or ``len(sims)`` (stop) when none is more
+    like it than the line written without a block (`tests/test_rlcoder.py` has the cases).
+    """
+    if not sims:
+        return 0
+    best = max(range(len(sims)), key=lambda i: (sims[i], -losses[i], -i))
+    return best if sims[best] > no_block else len(sims)
 
 
 # --------------------------------------------------------------------------- stages
@@ -175,8 +189,14 @@ def label_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], retri
             known[t.task_id] = seen
             scored += len(todo)
         cand_losses = [seen[c["id"]] for c in cands]
-        rows.append({"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses,
-                     "none": seen[""], "label": label_of(cand_losses, seen[""], cfg.stop_margin)})
+        row = {"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses, "none": seen[""],
+               "label": label_of(cand_losses, seen[""], cfg.stop_margin)}
+        if cfg.label_metric == "es":
+            lines = scorer.complete([scorer.builder.prompt(t, [c] if c else [])[0] for c in [None, *cands]],
+                                    cfg.max_new_tokens)
+            sims = [edit_similarity(line, t.first_line) for line in lines]
+            row.update(sims=sims[1:], none_sim=sims[0], label=label_by_similarity(sims[1:], sims[0], cand_losses))
+        rows.append(row)
         if cfg.progress and (i + 1) % 100 == 0:
             log(f"  labelled {i + 1}/{len(tasks)} tasks ({time.monotonic() - t0:.0f}s)")
     write_jsonl_atomic(d / "labels.jsonl", rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
@@ -78,6 +78,9 @@ class RLCoderConfig(BaseModel):
     retriever_lr: Float = 3e-3
     retriever_dim: Int = 64
     stop_margin: Float = 0.02  # stop is the label unless a block lowers the loss by more than this (nats)
+    # what makes a candidate the label: "loss" (the target's weighted loss, RLCoder's), or "es" (the edit
+    # similarity of the first line the generator writes with it, what the benchmark measures)
+    label_metric: Literal["loss", "es"] = "loss"
 
     # --- evaluation
     top_k: Int = 2  # blocks in an evaluated prompt (at most; block_budget may fit fewer)

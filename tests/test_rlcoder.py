@@ -15,12 +15,14 @@ import pytest
 pytest.importorskip("bm25s")
 pytest.importorskip("torch")
 
+from codegen.io import read_jsonl  # noqa: E402
 from codegen.repo.corpus import repos_in  # noqa: E402
 from codegen.repo.generator import TINY, copy_drills, train_generator  # noqa: E402
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, train_retriever  # noqa: E402
-from codegen.repo.tasks import Task, make_tasks  # noqa: E402
-from loops.rlcoder import Scorer, label_of, label_stage, run_artifacts, run_rlcoder  # noqa: E402
+from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
+from loops.rlcoder import (Scorer, label_by_similarity, label_of, label_stage, load_tasks, run_artifacts,  # noqa: E402
+                           run_rlcoder)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +45,29 @@ def test_label_is_the_candidate_that_most_lowers_the_loss_or_stop():
     assert label_of([2.0, 1.98], no_block=2.0, margin=0.05) == 2  # helps, but by less than the margin
     assert label_of([2.0, 1.9], no_block=2.0, margin=0.05) == 1
     assert label_of([], no_block=1.0) == 0
+
+
+def test_label_by_similarity_is_the_line_most_like_the_target_or_stop():
+    assert label_by_similarity([0.5, 0.8, 0.7], no_block=0.6, losses=[2.0, 1.9, 1.5]) == 1
+    assert label_by_similarity([0.8, 0.8], no_block=0.6, losses=[2.0, 1.5]) == 1  # a tie: the lower loss
+    assert label_by_similarity([0.8, 0.8], no_block=0.6, losses=[1.5, 1.5]) == 0  # and then BM25's order
+    assert label_by_similarity([0.5, 0.6], no_block=0.6, losses=[1.0, 0.5]) == 2  # none writes a better line: stop
+    assert label_by_similarity([], no_block=0.6, losses=[]) == 0
+
+
+def test_similarity_labels_come_from_the_lines_the_generator_writes(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + ["progress=false", "label_metric=es"])
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    tasks = load_tasks(run_dir / "round-0" / "tasks" / "retriever.jsonl")[:4]
+    label_stage(cfg, scorer, tasks, None, {}, tmp_path, print)
+    for t, row in zip(tasks, read_jsonl(tmp_path / "labels.jsonl")):
+        cands = {c["id"]: c for c in t.candidates}
+        lines = scorer.complete([scorer.builder.prompt(t, [cands[c]])[0] for c in row["cands"]], cfg.max_new_tokens)
+        assert row["sims"] == pytest.approx([edit_similarity(line, t.first_line) for line in lines])
+        none = scorer.complete([scorer.builder.prompt(t)[0]], cfg.max_new_tokens)[0]
+        assert row["none_sim"] == pytest.approx(edit_similarity(none, t.first_line))
+        assert row["label"] == label_by_similarity(row["sims"], row["none_sim"], row["losses"])
 
 
 def test_token_weights_favour_the_first_token_and_identifiers(tiny_run):
