@@ -189,13 +189,14 @@ def label_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], retri
             known[t.task_id] = seen
             scored += len(todo)
         cand_losses = [seen[c["id"]] for c in cands]
-        row = {"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses, "none": seen[""],
-               "label": label_of(cand_losses, seen[""], cfg.stop_margin)}
+        row = {"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses, "none": seen[""]}
         if cfg.label_metric == "es":
             lines = scorer.complete([scorer.builder.prompt(t, [c] if c else [])[0] for c in [None, *cands]],
                                     cfg.max_new_tokens)
             sims = [edit_similarity(line, t.first_line) for line in lines]
             row.update(sims=sims[1:], none_sim=sims[0], label=label_by_similarity(sims[1:], sims[0], cand_losses))
+        else:
+            row["label"] = label_of(cand_losses, seen[""], cfg.stop_margin)
         rows.append(row)
         if cfg.progress and (i + 1) % 100 == 0:
             log(f"  labelled {i + 1}/{len(tasks)} tasks ({time.monotonic() - t0:.0f}s)")
