@@ -12,7 +12,8 @@ measured on the validation projects. The run's evaluation projects are never
 read, so a setting chosen here has not seen the figures it will be judged by.
 
 The keys that matter here: retriever_tasks_per_repo, rounds,
-epochs_per_round, retriever_lr, bm25_k, retrieve_k, stop_margin, label_metric, top_k.
+epochs_per_round, retriever_lr, bm25_k, retrieve_k, stop_margin, label_metric,
+sim_margin, top_k.
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ The run (`run_rlcoder`), each stage resumable in a `RunDir`:
                        lowest loss, or the stop block when none beats no block by stop_margin
                        (label_metric: es instead labels by the first line the generator writes
                        with each block: the most like the target's, or stop when none beats
-                       the line it writes without one)
+                       the line it writes without one by more than sim_margin; each line is
+                       written once per run, scores.jsonl keeps its similarity for later rounds)
     round-k/retriever  the retriever trained from round k-1's on those labels (cross-entropy
                        over its scores of the candidates and the stop block)
     round-R/evaluate   on the evaluation repositories: exact match and edit similarity of the
@@ -68,15 +69,16 @@ def label_of(losses: Sequence[float], no_block: float, margin: float = 0.0) -> i
     return best if losses[best] < no_block - margin else len(losses)
 
 
-def label_by_similarity(sims: Sequence[float], no_block: float, losses: Sequence[float]) -> int:
+def label_by_similarity(sims: Sequence[float], no_block: float, losses: Sequence[float], margin: float = 0.0) -> int:
     """The label by what the generator writes: the candidate whose greedy first line is most like the
     target's (edit similarity; the lower loss breaks a tie), or ``len(sims)`` (stop) when none is more
-    like it than the line written without a block (`tests/test_rlcoder.py` has the cases).
+    like it than the line written without a block by more than ``margin`` (`tests/test_rlcoder.py` has
+    the cases).
     """
     if not sims:
         return 0
     best = max(range(len(sims)), key=lambda i: (sims[i], -losses[i], -i))
-    return best if sims[best] > no_block else len(sims)
+    return best if sims[best] > no_block + margin else len(sims)
 
 
 # --------------------------------------------------------------------------- stages
@@ -177,36 +179,56 @@ def _candidates_for_round(task: Task, retriever, bm25_k: int, retrieve_k: int) -
 
 def label_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], retriever, known: dict[str, dict],
                 d: Path, log: Log) -> dict[str, Any]:
-    """Score this round's candidates (reusing ``known`` losses) and write labels.jsonl."""
-    rows, scored, t0 = [], 0, time.monotonic()
+    """Score this round's candidates and write labels.jsonl.
+
+    ``known``: ``{task_id: {"losses": {cand id: loss}, "sims": {cand id: edit
+    similarity of its line}}}`` from earlier rounds ("" is no block); only what
+    is missing is scored (a candidate stays in the pool round after round), and
+    ``known`` gains it. scores.jsonl keeps it for the next round.
+    """
+    rows, scored, written, t0 = [], 0, 0, time.monotonic()
     for i, t in enumerate(tasks):
         cands = _candidates_for_round(t, retriever, cfg.bm25_k, cfg.retrieve_k)
-        seen = known.get(t.task_id, {})
-        todo = [c for c in cands if c["id"] not in seen] + ([] if "" in seen else [None])
+        seen = known.setdefault(t.task_id, {"losses": {}, "sims": {}})
+        losses, sims = seen["losses"], seen["sims"]
+        todo = [c for c in [None, *cands] if _cid(c) not in losses]
         if todo:
-            losses = scorer.losses(t, [[c] if c else [] for c in todo])
-            seen = dict(seen, **{(c["id"] if c else ""): v for c, v in zip(todo, losses)})
-            known[t.task_id] = seen
+            losses.update(zip(map(_cid, todo), scorer.losses(t, [[c] if c else [] for c in todo])))
             scored += len(todo)
-        cand_losses = [seen[c["id"]] for c in cands]
-        row = {"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses, "none": seen[""]}
+        cand_losses = [losses[c["id"]] for c in cands]
+        row = {"task_id": t.task_id, "cands": [c["id"] for c in cands], "losses": cand_losses, "none": losses[""]}
         if cfg.label_metric == "es":
-            lines = scorer.complete([scorer.builder.prompt(t, [c] if c else [])[0] for c in [None, *cands]],
-                                    cfg.max_new_tokens)
-            sims = [edit_similarity(line, t.first_line) for line in lines]
-            row.update(sims=sims[1:], none_sim=sims[0], label=label_by_similarity(sims[1:], sims[0], cand_losses))
+            todo = [c for c in [None, *cands] if _cid(c) not in sims]
+            if todo:
+                lines = scorer.complete([scorer.builder.prompt(t, [c] if c else [])[0] for c in todo],
+                                        cfg.max_new_tokens)
+                sims.update((_cid(c), edit_similarity(line, t.first_line)) for c, line in zip(todo, lines))
+                written += len(todo)
+            cand_sims = [sims[c["id"]] for c in cands]
+            row.update(sims=cand_sims, none_sim=sims[""],
+                       label=label_by_similarity(cand_sims, sims[""], cand_losses, cfg.sim_margin))
         else:
-            row["label"] = label_of(cand_losses, seen[""], cfg.stop_margin)
+            row["label"] = label_of(cand_losses, losses[""], cfg.stop_margin)
         rows.append(row)
         if cfg.progress and (i + 1) % 100 == 0:
             log(f"  labelled {i + 1}/{len(tasks)} tasks ({time.monotonic() - t0:.0f}s)")
     write_jsonl_atomic(d / "labels.jsonl", rows)
-    write_jsonl_atomic(d / "scores.jsonl", [{"task_id": k, "losses": v} for k, v in sorted(known.items())])
+    write_jsonl_atomic(d / "scores.jsonl", [{"task_id": k, **v} for k, v in sorted(known.items())])
     stop = sum(r["label"] == len(r["cands"]) for r in rows) / max(1, len(rows))
     not_bm25_top = sum(r["label"] < len(r["cands"]) and r["cands"][r["label"]] != t.candidates[0]["id"]
                        for r, t in zip(rows, tasks)) / max(1, len(rows))
-    return {"examples": len(rows), "scored": scored, "stop_share": round(stop, 4),
+    return {"examples": len(rows), "scored": scored, "lines_written": written, "stop_share": round(stop, 4),
             "label_not_bm25_top": round(not_bm25_top, 4)}
+
+
+def _cid(cand: dict | None) -> str:
+    """A candidate's key in the score caches; "" is no block."""
+    return cand["id"] if cand else ""
+
+
+def read_known(scores: Path) -> dict[str, dict]:
+    """An earlier round's scores.jsonl as `label_stage`'s ``known`` (runs before the sims cache: losses only)."""
+    return {r["task_id"]: {"losses": r["losses"], "sims": r.get("sims", {})} for r in read_jsonl(scores)}
 
 
 def retriever_stage(cfg: RLCoderConfig, tasks: Sequence[Task], labels: list[dict], previous: Path | None, d: Path,
@@ -334,16 +356,12 @@ def run_rlcoder(cfg: RLCoderConfig, log: Log | None = None) -> dict[str, Any]:
         rows = [{"round": 0, "stage": "gate", "gate_best": gate.get("best"), "gate_none": gate.get("none"),
                  "gate_random": gate.get("random")}]
 
-        known: dict[str, dict] = {}
         previous: Path | None = None
         for k in range(1, cfg.rounds + 1):
-            if previous is not None:
-                for r in read_jsonl(run.stage_dir(k - 1, "label") / "scores.jsonl"):
-                    known[r["task_id"]] = r["losses"]
-
-            def label(d: Path, previous=previous) -> dict[str, Any]:
+            def label(d: Path, previous=previous, k=k) -> dict[str, Any]:
                 retriever = Retriever.load(previous) if previous else None
-                return label_stage(cfg, scorer, retr_tasks, retriever, dict(known), d, log)
+                known = read_known(run.stage_dir(k - 1, "label") / "scores.jsonl") if previous else {}
+                return label_stage(cfg, scorer, retr_tasks, retriever, known, d, log)
 
             lab = run.run_logged(k, "label", label, log)
             labels = read_jsonl(run.stage_dir(k, "label") / "labels.jsonl")

@@ -81,6 +81,10 @@ class RLCoderConfig(BaseModel):
     # what makes a candidate the label: "loss" (the target's weighted loss, RLCoder's), or "es" (the edit
     # similarity of the first line the generator writes with it, what the benchmark measures)
     label_metric: Literal["loss", "es"] = "loss"
+    # with label_metric es: stop is the label unless a block's line beats the no-block line's edit similarity
+    # (0..1) by more than this. The best of several candidates beats it by chance alone, and a block costs
+    # in-file context that the retriever's pick, not the best candidate, must make up for.
+    sim_margin: Float = 0.0
 
     # --- evaluation
     top_k: Int = 2  # blocks in an evaluated prompt (at most; block_budget may fit fewer)
@@ -149,6 +153,7 @@ def rules(cfg: RLCoderConfig) -> list[str]:
     rule(cfg.gen_drill_lr > 0, f"gen_drill_lr must be positive, got {cfg.gen_drill_lr}")
     rule(cfg.gen_copy_repeat >= 1, f"gen_copy_repeat must be at least 1, got {cfg.gen_copy_repeat}")
     rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
+    rule(0 <= cfg.sim_margin < 1, f"sim_margin must be in [0, 1), got {cfg.sim_margin}")
     return out
 
 

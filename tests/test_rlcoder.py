@@ -21,8 +21,8 @@ from codegen.repo.generator import TINY, copy_drills, train_generator  # noqa: E
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
-from loops.rlcoder import (Scorer, label_by_similarity, label_of, label_stage, load_tasks, run_artifacts,  # noqa: E402
-                           run_rlcoder)
+from loops.rlcoder import (Scorer, label_by_similarity, label_of, label_stage, load_tasks, read_known,  # noqa: E402
+                           run_artifacts, run_rlcoder)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +53,8 @@ def test_label_by_similarity_is_the_line_most_like_the_target_or_stop():
     assert label_by_similarity([0.8, 0.8], no_block=0.6, losses=[1.5, 1.5]) == 0  # and then BM25's order
     assert label_by_similarity([0.5, 0.6], no_block=0.6, losses=[1.0, 0.5]) == 2  # none writes a better line: stop
     assert label_by_similarity([], no_block=0.6, losses=[]) == 0
+    assert label_by_similarity([0.5, 0.7], no_block=0.6, losses=[1.0, 0.5], margin=0.1) == 2  # beats it, not by 0.1
+    assert label_by_similarity([0.5, 0.75], no_block=0.6, losses=[1.0, 0.5], margin=0.1) == 1
 
 
 def test_similarity_labels_come_from_the_lines_the_generator_writes(tiny_run, tmp_path):
@@ -60,14 +62,39 @@ def test_similarity_labels_come_from_the_lines_the_generator_writes(tiny_run, tm
     cfg = load_rlcoder_config(None, TINY_OVERRIDES + ["progress=false", "label_metric=es"])
     scorer = Scorer(run_dir / "round-0" / "generator" / "model")
     tasks = load_tasks(run_dir / "round-0" / "tasks" / "retriever.jsonl")[:4]
-    label_stage(cfg, scorer, tasks, None, {}, tmp_path, print)
-    for t, row in zip(tasks, read_jsonl(tmp_path / "labels.jsonl")):
+    known: dict = {}
+    info = label_stage(cfg, scorer, tasks, None, known, tmp_path, print)
+    rows = read_jsonl(tmp_path / "labels.jsonl")
+    assert info["lines_written"] == sum(len(r["cands"]) + 1 for r in rows)
+    for t, row in zip(tasks, rows):
         cands = {c["id"]: c for c in t.candidates}
         lines = scorer.complete([scorer.builder.prompt(t, [cands[c]])[0] for c in row["cands"]], cfg.max_new_tokens)
         assert row["sims"] == pytest.approx([edit_similarity(line, t.first_line) for line in lines])
         none = scorer.complete([scorer.builder.prompt(t)[0]], cfg.max_new_tokens)[0]
         assert row["none_sim"] == pytest.approx(edit_similarity(none, t.first_line))
         assert row["label"] == label_by_similarity(row["sims"], row["none_sim"], row["losses"])
+    # the next round reads the lines' similarities back instead of writing them again
+    assert read_known(tmp_path / "scores.jsonl") == known
+    calls = []
+    scorer.complete = lambda prompts, n: calls.append(prompts) or []
+    (tmp_path / "again").mkdir()
+    again = label_stage(cfg, scorer, tasks, None, read_known(tmp_path / "scores.jsonl"), tmp_path / "again", print)
+    assert calls == [] and again["lines_written"] == 0
+    assert read_jsonl(tmp_path / "again" / "labels.jsonl") == read_jsonl(tmp_path / "labels.jsonl")
+
+
+def test_the_loop_writes_each_candidates_line_once_across_rounds(tiny_repos, tmp_path):
+    """label_metric es through `run_rlcoder`: round 2 writes lines only for the candidates round 1 did not have."""
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + [f"repos={tiny_repos}", f"runs_dir={tmp_path}", "progress=false",
+                                                      "label_metric=es", "rounds=2"])
+    run_rlcoder(cfg)
+    first, second = (read_jsonl(cfg.run_dir / f"round-{k}" / "label" / "labels.jsonl") for k in (1, 2))
+    new = sum(len(set(b["cands"]) - set(a["cands"])) for a, b in zip(first, second))
+    written = [r["lines_written"] for r in read_jsonl(cfg.run_dir / "metrics.jsonl") if r["stage"] == "retriever"]
+    assert written == [sum(len(r["cands"]) + 1 for r in first), new]
+    known = read_known(cfg.run_dir / "round-2" / "label" / "scores.jsonl")
+    for row in second:  # the labels read the cache: round 1's lines for the candidates both rounds have
+        assert row["sims"] == [known[row["task_id"]]["sims"][c] for c in row["cands"]]
 
 
 def test_token_weights_favour_the_first_token_and_identifiers(tiny_run):
@@ -326,6 +353,32 @@ def test_validation_trains_and_measures_on_retriever_projects_only(tiny_run):
     assert out["examples"] > 0 and out["train_tasks"] > 0 and out["overrides"] == ["rounds=1"]
     with pytest.raises(SystemExit, match="at least 2"):
         bench.split_for_validation(["repos/only-one"])
+
+
+def test_compare_bootstraps_the_paired_difference(tiny_run, tmp_path, capsys):
+    """benchmarks/rlcoder_compare.py: hand-built rows give the known verdicts; a real run's predictions are read."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rlcoder_compare", REPO / "benchmarks" / "rlcoder_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"target": "x = 1", "rlcoder": "x = 1" if i % 2 else "y = 2", "bm25": "y = 2"} for i in range(200)]
+    out = bench.compare(rows, "rlcoder", "bm25", resamples=500)
+    assert out["em"]["rlcoder"] == 50.0 and out["em"]["bm25"] == 0.0 and out["em"]["difference"] == 50.0
+    assert out["em"]["verdict"] == "above" and 35 < out["em"]["ci95"][0] < 50 < out["em"]["ci95"][1] < 65
+    assert (out["em"]["only_a"], out["em"]["only_b"]) == (100, 0)
+    same = bench.compare(rows, "bm25", "bm25", resamples=500)
+    assert same["es"]["ci95"] == [0.0, 0.0] and same["es"]["verdict"] == "no real difference"
+    assert bench.compare(rows, "bm25", "rlcoder", resamples=500)["es"]["verdict"] == "below"
+
+    run_dir, result = tiny_run
+    assert bench.main([str(run_dir), "--json", "--resamples", "200"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["examples"] == result["examples"]
+    assert got["em"]["rlcoder"] == result["arms"]["rlcoder"]["em"] and got["es"]["bm25"] == result["arms"]["bm25"]["es"]
+    (tmp_path / "empty").mkdir()
+    assert bench.main([str(tmp_path / "empty")]) == 2
+    assert "error:" in capsys.readouterr().err
 
 
 @pytest.mark.slow
