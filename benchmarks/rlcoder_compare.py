@@ -81,6 +81,9 @@ def compare(rows: list[dict], a: str, b: str, resamples: int = 10_000, seed: int
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.resamples < 100:
+        print(f"error: --resamples must be at least 100 for a 95% interval, got {args.resamples}", file=sys.stderr)
+        return 2
     try:
         rows = [r for run in args.runs for r in predictions(run)]
         out = compare(rows, args.a, args.b, args.resamples, args.seed)
