@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 from codegen.errors import UserError  # noqa: E402
 from codegen.io import read_jsonl  # noqa: E402
 from codegen.repo.tasks import edit_similarity, exact_match  # noqa: E402
+from loops.rlcoder import last_round  # noqa: E402
 from loops.rlcoder_table import ARMS  # noqa: E402
 from loops.rundir import RunDir  # noqa: E402
 
@@ -45,11 +46,11 @@ def parse_args(argv=None):
 def predictions(run_dir: str) -> list[dict]:
     """The rows of a run's last finished evaluation stage."""
     run = RunDir.find(run_dir)
-    done = sorted((int(k.split("/")[0].split("-")[1]), k) for k in run.finished_stages() if k.endswith("/evaluate"))
-    if not done:
+    last = last_round(run, "evaluate")
+    if last is None:
         raise UserError(f"{run_dir} has no finished evaluation stage: finish the run first "
                         f"(`itercode loop rlcoder` or `benchmarks/rlcoder.py` with the same name)")
-    return read_jsonl(run.stage_dir(done[-1][0], "evaluate") / "predictions.jsonl")
+    return read_jsonl(run.stage_dir(last, "evaluate") / "predictions.jsonl")
 
 
 def interval(diffs: list[float], resamples: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -66,16 +67,16 @@ def compare(rows: list[dict], a: str, b: str, resamples: int = 10_000, seed: int
         raise UserError("no evaluation examples to compare")
     rng = np.random.default_rng(seed)
     out: dict = {"examples": len(rows), "a": a, "b": b}
-    for name, metric in (("em", exact_match), ("es", edit_similarity)):
-        sa = [100 * metric(r[a], r["target"]) for r in rows]
-        sb = [100 * metric(r[b], r["target"]) for r in rows]
+    scores = {name: ([100 * metric(r[a], r["target"]) for r in rows], [100 * metric(r[b], r["target"]) for r in rows])
+              for name, metric in (("em", exact_match), ("es", edit_similarity))}
+    for name, (sa, sb) in scores.items():
         diffs = [x - y for x, y in zip(sa, sb)]
         lo, hi = interval(diffs, resamples, rng)
         out[name] = {a: round(sum(sa) / len(rows), 2), b: round(sum(sb) / len(rows), 2),
                      "difference": round(sum(diffs) / len(rows), 2), "ci95": [round(lo, 2), round(hi, 2)],
                      "verdict": "above" if lo > 0 else "below" if hi < 0 else "no real difference"}
-    out["em"]["only_a"] = sum(exact_match(r[a], r["target"]) > exact_match(r[b], r["target"]) for r in rows)
-    out["em"]["only_b"] = sum(exact_match(r[b], r["target"]) > exact_match(r[a], r["target"]) for r in rows)
+    em_a, em_b = scores["em"]
+    out["em"].update(only_a=sum(x > y for x, y in zip(em_a, em_b)), only_b=sum(y > x for x, y in zip(em_a, em_b)))
     return out
 
 

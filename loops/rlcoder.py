@@ -416,7 +416,13 @@ def run_artifacts(run_dir: str | Path) -> tuple[Path, Path | None]:
     """``(generator dir, last retriever dir or None)`` of a run (what `itercode complete --run` uses)."""
     run = RunDir.find(str(run_dir))
     model = run.stage_dir(0, "generator") / "model"
-    rounds = sorted(int(k.split("/")[0].split("-")[1]) for k in run.finished_stages() if k.endswith("/retriever"))
-    retriever = run.stage_dir(rounds[-1], "retriever") / "model" if rounds else None
+    last = last_round(run, "retriever")
+    retriever = run.stage_dir(last, "retriever") / "model" if last is not None else None
     return model, retriever
+
+
+def last_round(run: RunDir, stage: str) -> int | None:
+    """The last round in which ``stage`` finished, or None."""
+    rounds = [int(k.split("/")[0].split("-")[1]) for k in run.finished_stages() if k.endswith(f"/{stage}")]
+    return max(rounds, default=None)
 
