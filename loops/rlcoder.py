@@ -244,19 +244,24 @@ def retriever_stage(cfg: RLCoderConfig, tasks: Sequence[Task], labels: list[dict
     history = train_retriever(retriever, examples, epochs=cfg.epochs_per_round, lr=cfg.retriever_lr,
                               seed=cfg.seed * 100 + round_)
     info = {"train_loss": round(history[-1], 4) if history else None, "epochs": len(history)}
+    retriever.settings["stop_bias"] = cfg.stop_bias  # what `itercode complete` uses it with
     retriever.save(d / "model", info)
     return info
 
 
 # --------------------------------------------------------------------------- evaluation
-def arm_blocks(arm: str, task: Task, retriever, oracle: dict | None, top_k: int) -> list[dict]:
-    """The blocks one arm puts in the prompt, most useful last (nearest the cursor)."""
+def arm_blocks(arm: str, task: Task, retriever, oracle: dict | None, top_k: int,
+               stop_bias: float | None = None) -> list[dict]:
+    """The blocks one arm puts in the prompt, most useful last (nearest the cursor).
+
+    ``stop_bias`` is the rlcoder arm's (`Retriever.select`; None: the retriever's own).
+    """
     if arm == "infile":
         blocks: list[dict] = []
     elif arm == "bm25":
         blocks = task.candidates[:top_k]
     elif arm == "rlcoder":
-        blocks = retriever.select(task, top_k, use_stop=True)
+        blocks = retriever.select(task, top_k, use_stop=True, stop_bias=stop_bias)
     elif arm == "rlcoder_no_stop":
         blocks = retriever.select(task, top_k, use_stop=False)
     elif arm == "oracle":
@@ -266,8 +271,25 @@ def arm_blocks(arm: str, task: Task, retriever, oracle: dict | None, top_k: int)
     return list(reversed(blocks))
 
 
+def score_arm(scorer: Scorer, tasks: Sequence[Task], blocks: Sequence[list[dict]],
+              max_new_tokens: int) -> tuple[dict[str, float], list[str], list[int]]:
+    """``({"em", "es", "retrieved_tokens"}, first lines, block tokens)`` with ``blocks[i]`` in task i's prompt."""
+    prompts, tokens = [], []
+    for t, b in zip(tasks, blocks):
+        ids, n_block = scorer.builder.prompt(t, b)
+        prompts.append(ids)
+        tokens.append(n_block)
+    preds = scorer.complete(prompts, max_new_tokens)
+    n = max(1, len(tasks))
+    em = sum(exact_match(p, t.first_line) for p, t in zip(preds, tasks))
+    es = sum(edit_similarity(p, t.first_line) for p, t in zip(preds, tasks))
+    return ({"em": round(100 * em / n, 2), "es": round(100 * es / n, 2), "retrieved_tokens": round(sum(tokens) / n, 1)},
+            preds, tokens)
+
+
 def evaluate_arms(scorer: Scorer, retriever, tasks: Sequence[Task], *, top_k: int, max_new_tokens: int,
-                  seed: int = 0, log: Log | None = None) -> tuple[dict[str, Any], list[dict]]:
+                  seed: int = 0, stop_bias: float | None = None,
+                  log: Log | None = None) -> tuple[dict[str, Any], list[dict]]:
     """``({"arms", "gate", "examples"}, per-task rows)``: EM / ES of the first generated line per arm.
 
     The oracle block is the pool's candidate with the lowest target loss (it
@@ -285,17 +307,8 @@ def evaluate_arms(scorer: Scorer, retriever, tasks: Sequence[Task], *, top_k: in
     arms: dict[str, Any] = {}
     rows = [{"task_id": t.task_id, "target": t.first_line} for t in tasks]
     for arm in ARMS:
-        prompts, tokens = [], []
-        for t in tasks:
-            ids, n_block = scorer.builder.prompt(t, arm_blocks(arm, t, retriever, oracle.get(t.task_id), top_k))
-            prompts.append(ids)
-            tokens.append(n_block)
-        preds = scorer.complete(prompts, max_new_tokens)
-        em = [exact_match(p, t.first_line) for p, t in zip(preds, tasks)]
-        es = [edit_similarity(p, t.first_line) for p, t in zip(preds, tasks)]
-        n = max(1, len(tasks))
-        arms[arm] = {"em": round(100 * sum(em) / n, 2), "es": round(100 * sum(es) / n, 2),
-                     "retrieved_tokens": round(sum(tokens) / n, 1)}
+        blocks = [arm_blocks(arm, t, retriever, oracle.get(t.task_id), top_k, stop_bias) for t in tasks]
+        arms[arm], preds, tokens = score_arm(scorer, tasks, blocks, max_new_tokens)
         for row, p, tok in zip(rows, preds, tokens):
             row[arm] = p
             row[f"{arm}_tokens"] = tok
@@ -318,7 +331,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 def evaluate_stage(cfg: RLCoderConfig, scorer: Scorer, retriever_dir: Path, tasks: Sequence[Task], d: Path,
                    log: Log) -> dict[str, Any]:
     result, rows = evaluate_arms(scorer, Retriever.load(retriever_dir), tasks, top_k=cfg.top_k,
-                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, log=log)
+                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, stop_bias=cfg.stop_bias, log=log)
     result["targets"] = targets(result)
     write_jsonl_atomic(d / "predictions.jsonl", rows)
     write_json_atomic(d / "eval.json", result)

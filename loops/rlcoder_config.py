@@ -85,6 +85,11 @@ class RLCoderConfig(BaseModel):
     # (0..1) by more than this. The best of several candidates beats it by chance alone, and a block costs
     # in-file context that the retriever's pick, not the best candidate, must make up for.
     sim_margin: Float = 0.0
+    # at inference, the stop block's score is raised by this (the retriever's score units, 0 = as trained)
+    # before it cuts the ranking: how often a block pays is the generator's question, and the labels of one
+    # generator's retriever-training tasks answer it with noise. Chosen on validation (rlcoder_validate.py
+    # --stop-bias). It changes no training: the rlcoder arm, and the retriever's saved settings, alone.
+    stop_bias: Float = 0.0
 
     # --- evaluation
     top_k: Int = 2  # blocks in an evaluated prompt (at most; block_budget may fit fewer)

@@ -205,6 +205,21 @@ def test_stop_block_learns_to_retrieve_nothing():
     assert len(r.select(_toy_task(50), 2, use_stop=False)) == 2
 
 
+def test_stop_bias_cuts_earlier_as_it_rises_and_travels_with_the_retriever(tmp_path):
+    r = Retriever.new(dim=8, buckets=256, seed=0)
+    task = _toy_task(0)
+    scores = r.scores(task, task.candidates).tolist()
+    gap = max(scores[:-1]) - scores[-1]  # the best block's lead over the stop block
+    assert len(r.select(task, 3)) == 3 and len(r.select(task, 3, stop_bias=gap / 2)) == 3
+    assert r.select(task, 3, stop_bias=gap + 0.01) == []  # stop now outranks every block
+    counts = [len(r.select(task, 3, stop_bias=b)) for b in (0.0, gap * 0.9, gap + 1)]
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 0
+    assert len(r.select(task, 3, use_stop=False, stop_bias=gap + 1)) == 3  # no stop: no cut at all
+    r.settings["stop_bias"] = gap + 0.01  # what the loop's retriever stage saves
+    r.save(tmp_path / "ret")
+    assert Retriever.load(tmp_path / "ret").select(task, 3) == []
+
+
 # --------------------------------------------------------------------------- the loop
 def test_tiny_loop_reports_every_arm_and_the_gate(tiny_run):
     run_dir, result = tiny_run
@@ -344,13 +359,16 @@ def test_validation_trains_and_measures_on_retriever_projects_only(tiny_run):
     spec.loader.exec_module(bench)
     run_dir, _ = tiny_run
     split = json.loads((run_dir / "round-0" / "corpus" / "repos.json").read_text())
-    out = bench.validate(run_dir, ["rounds=1"], val_tasks=3)
+    out = bench.validate(run_dir, ["rounds=1"], val_tasks=3, stop_biases=[0.0, 1000.0])
     train, val = set(out["train_projects"]), set(out["validation_projects"])
     assert train and val and not train & val
     assert train | val == {Path(r).name for r in split["retriever"]}
     assert not (train | val) & {Path(r).name for r in split["evaluation"]}
     assert set(out["arms"]) == {"infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle"}
     assert out["examples"] > 0 and out["train_tasks"] > 0 and out["overrides"] == ["rounds=1"]
+    sweep = out["stop_bias_sweep"]  # the same retriever: bias 0 is the rlcoder arm, a huge one is in-file only
+    assert sweep["0.0"] == out["arms"]["rlcoder"]
+    assert sweep["1000.0"]["retrieved_tokens"] == 0 and sweep["1000.0"]["es"] == out["arms"]["infile"]["es"]
     with pytest.raises(SystemExit, match="at least 2"):
         bench.split_for_validation(["repos/only-one"])
 

@@ -18,7 +18,7 @@ from the baseline and moves only where the generator's losses say so.
 The stop block is one more candidate whose score is ``scale * (sim * cos(q, s) +
 a * log(1 + best BM25) + c)`` with a learned vector ``s``: it learns when no
 block lowers the generator's loss. At inference only blocks ranked above it
-are used (`Retriever.select`).
+are used (`Retriever.select`), its score raised by the run's ``stop_bias``.
 
 The query is the context's last lines, as for BM25 (`codegen.repo.tasks.query_of`).
 """
@@ -92,21 +92,29 @@ class Retriever:
         """A tensor of len(cands) + 1 scores: each candidate's, then the stop block's."""
         return self.net(*self._inputs(task, cands))
 
-    def rank(self, task: Task, cands: Sequence[dict[str, Any]] | None = None) -> list[str]:
-        """Candidate ids (and `STOP`) best first."""
+    def rank(self, task: Task, cands: Sequence[dict[str, Any]] | None = None, stop_bias: float = 0.0) -> list[str]:
+        """Candidate ids (and `STOP`, its score raised by ``stop_bias``) best first."""
         import torch  # heavy: only when a retriever runs
 
         cands = list(task.candidates if cands is None else cands)
         with torch.no_grad():
             s = self.scores(task, cands).tolist()
+        s[-1] += stop_bias
         ids = [c["id"] for c in cands] + [STOP]
         return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-s[i], i))]
 
-    def select(self, task: Task, k: int, use_stop: bool = True) -> list[dict[str, Any]]:
-        """The blocks to put in the prompt: the top ``k``, cut at the stop block when ``use_stop``."""
+    def select(self, task: Task, k: int, use_stop: bool = True,
+               stop_bias: float | None = None) -> list[dict[str, Any]]:
+        """The blocks to put in the prompt: the top ``k``, cut at the stop block when ``use_stop``.
+
+        ``stop_bias`` (None: the retriever's own, ``settings["stop_bias"]``, 0 unless a run set it) raises
+        the stop block's score before it cuts: a retriever trained on labels from one generator may ask for
+        blocks more often than they pay, and how much more is a choice made on validation.
+        """
+        bias = self.settings.get("stop_bias", 0.0) if stop_bias is None else stop_bias
         by_id = {c["id"]: c for c in task.candidates}
         out = []
-        for cid in self.rank(task):
+        for cid in self.rank(task, stop_bias=bias if use_stop else 0.0):
             if cid == STOP:
                 if use_stop:
                     break
