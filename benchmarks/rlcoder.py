@@ -11,7 +11,8 @@
    and last retriever;
 3. prints exact match and edit similarity (in %) of the first generated line
    for the arms ``infile`` (no retrieval), ``bm25`` (BM25's top-k),
-   ``rlcoder``, ``rlcoder_no_stop`` and ``oracle`` (the candidate with the
+   ``copy_rule`` (no learning: the block holding a near copy of the context's
+   last line, else none), ``rlcoder``, ``rlcoder_no_stop`` and ``oracle`` (the candidate with the
    lowest target loss: the ceiling), the retrieved tokens per example, the
    gate (target loss with the best block, none, a random one), the issue's
    targets as met or missed, and the loop's time against its 45-minute target.

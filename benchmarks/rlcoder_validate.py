@@ -33,7 +33,8 @@ from codegen.hardware import torch_threads  # noqa: E402
 from codegen.io import read_jsonl  # noqa: E402
 from codegen.repo.retriever import Retriever  # noqa: E402
 from codegen.repo.tasks import make_tasks  # noqa: E402
-from loops.rlcoder import Scorer, arm_blocks, evaluate_arms, label_stage, retriever_stage, score_arm  # noqa: E402
+from loops.rlcoder import (Scorer, arm_blocks, evaluate_arms, label_stage, retriever_stage,  # noqa: E402
+                           round_retriever, score_arm)
 from loops.rlcoder_config import load_rlcoder_config  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def validate(run: Path, overrides: list[str], val_tasks: int, log=None, stop_bia
         for k in range(1, cfg.rounds + 1):  # the loop's own stages, in a scratch directory
             d = Path(tmp) / f"round-{k}"
             d.mkdir()
-            label_stage(cfg, scorer, train, Retriever.load(previous) if previous else None, known, d, quiet)
+            label_stage(cfg, scorer, train, round_retriever(cfg, previous, labelling=True), known, d, quiet)
             retriever_stage(cfg, train, read_jsonl(d / "labels.jsonl"), previous, d, k)
             previous = d / "model"
             quiet(f"round {k} of {cfg.rounds}: retriever trained on {len(train)} tasks")

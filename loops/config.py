@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, field_validator
 
 from codegen.samplers import LOCAL_BACKENDS, LOOP_BACKENDS, SamplingParams
 from codegen.synthetic import TEST_SPLITS
-from loops.yaml_config import Float, Int, Schema, Text, load_with, parse_overrides_with
+from loops.yaml_config import Float, Int, Schema, Text, defaults_of, load_with, parse_overrides_with
 from sandbox import BACKENDS, DEFAULT_BACKEND, backend_options
 from sandbox.base import Limits
 
@@ -122,7 +122,7 @@ class LoopConfig(BaseModel):
 
     def defaults(self) -> dict[str, Any]:
         """Every key at its default: what a run made before a key existed ran with (`RunDir.open`)."""
-        return type(self).model_construct().model_dump()
+        return defaults_of(type(self))
 
 
 class ITERTLConfig(LoopConfig):

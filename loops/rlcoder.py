@@ -28,6 +28,7 @@ iterative: the retriever is labelled on the candidates it would pick itself.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -38,9 +39,10 @@ from codegen.io import atomic_path, read_jsonl, write_json_atomic, write_jsonl_a
 from codegen.repo.corpus import (SPLITS, check_disjoint, check_unseen, fetch_corpus, load_corpus_spec, repos_in,
                                  split_by_name)
 from codegen.repo.generator import builder_for, complete_lines, load_generator, target_losses, train_generator
-from codegen.repo.retriever import Retriever, train_retriever
+from codegen.repo.retriever import COPY_MATCH, Retriever, copy_match, train_retriever
 from codegen.repo.tasks import Task, edit_similarity, exact_match, make_tasks
 from loops.rlcoder_config import RESUMABLE_KEYS, RLCoderConfig
+from loops.yaml_config import defaults_of
 from loops.rlcoder_table import ARMS
 from loops.rundir import RunDir
 
@@ -79,6 +81,20 @@ def label_by_similarity(sims: Sequence[float], no_block: float, losses: Sequence
         return 0
     best = max(range(len(sims)), key=lambda i: (sims[i], -losses[i], -i))
     return best if sims[best] > no_block + margin else len(sims)
+
+
+def soft_label(sims: Sequence[float], no_block: float, margin: float, temperature: float) -> list[float]:
+    """A target distribution over the candidates then stop: softmax of each block's gain in edit similarity
+    over the no-block line (stop's is ``margin``), divided by ``temperature``.
+
+    The hard label (`label_by_similarity`) takes the best of a few noisy gains; a block that helps on
+    average but wins only some of its tasks rarely gets it. The soft one gives it weight in proportion
+    to its gain, so training learns the expected gain of what the features describe.
+    """
+    logits = [(s - no_block) / temperature for s in sims] + [margin / temperature]
+    top = max(logits)
+    weights = [math.exp(x - top) for x in logits]
+    return [w / sum(weights) for w in weights]
 
 
 # --------------------------------------------------------------------------- stages
@@ -231,16 +247,32 @@ def read_known(scores: Path) -> dict[str, dict]:
     return {r["task_id"]: {"losses": r["losses"], "sims": r.get("sims", {})} for r in read_jsonl(scores)}
 
 
+def round_retriever(cfg: RLCoderConfig, previous: Path | None, labelling: bool = False):
+    """The retriever a round starts from: the previous round's, else a new one.
+
+    For round 1's labels (``labelling``) the new one's ranking picks candidates only when it differs from
+    BM25's (``copy_features``: its prior raises near copies); otherwise BM25 alone picks them (None).
+    """
+    if previous:
+        return Retriever.load(previous)
+    if labelling and not cfg.copy_features:
+        return None
+    return Retriever.new(dim=cfg.retriever_dim, query_lines=cfg.query_lines, copy_features=cfg.copy_features,
+                         seed=cfg.seed)
+
+
 def retriever_stage(cfg: RLCoderConfig, tasks: Sequence[Task], labels: list[dict], previous: Path | None, d: Path,
                     round_: int) -> dict[str, Any]:
-    retriever = (Retriever.load(previous) if previous else
-                 Retriever.new(dim=cfg.retriever_dim, query_lines=cfg.query_lines, seed=cfg.seed))
+    retriever = round_retriever(cfg, previous)
     by_id = {t.task_id: t for t in tasks}
     examples = []
     for row in labels:
         t = by_id[row["task_id"]]
         cands = {c["id"]: c for c in t.candidates}
-        examples.append((t, [cands[c] for c in row["cands"]], row["label"]))
+        label = row["label"]
+        if cfg.label_temperature > 0:  # label_metric es (checked with the config): rows have sims
+            label = soft_label(row["sims"], row["none_sim"], cfg.sim_margin, cfg.label_temperature)
+        examples.append((t, [cands[c] for c in row["cands"]], label))
     history = train_retriever(retriever, examples, epochs=cfg.epochs_per_round, lr=cfg.retriever_lr,
                               seed=cfg.seed * 100 + round_)
     info = {"train_loss": round(history[-1], 4) if history else None, "epochs": len(history)}
@@ -260,6 +292,8 @@ def arm_blocks(arm: str, task: Task, retriever, oracle: dict | None, top_k: int,
         blocks: list[dict] = []
     elif arm == "bm25":
         blocks = task.candidates[:top_k]
+    elif arm == "copy_rule":
+        blocks = copy_rule(task)
     elif arm == "rlcoder":
         blocks = retriever.select(task, top_k, use_stop=True, stop_bias=stop_bias)
     elif arm == "rlcoder_no_stop":
@@ -269,6 +303,18 @@ def arm_blocks(arm: str, task: Task, retriever, oracle: dict | None, top_k: int,
     else:
         raise ValueError(f"unknown arm {arm!r}; one of {ARMS}")
     return list(reversed(blocks))
+
+
+def copy_rule(task: Task) -> list[dict]:
+    """The pool's block with the best `copy_match` when it is a near copy (at least COPY_MATCH), else none.
+
+    No learning: what the small generator gains from a block is mostly the line after a copy of the
+    context's last line, and a block that holds none only costs in-file context.
+    """
+    best = max(((copy_match(task.context, c["text"]), -i) for i, c in enumerate(task.candidates)), default=None)
+    if best is None or best[0] < COPY_MATCH:
+        return []
+    return [task.candidates[-best[1]]]  # the best match; of equals, BM25's higher
 
 
 def score_arm(scorer: Scorer, tasks: Sequence[Task], blocks: Sequence[list[dict]],
@@ -349,7 +395,9 @@ def _log(cfg: RLCoderConfig) -> Log:
 def run_rlcoder(cfg: RLCoderConfig, log: Log | None = None) -> dict[str, Any]:
     """The whole pipeline in ``cfg.run_dir``; returns the evaluation (eval.json). Resumes a killed run."""
     log = log or _log(cfg)
-    with RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS) as run, torch_threads(cfg.train_threads):
+    # keys added since a run began count as their defaults there (what the run was made with)
+    defaults = defaults_of(type(cfg))
+    with RunDir.open(cfg.run_dir, cfg.to_dict(), RESUMABLE_KEYS, defaults) as run, torch_threads(cfg.train_threads):
         t_start = time.monotonic()
         run.run_logged(0, "corpus", lambda d: corpus_stage(cfg, d, log), log)
         repos = json.loads((run.stage_dir(0, "corpus") / "repos.json").read_text())
@@ -372,7 +420,7 @@ def run_rlcoder(cfg: RLCoderConfig, log: Log | None = None) -> dict[str, Any]:
         previous: Path | None = None
         for k in range(1, cfg.rounds + 1):
             def label(d: Path, previous=previous, k=k) -> dict[str, Any]:
-                retriever = Retriever.load(previous) if previous else None
+                retriever = round_retriever(cfg, previous, labelling=True)
                 known = read_known(run.stage_dir(k - 1, "label") / "scores.jsonl") if previous else {}
                 return label_stage(cfg, scorer, retr_tasks, retriever, known, d, log)
 

@@ -77,6 +77,9 @@ class RLCoderConfig(BaseModel):
     epochs_per_round: Int = 2
     retriever_lr: Float = 3e-3
     retriever_dim: Int = 64
+    # two more features: how closely a block's line matches the context's last line, and whether it is a
+    # near-copy (codegen.repo.retriever.copy_match): what a small generator gains from a block is mostly a copy
+    copy_features: StrictBool = False
     stop_margin: Float = 0.02  # stop is the label unless a block lowers the loss by more than this (nats)
     # what makes a candidate the label: "loss" (the target's weighted loss, RLCoder's), or "es" (the edit
     # similarity of the first line the generator writes with it, what the benchmark measures)
@@ -85,6 +88,9 @@ class RLCoderConfig(BaseModel):
     # (0..1) by more than this. The best of several candidates beats it by chance alone, and a block costs
     # in-file context that the retriever's pick, not the best candidate, must make up for.
     sim_margin: Float = 0.0
+    # with label_metric es and above 0: train on a soft label, a softmax of each candidate's gain in edit
+    # similarity (stop's gain is sim_margin) at this temperature, instead of the best candidate alone
+    label_temperature: Float = 0.0
     # at inference, the stop block's score is raised by this (the retriever's score units, 0 = as trained)
     # before it cuts the ranking: how often a block pays is the generator's question, and the labels of one
     # generator's retriever-training tasks answer it with noise. Chosen on validation (rlcoder_validate.py
@@ -159,6 +165,11 @@ def rules(cfg: RLCoderConfig) -> list[str]:
     rule(cfg.gen_copy_repeat >= 1, f"gen_copy_repeat must be at least 1, got {cfg.gen_copy_repeat}")
     rule(cfg.stop_margin >= 0, f"stop_margin must be >= 0, got {cfg.stop_margin}")
     rule(0 <= cfg.sim_margin < 1, f"sim_margin must be in [0, 1), got {cfg.sim_margin}")
+    rule(cfg.label_temperature >= 0, f"label_temperature must be >= 0 (0: the best candidate alone), "
+                                     f"got {cfg.label_temperature}")
+    rule(cfg.label_temperature == 0 or cfg.label_metric == "es",
+         f"label_temperature ({cfg.label_temperature}) softens labels by edit similarity: set label_metric=es, "
+         "or label_temperature=0 for the loss labels")
     return out
 
 

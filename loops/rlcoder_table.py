@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-ARMS = ("infile", "bm25", "rlcoder", "rlcoder_no_stop", "oracle")
+# copy_rule: a baseline without learning (the block holding a near copy of the context's last line, or none)
+ARMS = ("infile", "bm25", "copy_rule", "rlcoder", "rlcoder_no_stop", "oracle")
 
 
 def is_rlcoder_run(rows: list[dict[str, Any]]) -> bool:

@@ -159,6 +159,11 @@ def _read_file(schema: Schema, path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """Every key of ``model`` at its default: what a run made before a key existed ran with (`RunDir.open`)."""
+    return model.model_construct().model_dump()
+
+
 def load_with(schema: Schema, path: str | Path | None, overrides: Sequence[str] = ()) -> Any:
     """Read ``path`` (YAML mapping; None = all defaults), apply ``key=value`` overrides, validate
     against ``schema``'s model and rules.
