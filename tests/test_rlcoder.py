@@ -363,6 +363,8 @@ def test_runs_show_prints_the_rlcoder_table(tiny_run):
 def test_complete_on_a_hand_made_repository(tiny_run, tmp_path, capsys):
     """`itercode complete` (the CLI's main, in process: a subprocess per call would reload torch)."""
     from codegen.app.cli import main
+    from codegen.repo.tasks import file_task
+    from loops.rlcoder import copy_rule
     from tiny_repos import make_tiny_repos
 
     run_dir, _ = tiny_run
@@ -377,6 +379,11 @@ def test_complete_on_a_hand_made_repository(tiny_run, tmp_path, capsys):
         assert out["retrieval"] == retrieval and isinstance(out["completion"], str) and "\n" not in out["completion"]
         assert all(not b["id"].startswith("repo0/app.py:") for b in out["blocks"])  # other files only
     assert out["blocks"] and out["retrieved_tokens"] > 0
+    capsys.readouterr()
+    assert main(base + ["--retriever", "copy_rule"]) == 0  # the rule's block, or none
+    out = json.loads(capsys.readouterr().out)
+    task = file_task(str(repo), "repo0/app.py", len(app) - 1)
+    assert out["retrieval"] == "copy_rule" and [b["id"] for b in out["blocks"]] == [b["id"] for b in copy_rule(task)]
     assert main(base[:5] + ["--line", "9999", "--run", str(run_dir)]) == 2
     assert "outside" in capsys.readouterr().err
     assert main(base[:5] + ["--line", "3", "--run", str(tmp_path / "no-run")]) == 2

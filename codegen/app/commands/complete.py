@@ -2,7 +2,9 @@
 
 The generator (``--model``) and the retriever (``--retriever``) default to
 those of a finished ``itercode loop rlcoder`` run (``--run``, default
-runs/rlcoder). Without a retriever the blocks are BM25's. Prints the
+runs/rlcoder). Without a retriever the blocks are BM25's; ``--retriever
+copy_rule`` takes the block holding a near copy of the line before the cursor,
+or none (no learning; the benchmark's copy_rule arm). Prints the
 completed line, then the blocks that were in the prompt (``--json``: one
 object with both).
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from codegen.errors import UserError
 
+NAMED_RETRIEVERS = ("bm25", "copy_rule")  # arms that need no trained retriever
 HELP = "complete a line of a repository with retrieved cross-file blocks (a model from `itercode loop rlcoder`)"
 
 
@@ -26,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "to use (default runs/rlcoder)")
     p.add_argument("--model", default=None, metavar="M", help="a generator directory instead of the run's")
     p.add_argument("--retriever", default=None, metavar="R",
-                   help="a retriever directory instead of the run's; 'bm25' for BM25's blocks")
+                   help="a retriever directory instead of the run's; 'bm25' for BM25's blocks; 'copy_rule' "
+                        "for the block holding a near copy of the line before the cursor, or none")
     p.add_argument("--top-k", type=int, default=2, help="blocks in the prompt at most (default 2)")
     p.add_argument("--no-stop", action="store_true", help="ignore the retriever's stop block")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -38,7 +42,7 @@ def _artifacts(args: argparse.Namespace) -> tuple[Path, Path | None]:
     from loops.rlcoder import run_artifacts
 
     if args.model and args.retriever:
-        return Path(args.model), None if args.retriever == "bm25" else Path(args.retriever)
+        return Path(args.model), None if args.retriever in NAMED_RETRIEVERS else Path(args.retriever)
     try:
         model, retriever = run_artifacts(args.run)
     except UserError:
@@ -48,7 +52,7 @@ def _artifacts(args: argparse.Namespace) -> tuple[Path, Path | None]:
         model, retriever = Path(args.model), None
     model = Path(args.model) if args.model else model
     if args.retriever:
-        retriever = None if args.retriever == "bm25" else Path(args.retriever)
+        retriever = None if args.retriever in NAMED_RETRIEVERS else Path(args.retriever)
     return model, retriever
 
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     task = file_task(args.repo, args.file, args.line)
     scorer = Scorer(model)
     if retriever_dir is None:
-        arm, retriever = "bm25", None
+        arm, retriever = (args.retriever if args.retriever in NAMED_RETRIEVERS else "bm25"), None
     else:
         arm, retriever = ("rlcoder_no_stop" if args.no_stop else "rlcoder"), Retriever.load(retriever_dir)
     blocks = arm_blocks(arm, task, retriever, None, args.top_k)
