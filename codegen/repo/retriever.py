@@ -150,7 +150,7 @@ class Retriever:
         bias = self.settings.get("stop_bias", 0.0) if stop_bias is None else stop_bias
         by_id = {c["id"]: c for c in task.candidates}
         out = []
-        for cid in self.rank(task, stop_bias=bias if use_stop else 0.0):
+        for cid in self.rank(task, stop_bias=bias):  # without use_stop the stop block is skipped, biased or not
             if cid == STOP:
                 if use_stop:
                     break
