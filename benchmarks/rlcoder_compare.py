@@ -43,14 +43,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def predictions(run_dir: str) -> list[dict]:
-    """The rows of a run's last finished evaluation stage."""
+def predictions(run_dir: str, arms: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a run's last finished evaluation stage; an error if they lack one of ``arms``."""
     run = RunDir.find(run_dir)
     last = last_round(run, "evaluate")
     if last is None:
         raise UserError(f"{run_dir} has no finished evaluation stage: finish the run first "
                         f"(`itercode loop rlcoder` or `benchmarks/rlcoder.py` with the same name)")
-    return read_jsonl(run.stage_dir(last, "evaluate") / "predictions.jsonl")
+    rows = read_jsonl(run.stage_dir(last, "evaluate") / "predictions.jsonl")
+    missing = [a for a in arms if rows and a not in rows[0]]
+    if missing:
+        raise UserError(f"{run_dir} was evaluated before the arm(s) {', '.join(missing)} existed; compare the arms "
+                        f"it has ({', '.join(a for a in ARMS if a in rows[0])}), or run the loop again under a new "
+                        "name=NEW_NAME")
+    return rows
 
 
 def interval(diffs: list[float], resamples: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
         print(f"error: --resamples must be at least 100 for a 95% interval, got {args.resamples}", file=sys.stderr)
         return 2
     try:
-        rows = [r for run in args.runs for r in predictions(run)]
+        rows = [r for run in args.runs for r in predictions(run, (args.a, args.b))]
         out = compare(rows, args.a, args.b, args.resamples, args.seed)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

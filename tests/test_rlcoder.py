@@ -503,6 +503,13 @@ def test_compare_bootstraps_the_paired_difference(tiny_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert bench.main([str(tmp_path / "empty")]) == 2
     assert "error:" in capsys.readouterr().err
+    with pytest.raises(bench.UserError, match="before the arm"):  # a run evaluated before an arm existed
+        old = tmp_path / "old"
+        shutil.copytree(run_dir, old)
+        pred = next(old.glob("round-*/evaluate/predictions.jsonl"))
+        pred.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("copy_rule")}) + "\n"
+                                for r in read_jsonl(pred)))
+        bench.predictions(str(old), ("copy_rule", "bm25"))
 
 
 @pytest.mark.slow
