@@ -42,9 +42,9 @@ from codegen.repo.generator import builder_for, complete_lines, load_generator, 
 from codegen.repo.retriever import COPY_MATCH, Retriever, copy_match, train_retriever
 from codegen.repo.tasks import Task, edit_similarity, exact_match, make_tasks
 from loops.rlcoder_config import RESUMABLE_KEYS, RLCoderConfig
-from loops.yaml_config import defaults_of
 from loops.rlcoder_table import ARMS
 from loops.rundir import RunDir
+from loops.yaml_config import defaults_of
 
 Log = Callable[[str], None]
 # The gate passes when the most useful block lowers the mean target loss by more than this (nats): with

@@ -59,7 +59,8 @@ def copy_match(context: str, block: str) -> float:
     on retriever-training tasks the best candidate by this measure lifted the generated line's edit
     similarity where BM25's best lowered it.
     """
-    last = next((ln.strip() for ln in reversed(context.splitlines()) if ln.strip()), "")
+    # the last non-blank line, read from the end: the context is a whole file's prefix, and this runs per candidate
+    last = context.rstrip().rsplit("\n", 1)[-1].strip()
     if not last:
         return 0.0
     lines = [ln.strip() for ln in block.splitlines()]
