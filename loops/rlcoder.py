@@ -258,7 +258,7 @@ def round_retriever(cfg: RLCoderConfig, previous: Path | None, labelling: bool =
     if labelling and not cfg.copy_features:
         return None
     return Retriever.new(dim=cfg.retriever_dim, query_lines=cfg.query_lines, copy_features=cfg.copy_features,
-                         seed=cfg.seed)
+                         init=cfg.retriever_init, seed=cfg.seed)
 
 
 def retriever_stage(cfg: RLCoderConfig, tasks: Sequence[Task], labels: list[dict], previous: Path | None, d: Path,

@@ -80,6 +80,10 @@ class RLCoderConfig(BaseModel):
     # two more features: how closely a block's line matches the context's last line, and whether it is a
     # near-copy (codegen.repo.retriever.copy_match): what a small generator gains from a block is mostly a copy
     copy_features: StrictBool = False
+    # what a new retriever ranks like before training: "bm25" (BM25's order, near copies raised with
+    # copy_features), or "copy_rule" (needs copy_features): the near copy if any, else the stop block, as the
+    # copy_rule arm picks; training then moves it where the labels say
+    retriever_init: Literal["bm25", "copy_rule"] = "bm25"
     stop_margin: Float = 0.02  # stop is the label unless a block lowers the loss by more than this (nats)
     # what makes a candidate the label: "loss" (the target's weighted loss, RLCoder's), or "es" (the edit
     # similarity of the first line the generator writes with it, what the benchmark measures)
@@ -170,6 +174,8 @@ def rules(cfg: RLCoderConfig) -> list[str]:
     rule(cfg.label_temperature == 0 or cfg.label_metric == "es",
          f"label_temperature ({cfg.label_temperature}) softens labels by edit similarity: set label_metric=es, "
          "or label_temperature=0 for the loss labels")
+    rule(cfg.retriever_init != "copy_rule" or cfg.copy_features,
+         "retriever_init copy_rule ranks by the copy features: set copy_features=true, or retriever_init=bm25")
     return out
 
 

@@ -21,9 +21,9 @@ from codegen.repo.generator import TINY, copy_drills, train_generator  # noqa: E
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, copy_match, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
-from loops.rlcoder import (Scorer, _candidates_for_round, arm_blocks, label_by_similarity, label_of,  # noqa: E402
-                           label_stage, load_tasks, read_known, round_retriever, run_artifacts, run_rlcoder,
-                           soft_label)
+from loops.rlcoder import (Scorer, _candidates_for_round, arm_blocks, copy_rule, label_by_similarity,  # noqa: E402
+                           label_of, label_stage, load_tasks, read_known, round_retriever, run_artifacts,
+                           run_rlcoder, soft_label)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -288,6 +288,24 @@ def test_copy_features_let_the_retriever_take_the_near_copy_and_stop_without_one
     assert [b["id"] for b in Retriever.load(tmp_path / "ret").select(_copy_task(200, True), 1)] == ["a.py:2"]
 
 
+def test_a_retriever_started_as_the_copy_rule_picks_what_the_rule_picks_before_any_training():
+    """init copy_rule: the near copy when there is one (BM25 ranks it last here), else the stop block cuts
+    before any block; the config refuses it without the copy features it ranks by."""
+    r = Retriever.new(dim=8, buckets=4096, copy_features=True, init="copy_rule", seed=0)
+    for i in range(5):
+        for near in (True, False):
+            task = _copy_task(i, near)
+            assert r.select(task, 2) == copy_rule(task) == ([task.candidates[2]] if near else [])
+    plain = Retriever.new(dim=8, buckets=4096, copy_features=True, seed=0)
+    assert len(plain.select(_copy_task(0, False), 2)) == 2  # started as BM25's order, stop never cuts
+    with pytest.raises(ValueError, match="copy_features"):
+        Retriever.new(init="copy_rule")
+    with pytest.raises(Exception, match="set copy_features=true, or retriever_init=bm25"):
+        load_rlcoder_config(None, ["retriever_init=copy_rule"])
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + ["copy_features=true", "retriever_init=copy_rule"])
+    assert round_retriever(cfg, None).settings["init"] == "copy_rule"
+
+
 def test_round_one_labels_the_near_copies_the_copy_prior_raises():
     """RLCoder labels what its retriever retrieves: with copy_features the new retriever's picks join BM25's in
     round 1, so a near copy BM25 ranks low is labelled (and so learnable); without them BM25 alone picks."""
@@ -364,7 +382,6 @@ def test_complete_on_a_hand_made_repository(tiny_run, tmp_path, capsys):
     """`itercode complete` (the CLI's main, in process: a subprocess per call would reload torch)."""
     from codegen.app.cli import main
     from codegen.repo.tasks import file_task
-    from loops.rlcoder import copy_rule
     from tiny_repos import make_tiny_repos
 
     run_dir, _ = tiny_run
@@ -446,7 +463,7 @@ def test_a_run_made_before_new_keys_existed_resumes(tiny_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     saved = yaml.safe_load((old / "config.yaml").read_text())
-    for key in ("copy_features", "label_temperature", "stop_bias"):
+    for key in ("copy_features", "label_temperature", "stop_bias", "retriever_init"):
         del saved[key]
     (old / "config.yaml").write_text(yaml.safe_dump({**saved, "runs_dir": str(tmp_path), "name": "old"}))
     base = TINY_OVERRIDES + [f"repos={saved['repos']}", f"runs_dir={tmp_path}", "name=old", "progress=false"]

@@ -17,7 +17,8 @@ matches the context's last line (`copy_match`): the small generator gains
 from a block mostly by copying the line that follows such a match. At
 initialisation ``w`` gives BM25's order (near copies raised among it, with
 ``copy_features``), so training starts from the baseline and moves only where
-the generator's losses say so.
+the generator's losses say so. With ``init="copy_rule"`` (needs ``copy_features``)
+it starts as the copy rule instead: the near copy if there is one, else stop.
 
 The stop block is one more candidate whose score is ``scale * (sim * cos(q, s) +
 a * log(1 + best BM25) + c)`` with a learned vector ``s``: it learns when no
@@ -44,6 +45,11 @@ from codegen.repo.tasks import Task, query_of, words
 STOP = "<stop>"  # the stop block's id in rankings
 COPY_MATCH = 0.8  # a copy_match at least this is a near-copy of the last line (the second copy feature)
 COPY_PRIOR = [2.0, 2.0]  # the copy features' initial weights: a near copy scores about as BM25's best does
+# init "copy_rule": the copy features' weights and the stop block's constant that make a new retriever pick as
+# `loops.rlcoder.copy_rule` does: a near copy scores at least 6 + 1.6 and so above stop (7), any other block at
+# most 4 + 1 + 1.6 and so below it (give or take the embedding similarities, near 0 before training)
+RULE_PRIOR = {"copy": [2.0, 6.0], "stop_c": 7.0}
+INITS = ("bm25", "copy_rule")
 _DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
 
@@ -107,12 +113,14 @@ class Retriever:
 
     @classmethod
     def new(cls, *, dim: int = 64, buckets: int = 1 << 15, scale: float = 2.0, query_lines: int = 10,
-            copy_features: bool = False, seed: int = 0) -> "Retriever":
+            copy_features: bool = False, init: str = "bm25", seed: int = 0) -> "Retriever":
         import torch  # heavy: only when a retriever runs
 
+        if init not in INITS or (init == "copy_rule" and not copy_features):
+            raise ValueError(f"init must be one of {INITS} (copy_rule with copy_features), got {init!r}")
         torch.manual_seed(seed)
         settings = {"dim": dim, "buckets": buckets, "scale": scale, "query_lines": query_lines,
-                    "copy_features": copy_features}
+                    "copy_features": copy_features, "init": init}
         return cls(_net(settings), settings)
 
     # ----- scoring
@@ -202,11 +210,13 @@ def _net(settings: dict[str, Any]):
             # BM25's order, with a near copy of the context's last line put near the top: the labels of
             # round 1 come from this ranking's top (RLCoder labels what its retriever retrieves), so a prior of
             # 0 would leave the near copies BM25 ranks low unlabelled, and so unlearnt.
-            copy = COPY_PRIOR if settings.get("copy_features", False) else []
+            rule = settings.get("init", "bm25") == "copy_rule"  # retrievers saved before the key: bm25
+            copy = (RULE_PRIOR["copy"] if rule else COPY_PRIOR) if settings.get("copy_features", False) else []
             self.w = nn.Parameter(torch.tensor([4.0, 0.0, 0.0, 0.0, 1.0] + copy))
             self.stop = nn.Parameter(torch.zeros(d))
             self.stop_a = nn.Parameter(torch.tensor(0.0))
-            self.stop_c = nn.Parameter(torch.tensor(-3.0))  # below every block at first (they score >= -1): stop never cuts
+            # bm25: below every block at first (they score >= -1), so stop never cuts; copy_rule: see RULE_PRIOR
+            self.stop_c = nn.Parameter(torch.tensor(RULE_PRIOR["stop_c"] if rule else -3.0))
             # The similarity's weight is learned, from small: a random encoder must not reorder BM25's ranking.
             self.sim = nn.Parameter(torch.tensor(1.0))
             self.scale = settings["scale"]  # multiplies the whole score: the softmax temperature
