@@ -31,6 +31,7 @@ import json
 import math
 import random
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,7 +39,8 @@ from codegen.hardware import torch_threads
 from codegen.io import atomic_path, read_jsonl, write_json_atomic, write_jsonl_atomic
 from codegen.repo.corpus import (SPLITS, check_disjoint, check_unseen, fetch_corpus, load_corpus_spec, repos_in,
                                  split_by_name)
-from codegen.repo.generator import builder_for, complete_lines, load_generator, target_losses, train_generator
+from codegen.repo.generator import (builder_for, complete_lines, load_generator, sample_lines, target_losses,
+                                    train_generator)
 from codegen.repo.retriever import COPY_MATCH, Retriever, copy_match, train_retriever
 from codegen.repo.tasks import Task, edit_similarity, exact_match, make_tasks
 from loops.rlcoder_config import RESUMABLE_KEYS, RLCoderConfig
@@ -150,6 +152,10 @@ class Scorer:
     def complete(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
         return complete_lines(self.model, self.builder, prompts, max_new_tokens)
 
+    def sample(self, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int,
+               seed: int) -> list[list[str]]:
+        return sample_lines(self.model, self.builder, prompts, n, temperature, max_new_tokens, seed)
+
 
 def gate_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], d: Path, log: Log) -> dict[str, Any]:
     gate, rows = gate_of(scorer, tasks[: cfg.gate_tasks], cfg.seed)
@@ -216,9 +222,7 @@ def label_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], retri
         if cfg.label_metric == "es":
             todo = [c for c in [None, *cands] if _cid(c) not in sims]
             if todo:
-                lines = scorer.complete([scorer.builder.prompt(t, [c] if c else [])[0] for c in todo],
-                                        cfg.max_new_tokens)
-                sims.update((_cid(c), edit_similarity(line, t.first_line)) for c, line in zip(todo, lines))
+                sims.update(zip(map(_cid, todo), line_similarities(cfg, scorer, t, todo)))
                 written += len(todo)
             cand_sims = [sims[c["id"]] for c in cands]
             row.update(sims=cand_sims, none_sim=sims[""],
@@ -235,6 +239,21 @@ def label_stage(cfg: RLCoderConfig, scorer: Scorer, tasks: Sequence[Task], retri
                        for r, t in zip(rows, tasks)) / max(1, len(rows))
     return {"examples": len(rows), "scored": scored, "lines_written": written, "stop_share": round(stop, 4),
             "label_not_bm25_top": round(not_bm25_top, 4)}
+
+
+def line_similarities(cfg: RLCoderConfig, scorer: Scorer, task: Task, cands: Sequence[dict | None]) -> list[float]:
+    """How like the target's first line the generator writes with each candidate (None: no block) in its prompt.
+
+    The greedy line's edit similarity, or with ``label_samples`` N the mean over N sampled lines: the best
+    of a task's candidates by one greedy line is often a block that won by chance; a mean over samples
+    weighs what the block does to the generator's whole distribution of lines.
+    """
+    prompts = [scorer.builder.prompt(task, [c] if c else [])[0] for c in cands]
+    if not cfg.label_samples:
+        return [edit_similarity(line, task.first_line) for line in scorer.complete(prompts, cfg.max_new_tokens)]
+    seed = zlib.crc32(f"{cfg.seed}:{task.task_id}".encode())  # the same lines whatever the order or resume
+    sampled = scorer.sample(prompts, cfg.label_samples, cfg.label_sample_temperature, cfg.max_new_tokens, seed)
+    return [sum(edit_similarity(line, task.first_line) for line in lines) / len(lines) for lines in sampled]
 
 
 def _cid(cand: dict | None) -> str:

@@ -95,6 +95,10 @@ class RLCoderConfig(BaseModel):
     # with label_metric es and above 0: train on a soft label, a softmax of each candidate's gain in edit
     # similarity (stop's gain is sim_margin) at this temperature, instead of the best candidate alone
     label_temperature: Float = 0.0
+    # with label_metric es: 0 judges each candidate by the greedy first line; N > 0 by the mean edit
+    # similarity of N first lines sampled at label_sample_temperature (the no-block line too)
+    label_samples: Int = 0
+    label_sample_temperature: Float = 0.8
     # at inference, the stop block's score is raised by this (the retriever's score units, 0 = as trained)
     # before it cuts the ranking: how often a block pays is the generator's question, and the labels of one
     # generator's retriever-training tasks answer it with noise. Chosen on validation (rlcoder_validate.py
@@ -174,6 +178,11 @@ def rules(cfg: RLCoderConfig) -> list[str]:
     rule(cfg.label_temperature == 0 or cfg.label_metric == "es",
          f"label_temperature ({cfg.label_temperature}) softens labels by edit similarity: set label_metric=es, "
          "or label_temperature=0 for the loss labels")
+    rule(cfg.label_samples >= 0, f"label_samples must be >= 0 (0: the greedy line), got {cfg.label_samples}")
+    rule(cfg.label_samples == 0 or cfg.label_metric == "es",
+         f"label_samples ({cfg.label_samples}) samples lines for label_metric=es: set it, or label_samples=0")
+    rule(cfg.label_sample_temperature > 0,
+         f"label_sample_temperature must be positive, got {cfg.label_sample_temperature}")
     rule(cfg.retriever_init != "copy_rule" or cfg.copy_features,
          "retriever_init copy_rule ranks by the copy features: set copy_features=true, or retriever_init=bm25")
     return out

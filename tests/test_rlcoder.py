@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,13 @@ pytest.importorskip("torch")
 
 from codegen.io import read_jsonl  # noqa: E402
 from codegen.repo.corpus import repos_in  # noqa: E402
-from codegen.repo.generator import TINY, copy_drills, train_generator  # noqa: E402
+from codegen.repo.generator import TINY, copy_drills, sample_lines, train_generator  # noqa: E402
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, copy_match, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
 from loops.rlcoder import (Scorer, _candidates_for_round, arm_blocks, copy_rule, label_by_similarity,  # noqa: E402
-                           label_of, label_stage, load_tasks, read_known, round_retriever, run_artifacts,
-                           run_rlcoder, soft_label)
+                           label_of, label_stage, line_similarities, load_tasks, read_known, round_retriever,
+                           run_artifacts, run_rlcoder, soft_label)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,6 +110,40 @@ def test_similarity_labels_come_from_the_lines_the_generator_writes(tiny_run, tm
     again = label_stage(cfg, scorer, tasks, None, read_known(tmp_path / "scores.jsonl"), tmp_path / "again", print)
     assert calls == [] and again["lines_written"] == 0
     assert read_jsonl(tmp_path / "again" / "labels.jsonl") == read_jsonl(tmp_path / "labels.jsonl")
+
+
+def test_sampled_lines_come_back_per_prompt_in_order_and_seeded(tiny_run):
+    run_dir, _ = tiny_run
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    tasks = load_tasks(run_dir / "round-0" / "tasks" / "retriever.jsonl")[:5]
+    prompts = [scorer.builder.prompt(t, t.candidates[:1])[0] for t in tasks]
+    greedy = scorer.complete(prompts, 8)
+    cold = sample_lines(scorer.model, scorer.builder, prompts, 3, temperature=1e-4, max_new_tokens=8)  # one batch
+    assert cold == [[line] * 3 for line in greedy]  # near 0 temperature: each prompt's greedy line, in order
+    hot = [sample_lines(scorer.model, scorer.builder, prompts, 4, temperature=2.0, max_new_tokens=8, seed=s)
+           for s in (1, 1, 2)]
+    assert hot[0] == hot[1] != hot[2] and all(len(lines) == 4 for lines in hot[0])
+
+
+def test_sampled_line_labels_judge_each_candidate_by_its_mean_line(tiny_run, tmp_path):
+    """label_samples N: a candidate's (and no block's) similarity is the mean over N sampled lines."""
+    run_dir, _ = tiny_run
+    cfg = load_rlcoder_config(None, TINY_OVERRIDES + ["progress=false", "label_metric=es", "label_samples=3",
+                                                      "label_sample_temperature=1.5"])
+    scorer = Scorer(run_dir / "round-0" / "generator" / "model")
+    tasks = load_tasks(run_dir / "round-0" / "tasks" / "retriever.jsonl")[:3]
+    label_stage(cfg, scorer, tasks, None, {}, tmp_path, print)
+    for t, row in zip(tasks, read_jsonl(tmp_path / "labels.jsonl")):
+        cands = [None] + [{c["id"]: c for c in t.candidates}[cid] for cid in row["cands"]]
+        assert [row["none_sim"], *row["sims"]] == pytest.approx(line_similarities(cfg, scorer, t, cands))  # seeded
+        sampled = scorer.sample([scorer.builder.prompt(t, [c] if c else [])[0] for c in cands], 3, 1.5,
+                                cfg.max_new_tokens, seed=zlib.crc32(f"{cfg.seed}:{t.task_id}".encode()))
+        means = [sum(edit_similarity(x, t.first_line) for x in lines) / 3 for lines in sampled]
+        assert [row["none_sim"], *row["sims"]] == pytest.approx(means)
+    with pytest.raises(Exception, match="set it, or label_samples=0"):
+        load_rlcoder_config(None, ["label_metric=loss", "label_samples=2"])
+    with pytest.raises(Exception, match="label_sample_temperature must be positive"):
+        load_rlcoder_config(None, ["label_metric=es", "label_samples=2", "label_sample_temperature=0"])
 
 
 def test_the_loop_writes_each_candidates_line_once_across_rounds(tiny_repos, tmp_path):

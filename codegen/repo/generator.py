@@ -164,20 +164,38 @@ def target_losses(model, builder: PromptBuilder, task: Task, block_sets: Sequenc
 def complete_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_new_tokens: int = 24,
                    batch_size: int = 16) -> list[str]:
     """Greedy completion of each prompt up to the end of its first line (the line, without "\\n")."""
+    return [lines[0] for lines in _first_lines(model, builder, prompts, max_new_tokens, batch_size, do_sample=False)]
+
+
+def sample_lines(model, builder: PromptBuilder, prompts: list[list[int]], n: int, temperature: float,
+                 max_new_tokens: int = 24, seed: int = 0, batch_size: int = 16) -> list[list[str]]:
+    """``n`` first lines sampled at ``temperature`` for each prompt (seeded: the same lines on a rerun)."""
     import torch  # heavy: only when a generator runs
 
-    out: list[str] = [""] * len(prompts)
+    torch.manual_seed(seed)
+    return _first_lines(model, builder, prompts, max_new_tokens, max(1, batch_size // n), do_sample=True,
+                        temperature=temperature, top_k=0, num_return_sequences=n)
+
+
+def _first_lines(model, builder: PromptBuilder, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                 **generate) -> list[list[str]]:
+    """Each prompt's generated first lines (``num_return_sequences`` of them, default 1), in prompt order."""
+    import torch  # heavy: only when a generator runs
+
+    n = generate.get("num_return_sequences", 1)
+    out: list[list[str]] = [[] for _ in prompts]
     tok = builder.tok
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             ids, mask = (x.to(model.device) for x in _pad([prompts[i] for i in idx], tok.pad_token_id, left=True))
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=[tok.eos_token_id, builder.newline], pad_token_id=tok.pad_token_id)
-            for j, i in enumerate(idx):
-                new = gen[j, ids.shape[1]:].tolist()
-                out[i] = tok.decode(new, skip_special_tokens=True).split("\n", 1)[0]
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 eos_token_id=[tok.eos_token_id, builder.newline], pad_token_id=tok.pad_token_id,
+                                 **generate)
+            for j, row in enumerate(gen):  # a prompt's n sequences are consecutive rows
+                new = row[ids.shape[1]:].tolist()
+                out[idx[j // n]].append(tok.decode(new, skip_special_tokens=True).split("\n", 1)[0])
     return out
 
 
