@@ -23,8 +23,8 @@ from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
 from codegen.repo.retriever import STOP, Retriever, copy_match, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
 from loops.rlcoder import (Scorer, _candidates_for_round, arm_blocks, copy_rule, label_by_similarity,  # noqa: E402
-                           label_of, label_stage, line_similarities, load_tasks, read_known, round_retriever,
-                           run_artifacts, run_rlcoder, soft_label)
+                           label_of, label_stage, load_tasks, read_known, round_retriever, run_artifacts,
+                           run_rlcoder, soft_label)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,11 +135,10 @@ def test_sampled_line_labels_judge_each_candidate_by_its_mean_line(tiny_run, tmp
     label_stage(cfg, scorer, tasks, None, {}, tmp_path, print)
     for t, row in zip(tasks, read_jsonl(tmp_path / "labels.jsonl")):
         cands = [None] + [{c["id"]: c for c in t.candidates}[cid] for cid in row["cands"]]
-        assert [row["none_sim"], *row["sims"]] == pytest.approx(line_similarities(cfg, scorer, t, cands))  # seeded
         sampled = scorer.sample([scorer.builder.prompt(t, [c] if c else [])[0] for c in cands], 3, 1.5,
                                 cfg.max_new_tokens, seed=zlib.crc32(f"{cfg.seed}:{t.task_id}".encode()))
         means = [sum(edit_similarity(x, t.first_line) for x in lines) / 3 for lines in sampled]
-        assert [row["none_sim"], *row["sims"]] == pytest.approx(means)
+        assert [row["none_sim"], *row["sims"]] == pytest.approx(means)  # seeded per task: the same lines again
     with pytest.raises(Exception, match="set it, or label_samples=0"):
         load_rlcoder_config(None, ["label_metric=loss", "label_samples=2"])
     with pytest.raises(Exception, match="label_sample_temperature must be positive"):
@@ -498,7 +497,8 @@ def test_a_run_made_before_new_keys_existed_resumes(tiny_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     saved = yaml.safe_load((old / "config.yaml").read_text())
-    for key in ("copy_features", "label_temperature", "stop_bias", "retriever_init"):
+    for key in ("copy_features", "label_temperature", "stop_bias", "retriever_init", "label_samples",
+                "label_sample_temperature"):
         del saved[key]
     (old / "config.yaml").write_text(yaml.safe_dump({**saved, "runs_dir": str(tmp_path), "name": "old"}))
     base = TINY_OVERRIDES + [f"repos={saved['repos']}", f"runs_dir={tmp_path}", "name=old", "progress=false"]
