@@ -42,7 +42,7 @@ def _artifacts(args: argparse.Namespace) -> tuple[Path, Path | None]:
     from loops.rlcoder import run_artifacts
 
     if args.model and args.retriever:
-        return Path(args.model), None if args.retriever in NAMED_RETRIEVERS else Path(args.retriever)
+        return Path(args.model), _retriever_dir(args.retriever)
     try:
         model, retriever = run_artifacts(args.run)
     except UserError:
@@ -51,9 +51,12 @@ def _artifacts(args: argparse.Namespace) -> tuple[Path, Path | None]:
                             "(a generator directory) or run `itercode loop rlcoder` first") from None
         model, retriever = Path(args.model), None
     model = Path(args.model) if args.model else model
-    if args.retriever:
-        retriever = None if args.retriever in NAMED_RETRIEVERS else Path(args.retriever)
-    return model, retriever
+    return model, _retriever_dir(args.retriever) if args.retriever else retriever
+
+
+def _retriever_dir(name: str) -> Path | None:
+    """``--retriever``'s directory, or None for a named arm that needs no trained retriever."""
+    return None if name in NAMED_RETRIEVERS else Path(name)
 
 
 def run(args: argparse.Namespace) -> int:
