@@ -289,11 +289,14 @@ def retriever_stage(cfg: RLCoderConfig, tasks: Sequence[Task], labels: list[dict
         t = by_id[row["task_id"]]
         cands = {c["id"]: c for c in t.candidates}
         label = row["label"]
-        if cfg.label_temperature > 0:  # label_metric es (checked with the config): rows have sims
+        if cfg.retriever_objective == "gain":  # label_metric es (checked with the config): rows have sims
+            label = [s - row["none_sim"] for s in row["sims"]] + [0.0]
+        elif cfg.label_temperature > 0:  # the same
             label = soft_label(row["sims"], row["none_sim"], cfg.sim_margin, cfg.label_temperature)
         examples.append((t, [cands[c] for c in row["cands"]], label))
     history = train_retriever(retriever, examples, epochs=cfg.epochs_per_round, lr=cfg.retriever_lr,
-                              seed=cfg.seed * 100 + round_)
+                              seed=cfg.seed * 100 + round_, objective=cfg.retriever_objective,
+                              features_only=cfg.retriever_train == "features")
     info = {"train_loss": round(history[-1], 4) if history else None, "epochs": len(history)}
     retriever.settings["stop_bias"] = cfg.stop_bias  # what `itercode complete` uses it with
     retriever.save(d / "model", info)

@@ -99,6 +99,13 @@ class RLCoderConfig(BaseModel):
     # similarity of N first lines sampled at label_sample_temperature (the no-block line too)
     label_samples: Int = 0
     label_sample_temperature: Float = 0.8
+    # with label_metric es: "label" trains on the label (cross-entropy); "gain" maximises the expected gain
+    # in edit similarity of the retriever's choice (each candidate's line against the no-block line; stop's
+    # gain 0), the generator's reward averaged over its tasks instead of the best of each task's few
+    retriever_objective: Literal["label", "gain"] = "label"
+    # what trains: "all" (word embeddings, features and stop), or "features" (the weights of the features and
+    # the stop block's constants alone: what they mean carries to unseen projects, where the words do not)
+    retriever_train: Literal["all", "features"] = "all"
     # at inference, the stop block's score is raised by this (the retriever's score units, 0 = as trained)
     # before it cuts the ranking: how often a block pays is the generator's question, and the labels of one
     # generator's retriever-training tasks answer it with noise. Chosen on validation (rlcoder_validate.py
@@ -183,6 +190,11 @@ def rules(cfg: RLCoderConfig) -> list[str]:
          f"label_samples ({cfg.label_samples}) samples lines for label_metric=es: set it, or label_samples=0")
     rule(cfg.label_sample_temperature > 0,
          f"label_sample_temperature must be positive, got {cfg.label_sample_temperature}")
+    rule(cfg.retriever_objective == "label" or cfg.label_metric == "es",
+         "retriever_objective gain needs each candidate's line gain: set label_metric=es, "
+         "or retriever_objective=label")
+    rule(cfg.retriever_objective == "label" or cfg.label_temperature == 0,
+         "retriever_objective gain trains on each candidate's gain, not on a soft label: set label_temperature=0")
     rule(cfg.retriever_init != "copy_rule" or cfg.copy_features,
          "retriever_init copy_rule ranks by the copy features: set copy_features=true, or retriever_init=bm25")
     return out

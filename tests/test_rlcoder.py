@@ -20,11 +20,11 @@ from codegen.io import read_jsonl  # noqa: E402
 from codegen.repo.corpus import repos_in  # noqa: E402
 from codegen.repo.generator import TINY, copy_drills, sample_lines, train_generator  # noqa: E402
 from codegen.repo.prompts import PromptBuilder, token_weights  # noqa: E402
-from codegen.repo.retriever import STOP, Retriever, copy_match, train_retriever  # noqa: E402
+from codegen.repo.retriever import FEATURE_PARAMS, STOP, Retriever, copy_match, train_retriever  # noqa: E402
 from codegen.repo.tasks import Task, edit_similarity, make_tasks  # noqa: E402
 from loops.rlcoder import (Scorer, _candidates_for_round, arm_blocks, copy_rule, label_by_similarity,  # noqa: E402
-                           label_of, label_stage, load_tasks, read_known, round_retriever, run_artifacts,
-                           run_rlcoder, soft_label)
+                           label_of, label_stage, load_tasks, read_known, retriever_stage, round_retriever,
+                           run_artifacts, run_rlcoder, soft_label)
 from loops.rlcoder_config import TINY_OVERRIDES, load_rlcoder_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,6 +84,52 @@ def test_retriever_trains_on_soft_labels():
     assert losses[-1] < losses[0]
     p = torch.softmax(r.scores(_toy_task(99), _toy_task(99).candidates), 0).tolist()
     assert p[1] > 0.3 and p[3] > 0.3 and p[0] + p[2] < 0.2
+
+
+def test_retriever_on_expected_gain_takes_the_steady_block_over_the_one_that_wins_by_chance(tmp_path):
+    """The gain objective learns each choice's mean gain: on one task seen 16 times (as tasks the features cannot
+    tell apart), block 0 wins half the time by a lot and loses the rest by more (mean -0.1), block 1 always gains
+    a little (+0.05). Hard labels split between the two; the expected gain takes block 1, and stop when every
+    block loses on average."""
+    import torch
+
+    gains = [[0.3 if i % 2 else -0.5, 0.05, -0.2, 0.0] for i in range(16)]
+    r = Retriever.new(dim=8, buckets=4096, seed=0)
+    task = _toy_task(0)
+    train_retriever(r, [(task, task.candidates, g) for g in gains], epochs=15, lr=0.05, objective="gain")
+    p = torch.softmax(r.scores(task, task.candidates), 0).tolist()
+    assert p[1] > 0.9
+    hard = [label_by_similarity(g[:3], 0.0, [1, 1, 1]) for g in gains]
+    assert hard.count(0) == hard.count(1) == 8  # what cross-entropy on the best of each task would learn from
+    losing = [[g - 0.3 for g in row[:3]] + [0.0] for row in gains]
+    r = Retriever.new(dim=8, buckets=4096, seed=0)
+    train_retriever(r, [(task, task.candidates, g) for g in losing], epochs=15, lr=0.05, objective="gain")
+    assert r.select(task, 2) == []
+    # the loop's retriever stage turns each labelled row's lines into the gains (stop's 0)
+    cfg = load_rlcoder_config(None, ["label_metric=es", "retriever_objective=gain", "retriever_lr=0.05",
+                                     "epochs_per_round=15"])
+    rows = [{"task_id": task.task_id, "cands": [c["id"] for c in task.candidates], "label": 0,
+             "sims": [0.5 + g for g in row[:3]], "none_sim": 0.5} for row in gains]
+    retriever_stage(cfg, [task], rows, None, tmp_path, 1)
+    assert Retriever.load(tmp_path / "model").rank(task)[0] == "a.py:1"
+    with pytest.raises(Exception, match="set label_metric=es"):
+        load_rlcoder_config(None, ["label_metric=loss", "retriever_objective=gain"])
+    with pytest.raises(Exception, match="set label_temperature=0"):
+        load_rlcoder_config(None, ["label_metric=es", "retriever_objective=gain", "label_temperature=0.05"])
+
+
+def test_retriever_trained_on_its_features_alone_keeps_its_word_embeddings():
+    """features_only: the definition feature is what the labels follow, and it is learnt; the words (the
+    training projects' own) are not."""
+    import torch
+
+    r = Retriever.new(dim=8, buckets=256, seed=0)
+    before = {name: p.detach().clone() for name, p in r.net.named_parameters()}
+    examples = [(t, t.candidates, 1) for t in map(_toy_task, range(8))]  # the definition is always best
+    train_retriever(r, examples, epochs=15, lr=0.05, features_only=True)
+    moved = {name for name, p in r.net.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert "w" in moved and moved <= set(FEATURE_PARAMS)
+    assert r.rank(_toy_task(99))[0] == "a.py:1"
 
 
 def test_similarity_labels_come_from_the_lines_the_generator_writes(tiny_run, tmp_path):
@@ -498,7 +544,7 @@ def test_a_run_made_before_new_keys_existed_resumes(tiny_run, tmp_path):
     shutil.copytree(run_dir, old)
     saved = yaml.safe_load((old / "config.yaml").read_text())
     for key in ("copy_features", "label_temperature", "stop_bias", "retriever_init", "label_samples",
-                "label_sample_temperature"):
+                "label_sample_temperature", "retriever_objective", "retriever_train"):
         del saved[key]
     (old / "config.yaml").write_text(yaml.safe_dump({**saved, "runs_dir": str(tmp_path), "name": "old"}))
     base = TINY_OVERRIDES + [f"repos={saved['repos']}", f"runs_dir={tmp_path}", "name=old", "progress=false"]

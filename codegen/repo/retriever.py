@@ -53,6 +53,11 @@ INITS = ("bm25", "copy_rule")
 _DEF = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
 
+# what `train_retriever(features_only=True)` trains: the weights of `features` (the same meaning in every
+# project) and the stop block's constants
+FEATURE_PARAMS = ("w", "stop_a", "stop_c")
+
+
 def bag(text: str, buckets: int) -> list[int]:
     """The hashed word ids of ``text`` (crc32: the same in every process, unlike hash())."""
     return [zlib.crc32(w.encode()) % buckets for w in words(text)] or [0]
@@ -240,12 +245,18 @@ def _net(settings: dict[str, Any]):
     return Net()
 
 
-def train_retriever(retriever: Retriever, examples: Sequence[tuple[Task, list[dict[str, Any]], int]], *,
-                    epochs: int = 3, lr: float = 3e-3, seed: int = 0) -> list[float]:
-    """Cross-entropy over each example's scores (candidates then stop); label index ``len(cands)`` is stop.
+def train_retriever(retriever: Retriever, examples: Sequence[tuple[Task, list[dict[str, Any]], Any]], *,
+                    epochs: int = 3, lr: float = 3e-3, seed: int = 0, objective: str = "label",
+                    features_only: bool = False) -> list[float]:
+    """Train ``retriever`` in place on each example's scores (candidates then stop); returns each epoch's mean loss.
 
-    ``examples``: ``(task, candidates, label)``, the label an index or a distribution over the candidates
-    then stop. Trains ``retriever`` in place; returns the mean loss of each epoch.
+    ``examples``: ``(task, candidates, label)``. With ``objective="label"`` the loss is cross-entropy and the
+    label an index (``len(cands)`` is stop) or a distribution over the candidates then stop. With
+    ``objective="gain"`` the label is each choice's gain (candidates then stop) and the loss is minus the
+    expected gain of the retriever's softmax choice: a mean over tasks, where the best of a few noisy gains
+    (the hard label) is biased toward blocks that won by chance. ``features_only`` trains the weights of the
+    features and the stop block's constants alone (`FEATURE_PARAMS`), never the word embeddings, whose
+    words are the training projects' own.
     """
     import torch  # heavy: only when a retriever runs
 
@@ -253,7 +264,8 @@ def train_retriever(retriever: Retriever, examples: Sequence[tuple[Task, list[di
     torch.manual_seed(seed)
     net = retriever.net
     net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for name, p in net.named_parameters() if not features_only or name in FEATURE_PARAMS],
+                           lr=lr)
     inputs = [(retriever._inputs(task, cands), label) for task, cands, label in examples]
     history = []
     for _ in range(epochs):
@@ -263,11 +275,14 @@ def train_retriever(retriever: Retriever, examples: Sequence[tuple[Task, list[di
         for i in order:
             (q, blocks, feats, log_best), label = inputs[i]
             s = net(q, blocks, feats, log_best)
-            target = torch.tensor([label], dtype=torch.long if isinstance(label, int) else torch.float32)
-            loss = torch.nn.functional.cross_entropy(s.unsqueeze(0), target)
+            if objective == "gain":
+                loss = -(torch.softmax(s, 0) @ torch.tensor(label, dtype=torch.float32))
+            else:
+                target = torch.tensor([label], dtype=torch.long if isinstance(label, int) else torch.float32)
+                loss = torch.nn.functional.cross_entropy(s.unsqueeze(0), target)
             loss.backward()
             opt.step()
-            opt.zero_grad(set_to_none=True)
+            net.zero_grad(set_to_none=True)
             total += loss.item()
         history.append(total / max(1, len(inputs)))
     net.eval()
