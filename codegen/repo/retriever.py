@@ -282,7 +282,7 @@ def train_retriever(retriever: Retriever, examples: Sequence[tuple[Task, list[di
                 loss = torch.nn.functional.cross_entropy(s.unsqueeze(0), target)
             loss.backward()
             opt.step()
-            net.zero_grad(set_to_none=True)
+            net.zero_grad(set_to_none=True)  # every parameter's: with features_only, the frozen ones' would pile up
             total += loss.item()
         history.append(total / max(1, len(inputs)))
     net.eval()
